@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class AgentsCommonConfig(AppConfig):
+    name = "agents.common"
+    label = "agents_common"
+    verbose_name = "Agents"
+
+    def ready(self) -> None:
+        # Importing a handler module registers its handlers (orchestrator.registry).
+        from agents.common import diagnostic  # noqa: F401

@@ -1,0 +1,78 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from orchestrator import registry
+from orchestrator.api.auth import api_key_create
+from orchestrator.models import AgentRegistration, ApiKey, Task, TaskEvent
+
+
+class TaskEventInline(admin.TabularInline):
+    model = TaskEvent
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "from_status", "to_status", "applied", "actor", "channel", "details"]
+    readonly_fields = fields
+    ordering = ["created_at", "id"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = ["id", "type", "channel", "status", "contact", "agent", "attempts", "created_at"]
+    list_filter = ["status", "channel", "type", "agent", "created_at"]
+    search_fields = ["=id", "correlation_id", "provider_id", "contact__name", "contact__phone", "contact__email"]
+    list_select_related = ["contact"]
+    raw_id_fields = ["contact", "parent"]
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+    inlines = [TaskEventInline]
+    readonly_fields = [
+        "id", "type", "channel", "status", "agent", "attempts", "lease_expires_at", "provider_id", "result",
+        "error_code", "error_message", "source", "idempotency_key", "request_digest", "created_at",
+        "updated_at", "finished_at",
+    ]  # fmt: skip
+
+    def has_add_permission(self, request) -> bool:
+        return False  # tasks come through the API, inbound webhooks and the console's actions
+
+
+@admin.register(AgentRegistration)
+class AgentRegistrationAdmin(admin.ModelAdmin):
+    list_display = ["task_type", "agent", "channel", "kind", "queue", "enabled", "dispatch_only", "last_heartbeat_at"]
+    list_filter = ["kind", "enabled", "channel"]
+    list_editable = ["enabled"]
+    search_fields = ["task_type", "agent"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        super().save_model(request, obj, form, change)
+        registry.invalidate()
+
+    def delete_model(self, request, obj) -> None:
+        super().delete_model(request, obj)
+        registry.invalidate()
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "role", "created_at", "last_used_at", "revoked_at"]
+    list_filter = ["role", "revoked_at"]
+    search_fields = ["name", "prefix"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    fields = ["name", "role", "prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created, key = api_key_create(name=obj.name, role=obj.role)
+        obj.pk = created.pk
+        obj.prefix, obj.digest = created.prefix, created.digest
+        messages.warning(request, f"The new key is {key} — copy it now: it is not stored and will not be shown again.")
+
+    @admin.action(description="Revoke selected keys")
+    def revoke(self, request, queryset) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        messages.success(request, f"Revoked {count} key(s).")

@@ -1,0 +1,84 @@
+"""API-key authentication: ``Authorization: Api-Key <key>`` (``Bearer <key>`` also works).
+
+Keys are 32 random bytes, so one SHA-256 digest and an indexed lookup identify a key;
+no password hasher is needed (or wanted) on every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from orchestrator.models import ApiKey, ApiKeyRole
+
+KEY_PREFIX = "cp_"
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def api_key_create(*, name: str, role: str = ApiKeyRole.CLIENT) -> tuple[ApiKey, str]:
+    """Create a key and return it with its plain text, which is not stored anywhere."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    api_key = ApiKey.objects.create(name=name, prefix=key[:10], digest=digest(key), role=role)
+    return api_key, key
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """The request.user of an API-key request."""
+
+    key_id: int
+    name: str
+    role: str
+    is_authenticated: bool = True
+    is_active: bool = True
+    is_staff: bool = False
+    is_superuser: bool = False
+
+    @property
+    def source(self) -> str:
+        return f"key:{self.key_id}"
+
+    @property
+    def is_agent(self) -> bool:
+        return self.role == ApiKeyRole.AGENT
+
+    def __str__(self) -> str:
+        return f"api-key:{self.name}"
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    keywords = ("api-key", "bearer")
+
+    def authenticate(self, request):
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        keyword, _, key = header.partition(" ")
+        if keyword.lower() not in self.keywords:
+            return None
+        key = key.strip()
+        if not key:
+            raise exceptions.AuthenticationFailed("The Authorization header names no key.")
+        row = (
+            ApiKey.objects.filter(digest=digest(key), revoked_at__isnull=True)
+            .only("id", "name", "role", "last_used_at")
+            .first()
+        )
+        if row is None:
+            raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
+        now = timezone.now()
+        if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(id=row.id).update(last_used_at=now)
+        return ApiClient(key_id=row.id, name=row.name, role=row.role), row
+
+    def authenticate_header(self, request) -> str:
+        return 'Api-Key realm="api"'

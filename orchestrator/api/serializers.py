@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+
+from dossiers.models import Contact
+from orchestrator import registry
+from orchestrator.models import Task, TaskEvent
+from orchestrator.states import TaskStatus
+
+S = TaskStatus
+AGENT_REPORTABLE = [S.DISPATCHED, S.IN_PROGRESS, S.SUCCEEDED, S.FAILED]
+
+
+class StrictFieldsMixin:
+    """Refuse fields the serializer does not know, so a typo is an error, not a no-op."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {name: [f"Unknown field. Allowed fields: {', '.join(self.fields)}."] for name in unknown}
+                )
+        return super().to_internal_value(data)
+
+
+class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+    type = serializers.CharField(max_length=64, help_text="A registered task type, e.g. sms.send.")
+    contact = serializers.UUIDField(required=False, allow_null=True, default=None)
+    correlation_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+    payload = serializers.DictField(required=False, default=dict, help_text="Type-specific input (a JSON object).")
+    priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
+    scheduled_for = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    def validate_type(self, value: str) -> str:
+        route = registry.get_route(value)
+        if route is None or not route.enabled:
+            known = ", ".join(registry.known_task_types()) or "(none)"
+            raise serializers.ValidationError(f"Unknown task type {value!r}. Known types: {known}.")
+        return value
+
+    def validate_contact(self, value):
+        if value is not None and not Contact.objects.filter(id=value).exists():
+            raise serializers.ValidationError(f"No contact with id {value}.")
+        return value
+
+    def validate_payload(self, value: dict) -> dict:
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > settings.TASK_PAYLOAD_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"The payload is {size} bytes; the limit is {settings.TASK_PAYLOAD_MAX_BYTES}."
+            )
+        return value
+
+    def validate_expires_at(self, value):
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("expires_at is in the past.")
+        return value
+
+    def validate(self, attrs):
+        if attrs["expires_at"] and attrs["scheduled_for"] and attrs["expires_at"] <= attrs["scheduled_for"]:
+            raise serializers.ValidationError({"expires_at": ["expires_at must be after scheduled_for."]})
+        return attrs
+
+
+class TaskEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = TaskEvent
+        fields = ["from_status", "to_status", "applied", "actor", "channel", "details", "created_at"]
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Task
+        fields = [
+            "id", "type", "channel", "status", "contact", "correlation_id", "payload", "priority",
+            "scheduled_for", "expires_at", "agent", "attempts", "provider_id", "result", "error_code",
+            "error_message", "parent", "idempotency_key", "created_at", "updated_at", "finished_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class TaskDetailSerializer(TaskSerializer):
+    events = TaskEventSerializer(many=True, read_only=True)
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "events"]
+        read_only_fields = fields
+
+
+class TaskPatchSerializer(StrictFieldsMixin, serializers.Serializer):
+    """What an agent reports: the new status and what the provider said."""
+
+    status = serializers.ChoiceField(choices=[(s.value, s.label) for s in AGENT_REPORTABLE])
+    provider_id = serializers.CharField(max_length=128, required=False)
+    result = serializers.DictField(required=False)
+    error_code = serializers.CharField(max_length=64, required=False)
+    error_message = serializers.CharField(max_length=2000, required=False)
+    details = serializers.DictField(required=False)
+
+
+class TaskCancelSerializer(StrictFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")

@@ -1,0 +1,160 @@
+"""Tasks, their events, the agent registry and API clients.
+
+Business logic lives in ``orchestrator.services``; these classes only hold data.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from orchestrator.states import TaskStatus
+
+
+class Channel(models.TextChoices):
+    VOICE = "voice"
+    SMS = "sms"
+    WHATSAPP = "whatsapp"
+    EMAIL = "email"
+    CONTENT = "content"
+    ANY = "any", "any (chosen by routing)"
+    SYSTEM = "system"
+
+
+class AgentKind(models.TextChoices):
+    IN_PROCESS = "in_process", "in process (Celery task)"
+    REMOTE = "remote", "remote (HTTP agent)"
+
+
+class AgentRegistration(models.Model):
+    """Which agent serves a task type. Seeded by a data migration; editable in the admin."""
+
+    task_type = models.CharField(max_length=64, unique=True, help_text="e.g. sms.send")
+    agent = models.CharField(max_length=64, help_text="agent name, e.g. messaging")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    kind = models.CharField(max_length=16, choices=AgentKind.choices, default=AgentKind.IN_PROCESS)
+    queue = models.CharField(max_length=64, help_text="Celery queue the work is sent to")
+    handler = models.CharField(
+        max_length=200, blank=True, help_text="dotted path of the handler (in-process agents)"
+    )
+    url = models.URLField(blank=True, help_text="endpoint of a remote agent")
+    enabled = models.BooleanField(default=True)
+    dispatch_only = models.BooleanField(
+        default=False, help_text="the agent reports back itself (PATCH /api/tasks/<id>/)"
+    )
+    capabilities = models.JSONField(default=dict, blank=True)
+    description = models.CharField(max_length=300, blank=True)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["task_type"]
+
+    def __str__(self) -> str:
+        return f"{self.task_type} → {self.agent}"
+
+
+class ApiKeyRole(models.TextChoices):
+    CLIENT = "client", "client (creates and reads tasks)"
+    AGENT = "agent", "agent (also reports task progress)"
+
+
+class ApiKey(models.Model):
+    """A revocable API key. Only its SHA-256 digest is kept: keys are random, so a
+    digest lookup is enough and no slow password hasher sits on the request path."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, help_text="first characters, to recognise a key")
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    role = models.CharField(max_length=16, choices=ApiKeyRole.choices, default=ApiKeyRole.CLIENT)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class Task(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=64)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    contact = models.ForeignKey(
+        "dossiers.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    correlation_id = models.CharField(max_length=128, blank=True, default="")
+    payload = models.JSONField(default=dict, blank=True)
+    priority = models.PositiveSmallIntegerField(default=5, help_text="0 (lowest) to 9 (highest)")
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # Idempotency: the key is unique per client ("source"); the body's digest tells a
+    # retry of the same request from a different request reusing the key.
+    source = models.CharField(max_length=64, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_digest = models.CharField(max_length=64, blank=True, default="")
+    agent = models.CharField(max_length=64, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    provider_id = models.CharField(max_length=128, blank=True, default="")
+    result = models.JSONField(default=dict, blank=True)
+    error_code = models.CharField(max_length=64, blank=True, default="")
+    error_message = models.TextField(blank=True, default="")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="task_idempotency_key_per_source",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="task_created_idx"),
+            models.Index(fields=["status", "updated_at"], name="task_status_updated_idx"),
+            models.Index(fields=["correlation_id", "-created_at"], name="task_correlation_idx"),
+            models.Index(fields=["contact", "-created_at"], name="task_contact_idx"),
+            models.Index(fields=["type", "-created_at"], name="task_type_idx"),
+            models.Index(fields=["provider_id"], name="task_provider_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+
+class TaskEvent(models.Model):
+    """One transition (or a refused, stale one) of a task; written with the transition."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    from_status = models.CharField(max_length=16, choices=TaskStatus.choices)
+    to_status = models.CharField(max_length=16, choices=TaskStatus.choices)
+    applied = models.BooleanField(default=True, help_text="false for a stale (backwards) transition")
+    actor = models.CharField(max_length=100, help_text="who caused it: api, worker, webhook, sweeper…")
+    channel = models.CharField(max_length=16, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["task", "created_at"], name="taskevent_task_idx")]
+
+    def __str__(self) -> str:
+        mark = "" if self.applied else " (stale, not applied)"
+        return f"{self.from_status} → {self.to_status}{mark}"

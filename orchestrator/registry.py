@@ -1,0 +1,138 @@
+"""The handler registry.
+
+Two halves:
+- Code registers a handler for a task type with ``@handler("sms.send", channel=…, queue=…)``.
+  That says what the code *can* do; it seeds the registry rows and validates admin edits.
+- ``AgentRegistration`` rows (a data migration seeds them; operators edit them in the admin)
+  say what the platform *does*: which agent serves a type, in process or remote, on which
+  queue, enabled or not. The orchestrator resolves every task through the rows and imports
+  the handler by its dotted path, lazily.
+
+Rows are cached per process for a few seconds (intake looks them up on every request);
+saving a row through the admin or a service clears this process's cache at once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orchestrator.models import AgentRegistration, Task
+
+Handler = Callable[["Task"], None]
+
+REMOTE_HANDLER = "orchestrator.remote.deliver"
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    task_type: str
+    channel: str
+    queue: str
+    path: str
+
+
+_specs: dict[str, HandlerSpec] = {}
+
+
+def handler(task_type: str, *, channel: str, queue: str) -> Callable[[Handler], Handler]:
+    """Register ``func`` as the in-process handler of ``task_type``."""
+
+    def register(func: Handler) -> Handler:
+        _specs[task_type] = HandlerSpec(task_type, channel, queue, f"{func.__module__}.{func.__qualname__}")
+        return func
+
+    return register
+
+
+def registered_handlers() -> dict[str, HandlerSpec]:
+    return dict(_specs)
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the orchestrator needs from a registry row, detached from the ORM."""
+
+    task_type: str
+    agent: str
+    channel: str
+    kind: str
+    queue: str
+    handler: str
+    url: str
+    enabled: bool
+    dispatch_only: bool
+
+
+class _RouteCache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._routes: dict[str, Route] | None = None
+        self._loaded_at = 0.0
+
+    def get_all(self) -> dict[str, Route]:
+        routes = self._routes
+        if routes is not None and time.monotonic() - self._loaded_at < CACHE_SECONDS:
+            return routes
+        with self._lock:
+            from orchestrator.models import AgentRegistration
+
+            self._routes = {r.task_type: _route(r) for r in AgentRegistration.objects.all()}
+            self._loaded_at = time.monotonic()
+            return self._routes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._routes = None
+
+
+_cache = _RouteCache()
+
+
+def _route(row: AgentRegistration) -> Route:
+    handler_path = REMOTE_HANDLER if row.kind == "remote" else row.handler
+    return Route(
+        task_type=row.task_type,
+        agent=row.agent,
+        channel=row.channel,
+        kind=row.kind,
+        queue=row.queue,
+        handler=handler_path,
+        url=row.url,
+        enabled=row.enabled,
+        dispatch_only=row.dispatch_only,
+    )
+
+
+def get_route(task_type: str) -> Route | None:
+    return _cache.get_all().get(task_type)
+
+
+def known_task_types() -> list[str]:
+    """Task types clients may submit: those with an enabled registration."""
+    return sorted(t for t, r in _cache.get_all().items() if r.enabled)
+
+
+def invalidate() -> None:
+    _cache.clear()
+
+
+_imported: dict[str, Handler] = {}
+
+
+def load_handler(path: str) -> Handler:
+    """Import ``package.module.function`` once and return the function."""
+    func = _imported.get(path)
+    if func is None:
+        module_name, _, attr = path.rpartition(".")
+        if not module_name:
+            raise ImportError(f"handler path {path!r} is not a dotted path")
+        func = getattr(importlib.import_module(module_name), attr)
+        _imported[path] = func
+    return func

@@ -1,0 +1,74 @@
+"""Celery tasks of the orchestrator. They take ids and call services."""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from celery import shared_task
+from django.conf import settings
+
+from agents.common.errors import AgentError
+from orchestrator import registry, services
+from orchestrator.models import Task
+from orchestrator.states import IllegalTransition
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, name="orchestrator.execute_task", acks_late=True, reject_on_worker_lost=True)
+def execute_task(self, task_id: str) -> str:
+    """Claim a task and run its agent's handler (looked up through the registry)."""
+    delivery = self.request.delivery_info or {}
+    worker = self.request.hostname or "eager"
+    task = services.task_claim(task_id=task_id, worker=worker, redelivered=bool(delivery.get("redelivered")))
+    if task is None:
+        return "skipped"
+    route = registry.get_route(task.type)
+    if route is None:
+        services.task_fail(task_id=task_id, code="no_agent", message=f"no agent for {task.type}", actor="worker")
+        return "failed"
+    try:
+        registry.load_handler(route.handler)(task)
+    except AgentError as exc:
+        if exc.permanent or task.attempts >= settings.TASK_MAX_ATTEMPTS:
+            _fail(task, exc.code, exc.message)
+            return "failed"
+        _retry(self, task, route.queue, exc.message, exc.retry_after)
+    except Exception as exc:
+        # A bug or an unexpected outage: retry like a transient error, and fail the task
+        # with the reason once its attempts are used up rather than loop forever.
+        log.exception("handler for task %s raised", task_id)
+        if task.attempts >= settings.TASK_MAX_ATTEMPTS:
+            _fail(task, "agent_error", f"{type(exc).__name__}: {exc}")
+            return "failed"
+        _retry(self, task, route.queue, f"{type(exc).__name__}: {exc}", None)
+    return "done"
+
+
+def _fail(task: Task, code: str, message: str) -> None:
+    try:
+        services.task_fail(task_id=task.id, code=code, message=message, actor=f"agent:{task.agent}")
+    except IllegalTransition:
+        pass  # a callback already finished it
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog), capped."""
+    ceiling = min(settings.TASK_RETRY_BACKOFF_MAX_SECONDS, settings.TASK_RETRY_BACKOFF_SECONDS * 2**attempt)
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def _retry(celery_task, task: Task, queue: str, reason: str, retry_after: float | None) -> None:
+    services.task_release(task_id=task.id, reason=reason)
+    countdown = max(retry_after or 0.0, backoff_seconds(task.attempts))
+    log.info("task %s retries in %.1fs: %s", task.id, countdown, reason)
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        countdown = 0  # in process: nothing to wait for but the clock
+    raise celery_task.retry(countdown=countdown, queue=queue, max_retries=None, exc=None)
+
+
+@shared_task(name="orchestrator.sweep_tasks", acks_late=True)
+def sweep_tasks() -> dict[str, int]:
+    report = services.sweep_tasks()
+    return {"resent": report.resent, "expired": report.expired, "left_pending": report.left_pending}
