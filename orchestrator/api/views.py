@@ -7,6 +7,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +15,7 @@ from rest_framework.views import APIView
 from orchestrator import services
 from orchestrator.api.errors import error_body
 from orchestrator.api.filters import TaskFilter
+from orchestrator.api.parsers import BoundedJSONParser
 from orchestrator.api.serializers import (
     TaskCancelSerializer,
     TaskCreateSerializer,
@@ -147,6 +149,9 @@ class TaskDetailView(APIView):
 
 
 class TaskCancelView(APIView):
+    # A bare POST (no body, or a form) is the usual way to cancel; JSON may carry a reason.
+    parser_classes = [BoundedJSONParser, FormParser, MultiPartParser]
+
     @extend_schema(request=TaskCancelSerializer, responses={200: TaskSerializer, 409: OpenApiResponse()})
     def post(self, request: Request, pk) -> Response:
         get_object_or_404(Task.objects.only("id"), pk=pk)

@@ -1,0 +1,273 @@
+"""The tasks API: intake, reads, agent callbacks, cancellation and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from django.test import override_settings
+from django.utils import timezone
+
+from dossiers.models import Contact
+from orchestrator.models import AgentRegistration, ApiKey, Task, TaskEvent
+from orchestrator.states import TaskStatus
+
+S = TaskStatus
+pytestmark = pytest.mark.django_db
+
+
+def post(client, body, **headers):
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    return client.post("/api/tasks/", data=data, content_type="application/json", **headers)
+
+
+def test_create_runs_the_task_and_records_every_step(api, django_capture_on_commit_callbacks):
+    contact = Contact.objects.create(name="Ada", phone="+14155550101")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(api, {"type": "diagnostic.echo", "contact": str(contact.id), "correlation_id": "c-1",
+                              "payload": {"hello": "world"}, "priority": 7})  # fmt: skip
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["type"] == "diagnostic.echo"
+    assert body["channel"] == "system"
+    assert body["contact"] == str(contact.id)
+    task = Task.objects.get(id=body["id"])
+    assert task.status == S.SUCCEEDED
+    assert task.result == {"echo": {"hello": "world"}}
+    steps = list(task.events.values_list("from_status", "to_status"))
+    assert steps == [(S.PENDING, S.ROUTED), (S.ROUTED, S.QUEUED), (S.QUEUED, S.DISPATCHED), (S.DISPATCHED, S.SUCCEEDED)]
+
+
+def test_detail_shows_events(api, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        task_id = post(api, {"type": "diagnostic.echo"}).json()["id"]
+    body = api.get(f"/api/tasks/{task_id}/").json()
+    assert body["status"] == S.SUCCEEDED
+    assert [e["to_status"] for e in body["events"]] == ["routed", "queued", "dispatched", "succeeded"]
+
+
+def test_list_filters_and_cursor_pagination(api):
+    contact = Contact.objects.create(name="Grace")
+    for i in range(5):
+        Task.objects.create(type="diagnostic.echo", channel="system", status=S.FAILED, correlation_id=f"c{i % 2}")
+    Task.objects.create(type="sms.send", channel="sms", status=S.PENDING, contact=contact)
+    assert [t["channel"] for t in api.get("/api/tasks/?channel=sms").json()["results"]] == ["sms"]
+    assert len(api.get("/api/tasks/?status=failed").json()["results"]) == 5
+    assert len(api.get("/api/tasks/?correlation_id=c0").json()["results"]) == 3
+    assert len(api.get(f"/api/tasks/?contact={contact.id}").json()["results"]) == 1
+    assert len(api.get("/api/tasks/?type=sms.send").json()["results"]) == 1
+    first = api.get("/api/tasks/?page_size=4").json()
+    second = api.get(first["next"]).json()
+    ids = [t["id"] for t in first["results"] + second["results"]]
+    assert len(ids) == len(set(ids)) == 6
+    assert second["next"] is None
+
+
+def test_list_rejects_unknown_filter_values(api):
+    response = api.get("/api/tasks/?status=bogus")
+    assert response.status_code == 400
+    assert "status" in response.json()["error"]["fields"]
+
+
+# --- Authentication ---------------------------------------------------------------------
+
+
+def test_unauthenticated_is_401_with_json(client):
+    response = client.get("/api/tasks/")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    assert response["WWW-Authenticate"].startswith("Api-Key")
+
+
+def test_bearer_is_accepted(client, api_key):
+    assert client.get("/api/tasks/", HTTP_AUTHORIZATION=f"Bearer {api_key}").status_code == 200
+
+
+def test_wrong_and_revoked_keys_are_401(client, api_key):
+    assert client.get("/api/tasks/", HTTP_AUTHORIZATION="Api-Key cp_nope").status_code == 401
+    ApiKey.objects.update(revoked_at=timezone.now())
+    response = client.get("/api/tasks/", HTTP_AUTHORIZATION=f"Api-Key {api_key}")
+    assert response.status_code == 401
+    assert "revoked" in response.json()["error"]["message"]
+
+
+def test_only_the_digest_of_a_key_is_stored(api_key):
+    row = ApiKey.objects.get()
+    assert api_key not in (row.digest, row.prefix)
+    assert len(row.digest) == 64
+
+
+# --- Bad input --------------------------------------------------------------------------
+
+
+def test_malformed_json_is_400(api):
+    response = post(api, "{not json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_json"
+
+
+def test_body_must_be_an_object(api):
+    response = post(api, "[1, 2]")
+    assert response.status_code == 400
+    assert "JSON object" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"type": 5}, "type"),
+        ({"type": "diagnostic.echo", "payload": "text"}, "payload"),
+        ({"type": "diagnostic.echo", "priority": "high"}, "priority"),
+        ({"type": "diagnostic.echo", "priority": 12}, "priority"),
+        ({"type": "diagnostic.echo", "scheduled_for": "tomorrow"}, "scheduled_for"),
+        ({"type": "diagnostic.echo", "contact": "not-a-uuid"}, "contact"),
+        ({"type": "diagnostic.echo", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
+        ({"type": "diagnostic.echo", "colour": "red"}, "colour"),
+        ({}, "type"),
+    ],
+)
+def test_wrong_types_name_the_field(api, body, field):
+    response = post(api, body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert field in error["fields"]
+
+
+def test_unknown_type_lists_known_types(api):
+    AgentRegistration.objects.create(task_type="sms.send", agent="messaging", channel="sms", queue="messaging",
+                                     handler="agents.common.diagnostic.echo")  # fmt: skip
+    response = post(api, {"type": "fax.send"})
+    assert response.status_code == 400
+    message = response.json()["error"]["fields"]["type"][0]
+    assert "fax.send" in message
+    assert "diagnostic.echo" in message and "sms.send" in message
+
+
+def test_disabled_type_is_unknown(api):
+    AgentRegistration.objects.filter(task_type="diagnostic.echo").update(enabled=False)
+    assert post(api, {"type": "diagnostic.echo"}).status_code == 400
+
+
+def test_unknown_contact_is_400(api):
+    missing = uuid.uuid4()
+    response = post(api, {"type": "diagnostic.echo", "contact": str(missing)})
+    assert response.status_code == 400
+    assert str(missing) in response.json()["error"]["fields"]["contact"][0]
+
+
+@override_settings(API_MAX_BODY_BYTES=1000)
+def test_oversize_body_is_413(api):
+    response = post(api, {"type": "diagnostic.echo", "payload": {"blob": "x" * 2000}})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    assert not Task.objects.exists()
+
+
+@override_settings(TASK_PAYLOAD_MAX_BYTES=100)
+def test_oversize_payload_is_400(api):
+    response = post(api, {"type": "diagnostic.echo", "payload": {"blob": "x" * 200}})
+    assert response.status_code == 400
+    assert "limit is 100" in response.json()["error"]["fields"]["payload"][0]
+
+
+def test_unknown_api_path_is_json_404(api):
+    response = api.get("/api/nothing-here/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_unknown_task_is_json_404(api):
+    response = api.get(f"/api/tasks/{uuid.uuid4()}/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+# --- Idempotency ------------------------------------------------------------------------
+
+
+def test_same_key_same_body_returns_the_first_task(api):
+    body = {"type": "diagnostic.echo", "payload": {"n": 1}}
+    first = post(api, body, HTTP_IDEMPOTENCY_KEY="order-42")
+    again = post(api, body, HTTP_IDEMPOTENCY_KEY="order-42")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    assert Task.objects.count() == 1
+
+
+def test_same_key_other_body_is_409(api):
+    post(api, {"type": "diagnostic.echo", "payload": {"n": 1}}, HTTP_IDEMPOTENCY_KEY="order-43")
+    response = post(api, {"type": "diagnostic.echo", "payload": {"n": 2}}, HTTP_IDEMPOTENCY_KEY="order-43")
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "idempotency_conflict"
+    assert Task.objects.count() == 1
+
+
+def test_keys_are_per_client(api, client):
+    from orchestrator.api.auth import api_key_create
+
+    other = api_key_create(name="other")[1]
+    body = {"type": "diagnostic.echo"}
+    a = post(api, body, HTTP_IDEMPOTENCY_KEY="k")
+    b = post(client, body, HTTP_IDEMPOTENCY_KEY="k", HTTP_AUTHORIZATION=f"Api-Key {other}")
+    assert (a.status_code, b.status_code) == (201, 201)
+    assert a.json()["id"] != b.json()["id"]
+
+
+# --- Agent callbacks and cancellation ---------------------------------------------------
+
+
+@pytest.fixture
+def dispatched_task():
+    return Task.objects.create(type="diagnostic.echo", channel="system", status=S.DISPATCHED)
+
+
+def patch(client, task, body, key):
+    return client.patch(f"/api/tasks/{task.id}/", data=json.dumps(body), content_type="application/json",
+                        HTTP_AUTHORIZATION=f"Api-Key {key}")  # fmt: skip
+
+
+def test_agent_patch_moves_the_task(client, agent_key, dispatched_task):
+    response = patch(client, dispatched_task, {"status": "in_progress", "provider_id": "SM123"}, agent_key)
+    assert response.status_code == 200
+    assert response.json()["applied"] is True
+    dispatched_task.refresh_from_db()
+    assert (dispatched_task.status, dispatched_task.provider_id) == (S.IN_PROGRESS, "SM123")
+    assert TaskEvent.objects.get(task=dispatched_task).actor == "api:test-agent"
+
+
+def test_client_key_may_not_patch(client, api_key, dispatched_task):
+    assert patch(client, dispatched_task, {"status": "succeeded"}, api_key).status_code == 403
+
+
+def test_illegal_patch_is_409(client, agent_key, dispatched_task):
+    patch(client, dispatched_task, {"status": "succeeded"}, agent_key)
+    response = patch(client, dispatched_task, {"status": "failed"}, agent_key)
+    assert response.status_code == 409
+    dispatched_task.refresh_from_db()
+    assert dispatched_task.status == S.SUCCEEDED
+
+
+def test_late_patch_is_recorded_not_applied(client, agent_key, dispatched_task):
+    patch(client, dispatched_task, {"status": "succeeded"}, agent_key)
+    response = patch(client, dispatched_task, {"status": "in_progress"}, agent_key)
+    assert response.status_code == 200
+    assert response.json()["applied"] is False
+    assert response.json()["status"] == S.SUCCEEDED
+
+
+def test_patch_status_outside_agent_choices_is_400(client, agent_key, dispatched_task):
+    response = patch(client, dispatched_task, {"status": "pending"}, agent_key)
+    assert response.status_code == 400
+    assert "status" in response.json()["error"]["fields"]
+
+
+def test_cancel(api):
+    task = Task.objects.create(type="diagnostic.echo", channel="system", status=S.QUEUED)
+    response = api.post(f"/api/tasks/{task.id}/cancel/", data=json.dumps({"reason": "customer asked"}),
+                        content_type="application/json")  # fmt: skip
+    assert response.status_code == 200
+    assert response.json()["status"] == S.CANCELLED
+    again = api.post(f"/api/tasks/{task.id}/cancel/")
+    assert again.status_code == 409
