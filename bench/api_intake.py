@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Task intake throughput: POST /api/tasks/ next to a bare Django JSON view, same server, same run.
+
+Served as in production: gunicorn with sync workers, PostgreSQL, Redis as the broker
+(no worker consumes during the run; the queue is emptied afterwards).
+
+    .venv/bin/python bench/api_intake.py [--seconds 10] [--connections 8] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import bench_env, gunicorn, manage, wrk  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--idempotency-keys", action="store_true", help="send a unique Idempotency-Key each time")
+    args = parser.parse_args()
+
+    env = bench_env()
+    key = manage(env, "create_api_key", "bench", "--quiet").strip()
+    body = json.dumps({"type": "diagnostic.echo", "correlation_id": "bench", "payload": {"text": "hello"}})
+    idem = 'counter = counter + 1\n    wrk.headers["Idempotency-Key"] = "bench-" .. os.time() .. "-" .. counter\n'
+    script = f"""
+counter = 0
+wrk.method = "POST"
+wrk.body = {json.dumps(body)}
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Api-Key {key}"
+request = function()
+    {idem if args.idempotency_keys else ""}return wrk.format()
+end
+"""
+    with gunicorn(env, workers=args.workers) as base:
+        wrk(f"{base}/bench/bare", seconds=2, connections=args.connections)  # warm up
+        wrk(f"{base}/api/tasks/", seconds=2, connections=args.connections, script=script)
+        bare = wrk(f"{base}/bench/bare", seconds=args.seconds, connections=args.connections)
+        intake = wrk(f"{base}/api/tasks/", seconds=args.seconds, connections=args.connections, script=script)
+    cleanup(env)
+    print(f"\nAPI intake benchmark: gunicorn {args.workers} sync workers, PostgreSQL, Redis broker, "
+          f"wrk -c {args.connections}, {args.seconds}s each")  # fmt: skip
+    print(f"{'endpoint':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
+    for name, r in (("bare Django JSON view", bare), ("POST /api/tasks/", intake)):
+        print(f"{name:<28}{r['rps']:>10.0f}{r['p50']:>10.2f}{r['p99']:>10.2f}{r['errors']:>10}")
+    ratio = intake["rps"] / bare["rps"]
+    print(f"intake / bare = {ratio:.0%} (target ≥ 35%)")
+
+
+def cleanup(env: dict[str, str]) -> None:
+    """Drop what the run created: tasks and the queued messages."""
+    import psycopg
+    import redis
+
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("TRUNCATE orchestrator_taskevent, orchestrator_task CASCADE")
+        conn.execute("DELETE FROM orchestrator_apikey WHERE name = 'bench'")
+    redis.Redis.from_url(env["REDIS_URL"]).flushdb()
+
+
+if __name__ == "__main__":
+    main()
