@@ -16,15 +16,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import bench_env, gunicorn, manage, wrk  # noqa: E402
+from bench.common import bench_env, gunicorn, manage, wrk
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--idempotency-keys", action="store_true", help="send a unique Idempotency-Key each time")
+    parser.add_argument(
+        "--idempotency-keys", action="store_true", help="send a unique Idempotency-Key each time"
+    )
     args = parser.parse_args()
 
     env = bench_env()

@@ -22,7 +22,14 @@ class TaskEventInline(admin.TabularInline):
 class TaskAdmin(admin.ModelAdmin):
     list_display = ["id", "type", "channel", "status", "contact", "agent", "attempts", "created_at"]
     list_filter = ["status", "channel", "type", "agent", "created_at"]
-    search_fields = ["=id", "correlation_id", "provider_id", "contact__name", "contact__phone", "contact__email"]
+    search_fields = [
+        "=id",
+        "correlation_id",
+        "provider_id",
+        "contact__name",
+        "contact__phone",
+        "contact__email",
+    ]
     list_select_related = ["contact"]
     raw_id_fields = ["contact", "parent"]
     show_full_result_count = False
@@ -40,7 +47,16 @@ class TaskAdmin(admin.ModelAdmin):
 
 @admin.register(AgentRegistration)
 class AgentRegistrationAdmin(admin.ModelAdmin):
-    list_display = ["task_type", "agent", "channel", "kind", "queue", "enabled", "dispatch_only", "last_heartbeat_at"]
+    list_display = [
+        "task_type",
+        "agent",
+        "channel",
+        "kind",
+        "queue",
+        "enabled",
+        "dispatch_only",
+        "last_heartbeat_at",
+    ]
     list_filter = ["kind", "enabled", "channel"]
     list_editable = ["enabled"]
     search_fields = ["task_type", "agent"]
@@ -70,7 +86,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
         created, key = api_key_create(name=obj.name, role=obj.role)
         obj.pk = created.pk
         obj.prefix, obj.digest = created.prefix, created.digest
-        messages.warning(request, f"The new key is {key} — copy it now: it is not stored and will not be shown again.")
+        messages.warning(
+            request, f"The new key is {key} — copy it now: it is not stored and will not be shown again."
+        )
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:

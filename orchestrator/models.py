@@ -101,7 +101,8 @@ class Task(models.Model):
     # Idempotency: the key is unique per client ("source"); the body's digest tells a
     # retry of the same request from a different request reusing the key.
     source = models.CharField(max_length=64, blank=True, default="")
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    # NULL (not "") when absent, so the partial unique constraint ignores keyless tasks.
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64, blank=True, default="")
     agent = models.CharField(max_length=64, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)

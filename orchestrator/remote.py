@@ -50,16 +50,22 @@ def deliver(task: Task) -> None:
         "Idempotency-Key": str(task.id),
     }
     try:
-        response = requests.post(url, data=body, headers=headers, timeout=settings.REMOTE_AGENT_TIMEOUT_SECONDS)
+        response = requests.post(
+            url, data=body, headers=headers, timeout=settings.REMOTE_AGENT_TIMEOUT_SECONDS
+        )
     except requests.RequestException as exc:
-        raise TransientError(f"remote agent unreachable: {type(exc).__name__}", code="agent_unreachable") from exc
+        raise TransientError(
+            f"remote agent unreachable: {type(exc).__name__}", code="agent_unreachable"
+        ) from exc
     if response.status_code == 429 or response.status_code >= 500:
         retry_after = _retry_after(response.headers.get("Retry-After"))
         raise TransientError(
             f"remote agent answered {response.status_code}", code="agent_unavailable", retry_after=retry_after
         )
     if response.status_code >= 400:
-        raise PermanentError(f"remote agent refused the task: HTTP {response.status_code}", code="agent_refused")
+        raise PermanentError(
+            f"remote agent refused the task: HTTP {response.status_code}", code="agent_refused"
+        )
 
 
 def _retry_after(value: str | None) -> float | None:

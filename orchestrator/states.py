@@ -12,7 +12,7 @@ A transition is one of three kinds:
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 from django.db import models
 
@@ -59,7 +59,7 @@ RANK: dict[str, int] = {
 PATH = [S.PENDING, S.ROUTED, S.QUEUED, S.DISPATCHED, S.IN_PROGRESS]
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     LEGAL = "legal"
     STALE = "stale"
     ILLEGAL = "illegal"

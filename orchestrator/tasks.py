@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 
@@ -26,7 +27,9 @@ def execute_task(self, task_id: str) -> str:
         return "skipped"
     route = registry.get_route(task.type)
     if route is None:
-        services.task_fail(task_id=task_id, code="no_agent", message=f"no agent for {task.type}", actor="worker")
+        services.task_fail(
+            task_id=task_id, code="no_agent", message=f"no agent for {task.type}", actor="worker"
+        )
         return "failed"
     try:
         registry.load_handler(route.handler)(task)
@@ -47,10 +50,8 @@ def execute_task(self, task_id: str) -> str:
 
 
 def _fail(task: Task, code: str, message: str) -> None:
-    try:
+    with contextlib.suppress(IllegalTransition):  # a callback may have finished it already
         services.task_fail(task_id=task.id, code=code, message=message, actor=f"agent:{task.agent}")
-    except IllegalTransition:
-        pass  # a callback already finished it
 
 
 def backoff_seconds(attempt: int) -> float:

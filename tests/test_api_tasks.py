@@ -36,7 +36,12 @@ def test_create_runs_the_task_and_records_every_step(api, django_capture_on_comm
     assert task.status == S.SUCCEEDED
     assert task.result == {"echo": {"hello": "world"}}
     steps = list(task.events.values_list("from_status", "to_status"))
-    assert steps == [(S.PENDING, S.ROUTED), (S.ROUTED, S.QUEUED), (S.QUEUED, S.DISPATCHED), (S.DISPATCHED, S.SUCCEEDED)]
+    assert steps == [
+        (S.PENDING, S.ROUTED),
+        (S.ROUTED, S.QUEUED),
+        (S.QUEUED, S.DISPATCHED),
+        (S.DISPATCHED, S.SUCCEEDED),
+    ]
 
 
 def test_detail_shows_events(api, django_capture_on_commit_callbacks):
@@ -50,7 +55,9 @@ def test_detail_shows_events(api, django_capture_on_commit_callbacks):
 def test_list_filters_and_cursor_pagination(api):
     contact = Contact.objects.create(name="Grace")
     for i in range(5):
-        Task.objects.create(type="diagnostic.echo", channel="system", status=S.FAILED, correlation_id=f"c{i % 2}")
+        Task.objects.create(
+            type="diagnostic.echo", channel="system", status=S.FAILED, correlation_id=f"c{i % 2}"
+        )
     Task.objects.create(type="sms.send", channel="sms", status=S.PENDING, contact=contact)
     assert [t["channel"] for t in api.get("/api/tasks/?channel=sms").json()["results"]] == ["sms"]
     assert len(api.get("/api/tasks/?status=failed").json()["results"]) == 5

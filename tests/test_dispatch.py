@@ -80,7 +80,9 @@ def test_sweeper_expires_tasks_past_their_deadline(sent):
 
 @pytest.mark.django_db
 def test_sweeper_leaves_future_tasks_alone(sent):
-    Task.objects.create(type="diagnostic.echo", channel="system", scheduled_for=timezone.now() + timedelta(hours=1))
+    Task.objects.create(
+        type="diagnostic.echo", channel="system", scheduled_for=timezone.now() + timedelta(hours=1)
+    )
     assert services.sweep_tasks(older_than_seconds=0).resent == 0
     assert sent == []
 

@@ -81,7 +81,9 @@ def test_remote_agent_round_trip(fake_agent):
         progress = requests.patch(callback, json={"status": "in_progress", "provider_id": "far-1"}, headers=auth,
                                   timeout=10)  # fmt: skip
         assert progress.status_code == 200, progress.text
-        done = requests.patch(callback, json={"status": "succeeded", "result": {"ok": True}}, headers=auth, timeout=10)
+        done = requests.patch(
+            callback, json={"status": "succeeded", "result": {"ok": True}}, headers=auth, timeout=10
+        )
         assert done.status_code == 200
         illegal = requests.patch(callback, json={"status": "failed"}, headers=auth, timeout=10)
         assert illegal.status_code == 409

@@ -77,7 +77,9 @@ def test_unknown_target_state_is_illegal():
         task_transition(task_id=task.id, to="teleported", actor="test")
 
 
-STALE = [(a, b) for a, b in itertools.product(ALL, ALL) if (a, b) not in LEGAL and (a == b or RANK[b] < RANK[a])]
+STALE = [
+    (a, b) for a, b in itertools.product(ALL, ALL) if (a, b) not in LEGAL and (a == b or RANK[b] < RANK[a])
+]
 
 
 @pytest.mark.django_db

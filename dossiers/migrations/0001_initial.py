@@ -5,29 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Contact',
+            name="Contact",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(blank=True, max_length=200)),
-                ('phone', models.CharField(blank=True, help_text='E.164, e.g. +14155550100', max_length=20)),
-                ('email', models.EmailField(blank=True, max_length=254)),
-                ('whatsapp', models.CharField(blank=True, help_text='whatsapp:+E164', max_length=40)),
-                ('locale', models.CharField(blank=True, default='en', max_length=16)),
-                ('timezone', models.CharField(blank=True, default='UTC', max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("name", models.CharField(blank=True, max_length=200)),
+                ("phone", models.CharField(blank=True, help_text="E.164, e.g. +14155550100", max_length=20)),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                ("whatsapp", models.CharField(blank=True, help_text="whatsapp:+E164", max_length=40)),
+                ("locale", models.CharField(blank=True, default="en", max_length=16)),
+                ("timezone", models.CharField(blank=True, default="UTC", max_length=64)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
-                'indexes': [models.Index(fields=['phone'], name='dossiers_co_phone_ae9e2b_idx'), models.Index(fields=['email'], name='dossiers_co_email_e743d2_idx')],
+                "ordering": ["name"],
+                "indexes": [
+                    models.Index(fields=["phone"], name="dossiers_co_phone_ae9e2b_idx"),
+                    models.Index(fields=["email"], name="dossiers_co_email_e743d2_idx"),
+                ],
             },
         ),
     ]

@@ -32,7 +32,9 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     type = serializers.CharField(max_length=64, help_text="A registered task type, e.g. sms.send.")
     contact = serializers.UUIDField(required=False, allow_null=True, default=None)
     correlation_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
-    payload = serializers.DictField(required=False, default=dict, help_text="Type-specific input (a JSON object).")
+    payload = serializers.DictField(
+        required=False, default=dict, help_text="Type-specific input (a JSON object)."
+    )
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True, default=None)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

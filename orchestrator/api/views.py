@@ -102,7 +102,8 @@ class TaskListCreateView(generics.ListAPIView):
             )
         except services.IdempotencyConflict as exc:
             return Response(
-                error_body("idempotency_conflict", str(exc), task=str(exc.task.id)), status=status.HTTP_409_CONFLICT
+                error_body("idempotency_conflict", str(exc), task=str(exc.task.id)),
+                status=status.HTTP_409_CONFLICT,
             )
         except services.UnknownTaskType as exc:  # disabled between validation and now
             raise ValidationError({"type": [f"Unknown task type {exc.task_type!r}."]}) from None

@@ -6,132 +6,296 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('dossiers', '0001_initial'),
+        ("dossiers", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AgentRegistration',
+            name="AgentRegistration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('task_type', models.CharField(help_text='e.g. sms.send', max_length=64, unique=True)),
-                ('agent', models.CharField(help_text='agent name, e.g. messaging', max_length=64)),
-                ('channel', models.CharField(choices=[('voice', 'Voice'), ('sms', 'Sms'), ('whatsapp', 'Whatsapp'), ('email', 'Email'), ('content', 'Content'), ('any', 'any (chosen by routing)'), ('system', 'System')], max_length=16)),
-                ('kind', models.CharField(choices=[('in_process', 'in process (Celery task)'), ('remote', 'remote (HTTP agent)')], default='in_process', max_length=16)),
-                ('queue', models.CharField(help_text='Celery queue the work is sent to', max_length=64)),
-                ('handler', models.CharField(blank=True, help_text='dotted path of the handler (in-process agents)', max_length=200)),
-                ('url', models.URLField(blank=True, help_text='endpoint of a remote agent')),
-                ('enabled', models.BooleanField(default=True)),
-                ('dispatch_only', models.BooleanField(default=False, help_text='the agent reports back itself (PATCH /api/tasks/<id>/)')),
-                ('capabilities', models.JSONField(blank=True, default=dict)),
-                ('description', models.CharField(blank=True, max_length=300)),
-                ('last_heartbeat_at', models.DateTimeField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("task_type", models.CharField(help_text="e.g. sms.send", max_length=64, unique=True)),
+                ("agent", models.CharField(help_text="agent name, e.g. messaging", max_length=64)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("voice", "Voice"),
+                            ("sms", "Sms"),
+                            ("whatsapp", "Whatsapp"),
+                            ("email", "Email"),
+                            ("content", "Content"),
+                            ("any", "any (chosen by routing)"),
+                            ("system", "System"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("in_process", "in process (Celery task)"),
+                            ("remote", "remote (HTTP agent)"),
+                        ],
+                        default="in_process",
+                        max_length=16,
+                    ),
+                ),
+                ("queue", models.CharField(help_text="Celery queue the work is sent to", max_length=64)),
+                (
+                    "handler",
+                    models.CharField(
+                        blank=True, help_text="dotted path of the handler (in-process agents)", max_length=200
+                    ),
+                ),
+                ("url", models.URLField(blank=True, help_text="endpoint of a remote agent")),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "dispatch_only",
+                    models.BooleanField(
+                        default=False, help_text="the agent reports back itself (PATCH /api/tasks/<id>/)"
+                    ),
+                ),
+                ("capabilities", models.JSONField(blank=True, default=dict)),
+                ("description", models.CharField(blank=True, max_length=300)),
+                ("last_heartbeat_at", models.DateTimeField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['task_type'],
+                "ordering": ["task_type"],
             },
         ),
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(help_text='first characters, to recognise a key', max_length=16)),
-                ('digest', models.CharField(editable=False, max_length=64, unique=True)),
-                ('role', models.CharField(choices=[('client', 'client (creates and reads tasks)'), ('agent', 'agent (also reports task progress)')], default='client', max_length=16)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("prefix", models.CharField(help_text="first characters, to recognise a key", max_length=16)),
+                ("digest", models.CharField(editable=False, max_length=64, unique=True)),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("client", "client (creates and reads tasks)"),
+                            ("agent", "agent (also reports task progress)"),
+                        ],
+                        default="client",
+                        max_length=16,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Task',
+            name="Task",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('type', models.CharField(max_length=64)),
-                ('channel', models.CharField(choices=[('voice', 'Voice'), ('sms', 'Sms'), ('whatsapp', 'Whatsapp'), ('email', 'Email'), ('content', 'Content'), ('any', 'any (chosen by routing)'), ('system', 'System')], max_length=16)),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('routed', 'Routed'), ('queued', 'Queued'), ('dispatched', 'Dispatched'), ('in_progress', 'In Progress'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('expired', 'Expired')], default='pending', max_length=16)),
-                ('correlation_id', models.CharField(blank=True, default='', max_length=128)),
-                ('payload', models.JSONField(blank=True, default=dict)),
-                ('priority', models.PositiveSmallIntegerField(default=5, help_text='0 (lowest) to 9 (highest)')),
-                ('scheduled_for', models.DateTimeField(blank=True, null=True)),
-                ('expires_at', models.DateTimeField(blank=True, null=True)),
-                ('source', models.CharField(blank=True, default='', max_length=64)),
-                ('idempotency_key', models.CharField(blank=True, max_length=255, null=True)),
-                ('request_digest', models.CharField(blank=True, default='', max_length=64)),
-                ('agent', models.CharField(blank=True, default='', max_length=64)),
-                ('attempts', models.PositiveSmallIntegerField(default=0)),
-                ('lease_expires_at', models.DateTimeField(blank=True, null=True)),
-                ('provider_id', models.CharField(blank=True, default='', max_length=128)),
-                ('result', models.JSONField(blank=True, default=dict)),
-                ('error_code', models.CharField(blank=True, default='', max_length=64)),
-                ('error_message', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('contact', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='tasks', to='dossiers.contact')),
-                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='children', to='orchestrator.task')),
+                (
+                    "id",
+                    models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False),
+                ),
+                ("type", models.CharField(max_length=64)),
+                (
+                    "channel",
+                    models.CharField(
+                        choices=[
+                            ("voice", "Voice"),
+                            ("sms", "Sms"),
+                            ("whatsapp", "Whatsapp"),
+                            ("email", "Email"),
+                            ("content", "Content"),
+                            ("any", "any (chosen by routing)"),
+                            ("system", "System"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("routed", "Routed"),
+                            ("queued", "Queued"),
+                            ("dispatched", "Dispatched"),
+                            ("in_progress", "In Progress"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("expired", "Expired"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("correlation_id", models.CharField(blank=True, default="", max_length=128)),
+                ("payload", models.JSONField(blank=True, default=dict)),
+                (
+                    "priority",
+                    models.PositiveSmallIntegerField(default=5, help_text="0 (lowest) to 9 (highest)"),
+                ),
+                ("scheduled_for", models.DateTimeField(blank=True, null=True)),
+                ("expires_at", models.DateTimeField(blank=True, null=True)),
+                ("source", models.CharField(blank=True, default="", max_length=64)),
+                ("idempotency_key", models.CharField(blank=True, max_length=255, null=True)),
+                ("request_digest", models.CharField(blank=True, default="", max_length=64)),
+                ("agent", models.CharField(blank=True, default="", max_length=64)),
+                ("attempts", models.PositiveSmallIntegerField(default=0)),
+                ("lease_expires_at", models.DateTimeField(blank=True, null=True)),
+                ("provider_id", models.CharField(blank=True, default="", max_length=128)),
+                ("result", models.JSONField(blank=True, default=dict)),
+                ("error_code", models.CharField(blank=True, default="", max_length=64)),
+                ("error_message", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="tasks",
+                        to="dossiers.contact",
+                    ),
+                ),
+                (
+                    "parent",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="children",
+                        to="orchestrator.task",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='TaskEvent',
+            name="TaskEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('from_status', models.CharField(choices=[('pending', 'Pending'), ('routed', 'Routed'), ('queued', 'Queued'), ('dispatched', 'Dispatched'), ('in_progress', 'In Progress'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('expired', 'Expired')], max_length=16)),
-                ('to_status', models.CharField(choices=[('pending', 'Pending'), ('routed', 'Routed'), ('queued', 'Queued'), ('dispatched', 'Dispatched'), ('in_progress', 'In Progress'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('expired', 'Expired')], max_length=16)),
-                ('applied', models.BooleanField(default=True, help_text='false for a stale (backwards) transition')),
-                ('actor', models.CharField(help_text='who caused it: api, worker, webhook, sweeper…', max_length=100)),
-                ('channel', models.CharField(blank=True, default='', max_length=16)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('task', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='events', to='orchestrator.task')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "from_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("routed", "Routed"),
+                            ("queued", "Queued"),
+                            ("dispatched", "Dispatched"),
+                            ("in_progress", "In Progress"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("expired", "Expired"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "to_status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("routed", "Routed"),
+                            ("queued", "Queued"),
+                            ("dispatched", "Dispatched"),
+                            ("in_progress", "In Progress"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                            ("expired", "Expired"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "applied",
+                    models.BooleanField(default=True, help_text="false for a stale (backwards) transition"),
+                ),
+                (
+                    "actor",
+                    models.CharField(
+                        help_text="who caused it: api, worker, webhook, sweeper…", max_length=100
+                    ),
+                ),
+                ("channel", models.CharField(blank=True, default="", max_length=16)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "task",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="events",
+                        to="orchestrator.task",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at', 'id'],
+                "ordering": ["created_at", "id"],
             },
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['-created_at'], name='task_created_idx'),
+            model_name="task",
+            index=models.Index(fields=["-created_at"], name="task_created_idx"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['status', 'updated_at'], name='task_status_updated_idx'),
+            model_name="task",
+            index=models.Index(fields=["status", "updated_at"], name="task_status_updated_idx"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['correlation_id', '-created_at'], name='task_correlation_idx'),
+            model_name="task",
+            index=models.Index(fields=["correlation_id", "-created_at"], name="task_correlation_idx"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['contact', '-created_at'], name='task_contact_idx'),
+            model_name="task",
+            index=models.Index(fields=["contact", "-created_at"], name="task_contact_idx"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['type', '-created_at'], name='task_type_idx'),
+            model_name="task",
+            index=models.Index(fields=["type", "-created_at"], name="task_type_idx"),
         ),
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['provider_id'], name='task_provider_idx'),
+            model_name="task",
+            index=models.Index(fields=["provider_id"], name="task_provider_idx"),
         ),
         migrations.AddConstraint(
-            model_name='task',
-            constraint=models.UniqueConstraint(condition=models.Q(('idempotency_key__isnull', False)), fields=('source', 'idempotency_key'), name='task_idempotency_key_per_source'),
+            model_name="task",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("idempotency_key__isnull", False)),
+                fields=("source", "idempotency_key"),
+                name="task_idempotency_key_per_source",
+            ),
         ),
         migrations.AddIndex(
-            model_name='taskevent',
-            index=models.Index(fields=['task', 'created_at'], name='taskevent_task_idx'),
+            model_name="taskevent",
+            index=models.Index(fields=["task", "created_at"], name="taskevent_task_idx"),
         ),
     ]

@@ -65,7 +65,9 @@ def database_url_for_subprocess() -> str:
 
     s = connection.settings_dict
     if connection.vendor != "postgresql":
-        unavailable("needs PostgreSQL (set DATABASE_URL=postgres://…) so that other processes share the database")
+        unavailable(
+            "needs PostgreSQL (set DATABASE_URL=postgres://…) so that other processes share the database"
+        )
     host = s.get("HOST") or "127.0.0.1"
     port = s.get("PORT") or 5432
     auth = s.get("USER") or "postgres"
@@ -120,7 +122,9 @@ def platform_env(**overrides: str) -> dict[str, str]:
 def celery_worker(env: dict[str, str], queues: str = "orchestrator,voice,messaging,email,content,remote",
                   concurrency: int = 1, log_path: Path | None = None) -> Iterator[subprocess.Popen]:  # fmt: skip
     """A real Celery worker process (prefork) on the given queues."""
-    log = open(log_path or tempfile.mktemp(prefix="celery-", suffix=".log"), "w")  # noqa: SIM115
+    if log_path is None:
+        log_path = Path(tempfile.mkdtemp(prefix="celery-")) / "worker.log"
+    log = open(log_path, "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(BIN / "celery"), "-A", "comms_platform", "worker", "-l", "INFO", "-Q", queues,
          "-c", str(concurrency), "-P", "prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",

@@ -24,4 +24,6 @@ class Command(BaseCommand):
         User.objects.create_superuser(username=username, email=email, password=password)
         self.stdout.write(self.style.SUCCESS(f"Created operator account '{username}'."))
         if not env.str("OPERATOR_PASSWORD", default=""):
-            self.stdout.write(f"  password: {password}   (shown once; change it with `manage.py changepassword`)")
+            self.stdout.write(
+                f"  password: {password}   (shown once; change it with `manage.py changepassword`)"
+            )

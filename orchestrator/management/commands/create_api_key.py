@@ -22,6 +22,8 @@ class Command(BaseCommand):
         if quiet:
             self.stdout.write(key)
             return
-        self.stdout.write(f"Created API key #{api_key.pk} '{name}' ({role}). Store it now; it is not shown again:")
+        self.stdout.write(
+            f"Created API key #{api_key.pk} '{name}' ({role}). Store it now; it is not shown again:"
+        )
         self.stdout.write(key)
         self.stdout.write("Send it as: Authorization: Api-Key <key>")

@@ -11,7 +11,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--older-than", type=int, default=None, help="seconds (default: TASK_SWEEP_AGE_SECONDS)")
+        parser.add_argument(
+            "--older-than", type=int, default=None, help="seconds (default: TASK_SWEEP_AGE_SECONDS)"
+        )
         parser.add_argument("--batch", type=int, default=500)
 
     def handle(self, *args, older_than: int | None, batch: int, **options) -> None:
