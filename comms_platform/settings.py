@@ -55,7 +55,7 @@ INSTALLED_APPS = [
     "channels",
     "comms_platform",
     "orchestrator",
-    "agents.common",
+    "agents.common.apps.AgentsCommonConfig",
     "dossiers",
     "dashboard",
 ]

@@ -1,0 +1,94 @@
+"""One base view for every provider webhook (the django-anymail pattern).
+
+A provider's view sets ``provider``/``kind`` and implements three hooks:
+``verify`` (signature over the raw request), ``parse`` (the request → a list of event
+dicts) and ``process`` (fast work for one new event). The base view refuses what fails
+verification with 403, stores each event once under ``dedupe_key`` (a retried or
+duplicated callback changes nothing), and answers fast: slow work goes to Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABCMeta, abstractmethod
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from agents.common.models import WebhookEvent
+
+log = logging.getLogger(__name__)
+
+
+class BadWebhook(Exception):
+    """The request is signed but cannot be understood: answered with 400."""
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class WebhookView(View, metaclass=ABCMeta):
+    provider: str = ""
+    kind: str = ""
+    http_method_names = ["post"]
+
+    # --- hooks ---------------------------------------------------------------------------
+    @abstractmethod
+    def verify(self, request: HttpRequest) -> bool:
+        """True when the request carries a valid signature. Never open by default."""
+
+    def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
+        return [request.POST.dict()]
+
+    @abstractmethod
+    def dedupe_key(self, event: dict[str, Any]) -> str:
+        """The provider's id for this event (or a digest of what identifies it)."""
+
+    @abstractmethod
+    def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
+        """Apply one new event; return a short outcome label stored on the record."""
+
+    def respond(self, request: HttpRequest, outcomes: list[str]) -> HttpResponse:
+        return JsonResponse({"received": len(outcomes)})
+
+    # --- the fixed pipeline -----------------------------------------------------------------
+    def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        self.args, self.kwargs = args, kwargs
+        if not self.verify(request):
+            log.warning("webhook refused: %s/%s signature missing or invalid", self.provider, self.kind)
+            on_refused(self.provider, self.kind)
+            return JsonResponse(
+                {"error": {"code": "invalid_signature", "message": "Missing or invalid signature."}},
+                status=403,
+            )
+        try:
+            events = self.parse(request)
+        except BadWebhook as exc:
+            return JsonResponse({"error": {"code": "bad_request", "message": str(exc)}}, status=400)
+        outcomes = [self._store_and_process(event) for event in events]
+        return self.respond(request, outcomes)
+
+    def _store_and_process(self, event: dict[str, Any]) -> str:
+        key = self.dedupe_key(event)[:255]
+        try:
+            with transaction.atomic():
+                record = WebhookEvent.objects.create(
+                    provider=self.provider, kind=self.kind, dedupe_key=key, payload=event
+                )
+                outcome = self.process(event, record)
+                record.processed_at = timezone.now()
+                record.outcome = outcome[:64]
+                record.save(update_fields=["processed_at", "outcome"])
+        except IntegrityError:
+            return "duplicate"
+        return outcome
+
+
+def on_refused(provider: str, kind: str) -> None:
+    """Count a refused webhook (metrics hook; a misconfigured secret shows here at once)."""
+    from agents.common import metrics
+
+    metrics.webhook_refused(provider, kind)
