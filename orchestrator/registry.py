@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orchestrator.models import AgentRegistration, Task
@@ -53,6 +53,29 @@ def handler(task_type: str, *, channel: str, queue: str) -> Callable[[Handler], 
 
 def registered_handlers() -> dict[str, HandlerSpec]:
     return dict(_specs)
+
+
+# Type-specific checks run at intake, so a bad payload is a 400 that says what is wrong
+# instead of a task that fails later. A validator receives the payload and the contact (or
+# None), raises rest_framework.serializers.ValidationError, and may return a normalised payload.
+PayloadValidator = Callable[[dict, Any], "dict | None"]
+_payload_validators: dict[str, PayloadValidator] = {}
+
+
+def payload_validator(task_type: str) -> Callable[[PayloadValidator], PayloadValidator]:
+    def register(func: PayloadValidator) -> PayloadValidator:
+        _payload_validators[task_type] = func
+        return func
+
+    return register
+
+
+def validate_payload(task_type: str, payload: dict, contact: Any) -> dict:
+    validator = _payload_validators.get(task_type)
+    if validator is None:
+        return payload
+    result = validator(payload, contact)
+    return payload if result is None else result
 
 
 @dataclass(frozen=True)

@@ -278,3 +278,25 @@ def test_cancel(api):
     assert response.json()["status"] == S.CANCELLED
     again = api.post(f"/api/tasks/{task.id}/cancel/")
     assert again.status_code == 409
+
+
+def test_type_specific_payload_validator_gives_a_400(api):
+    from rest_framework import serializers
+
+    from orchestrator import registry
+
+    @registry.payload_validator("diagnostic.echo")
+    def needs_text(payload, contact):
+        if "text" not in payload:
+            raise serializers.ValidationError({"payload": ["text is required for diagnostic.echo."]})
+        return {**payload, "text": payload["text"].strip()}
+
+    try:
+        bad = post(api, {"type": "diagnostic.echo", "payload": {}})
+        assert bad.status_code == 400
+        assert bad.json()["error"]["fields"]["payload"] == ["text is required for diagnostic.echo."]
+        good = post(api, {"type": "diagnostic.echo", "payload": {"text": "  hi  "}})
+        assert good.status_code == 201
+        assert good.json()["payload"] == {"text": "hi"}
+    finally:
+        registry._payload_validators.pop("diagnostic.echo", None)

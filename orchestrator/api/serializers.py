@@ -47,8 +47,12 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         return value
 
     def validate_contact(self, value):
-        if value is not None and not Contact.objects.filter(id=value).exists():
+        if value is None:
+            return None
+        contact = Contact.objects.filter(id=value).first()
+        if contact is None:
             raise serializers.ValidationError(f"No contact with id {value}.")
+        self.context["contact"] = contact
         return value
 
     def validate_payload(self, value: dict) -> dict:
@@ -67,6 +71,13 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     def validate(self, attrs):
         if attrs["expires_at"] and attrs["scheduled_for"] and attrs["expires_at"] <= attrs["scheduled_for"]:
             raise serializers.ValidationError({"expires_at": ["expires_at must be after scheduled_for."]})
+        try:
+            attrs["payload"] = registry.validate_payload(
+                attrs["type"], attrs["payload"], self.context.get("contact")
+            )
+        except serializers.ValidationError as exc:
+            detail = exc.detail if isinstance(exc.detail, dict) else {"payload": exc.detail}
+            raise serializers.ValidationError(detail) from None
         return attrs
 
 
