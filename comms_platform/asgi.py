@@ -15,12 +15,16 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
-from comms_platform.routing import websocket_urlpatterns  # noqa: E402
+from comms_platform.routing import provider_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 
+browser_websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Provider websockets (Twilio ConversationRelay) send no Origin and carry their own
+        # signature; everything else is a browser socket behind the origin and session checks.
+        "websocket": URLRouter([*provider_websocket_urlpatterns, re_path(r"", browser_websockets)]),
     }
 )

@@ -2,8 +2,16 @@
 
 from django.urls import path
 
+from agents.voice.consumers import ConversationRelayConsumer, LiveCallConsumer
 from dashboard.consumers import TaskUpdatesConsumer
+
+# Opened by providers, not browsers: no Origin header and no session; each consumer
+# verifies the provider's signature itself (asgi.py routes these outside the origin check).
+provider_websocket_urlpatterns = [
+    path("ws/voice/relay/<uuid:task_id>/", ConversationRelayConsumer.as_asgi()),
+]
 
 websocket_urlpatterns = [
     path("ws/tasks/<uuid:task_id>/", TaskUpdatesConsumer.as_asgi()),
+    path("ws/calls/<uuid:task_id>/", LiveCallConsumer.as_asgi()),
 ]

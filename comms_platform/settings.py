@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "agents.common.apps.AgentsCommonConfig",
     "dossiers",
     "dashboard",
+    "agents.voice.apps.VoiceConfig",
 ]
 
 MIDDLEWARE = [
@@ -291,3 +292,18 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Voice agent ----------------------------------------------------------------------
+VOICE_MODE = env.str("VOICE_MODE", default="conversationrelay")
+if VOICE_MODE not in ("conversationrelay", "gather"):
+    sys.exit(f"VOICE_MODE must be 'conversationrelay' or 'gather', not {VOICE_MODE!r}.")
+VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
+VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
+VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
+TWILIO_STATUS_CALLBACK_OVERRIDE = env.str("TWILIO_STATUS_CALLBACK_OVERRIDE", default="#rc=3&rp=all")
+if TEST_MODE:
+    # The simulated Twilio signs its callbacks and websocket handshakes with these, so
+    # `make run` works offline; production must configure real ones (startup check).
+    TWILIO_ACCOUNT_SID = TWILIO_ACCOUNT_SID or "AC" + "0" * 30 + "01"
+    TWILIO_AUTH_TOKEN = TWILIO_AUTH_TOKEN or "7e57" * 8
+    TWILIO_VOICE_CALLER_ID = TWILIO_VOICE_CALLER_ID or "+15005550006"

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from agents.voice.api import CallCreateView
 from comms_platform import health
 
 handler400 = "orchestrator.api.errors.handler400"
@@ -11,8 +12,10 @@ handler500 = "orchestrator.api.errors.handler500"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("api/calls/", CallCreateView.as_view(), name="call-create"),
     path("api/", include("orchestrator.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("webhooks/twilio/voice/", include("agents.voice.urls")),
     path("admin/", admin.site.urls),
 ]

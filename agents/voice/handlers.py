@@ -1,0 +1,60 @@
+"""Task handlers of the voice agent (run by a Celery worker on the ``voice`` queue)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from agents.common.errors import PermanentError
+from agents.voice import links, services
+from agents.voice.api import validate_call_payload
+from agents.voice.providers import OutboundCall, get_provider
+from dossiers.models import ConsentStatus
+from dossiers.services import consent_status
+from orchestrator.models import Task
+from orchestrator.registry import handler, payload_validator
+from orchestrator.services import task_transition
+from orchestrator.states import TaskStatus
+
+payload_validator("call.outbound")(validate_call_payload)
+
+
+@handler("call.outbound", channel="voice", queue="voice")
+def call_outbound(task: Task) -> None:
+    """Place the call; status callbacks and the conversation take it from there."""
+    if not settings.TWILIO_VOICE_CALLER_ID:
+        raise PermanentError("TWILIO_VOICE_CALLER_ID is not set", code="not_configured")
+    if (
+        task.contact_id
+        and consent_status(contact_id=task.contact_id, channel="voice") == ConsentStatus.OPTED_OUT
+    ):
+        raise PermanentError("the contact opted out of calls", code="opted_out")
+    call = services.call_get_or_create_for_task(task=task, from_address=settings.TWILIO_VOICE_CALLER_ID)
+    provider = get_provider()
+    if call.provider_sid:
+        # A previous attempt placed the call and died before recording it: never dial twice.
+        services.call_started(
+            task_id=task.id, call_id=call.id, call_sid=call.provider_sid, provider=provider.name
+        )
+        return
+    payload = task.payload
+    sid = provider.start_call(
+        OutboundCall(
+            task_id=task.id,
+            to=call.to_address,
+            from_=call.from_address or settings.TWILIO_VOICE_CALLER_ID,
+            twiml_url=links.twiml_url(task.id),
+            status_callback=links.status_callback_url(task.id),
+            recording_callback=links.recording_callback_url(task.id),
+            record=bool(payload.get("record")),
+            machine_detection=payload.get("machine_detection") or "",
+            time_limit=int(payload.get("max_duration_seconds") or settings.VOICE_MAX_DURATION_SECONDS),
+        )
+    )
+    services.call_started(task_id=task.id, call_id=call.id, call_sid=sid, provider=provider.name)
+
+
+@handler("call.handoff", channel="voice", queue="voice")
+def call_handoff(task: Task) -> None:
+    """A caller asked for a person: the task waits in progress in the operators' queue."""
+    task_transition(task_id=task.id, to=TaskStatus.IN_PROGRESS, actor="agent:operators",
+                    details={"waiting_for": "operator", "call_task": task.payload.get("call_task", "")})  # fmt: skip

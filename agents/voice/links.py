@@ -1,0 +1,50 @@
+"""The public URLs Twilio calls for one call task (built from PUBLIC_BASE_URL, which is
+also what their signatures are computed over)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+
+
+def public_url(name: str, task_id: Any) -> str:
+    return settings.PUBLIC_BASE_URL + reverse(name, kwargs={"task_id": task_id})
+
+
+def ws_base_url() -> str:
+    """PUBLIC_WS_BASE_URL, or PUBLIC_BASE_URL with http(s) turned into ws(s)."""
+    if settings.PUBLIC_WS_BASE_URL:
+        return settings.PUBLIC_WS_BASE_URL
+    base = settings.PUBLIC_BASE_URL
+    return "wss" + base[5:] if base.startswith("https") else "ws" + base[4:]
+
+
+def relay_path(task_id: Any) -> str:
+    return f"/ws/voice/relay/{task_id}/"
+
+
+def relay_ws_url(task_id: Any) -> str:
+    return ws_base_url() + relay_path(task_id)
+
+
+def twiml_url(task_id: Any) -> str:
+    return public_url("voice-twiml", task_id)
+
+
+def status_callback_url(task_id: Any) -> str:
+    # The connection-override fragment makes Twilio retry a failed status callback.
+    return public_url("voice-status", task_id) + settings.TWILIO_STATUS_CALLBACK_OVERRIDE
+
+
+def recording_callback_url(task_id: Any) -> str:
+    return public_url("voice-recording", task_id) + settings.TWILIO_STATUS_CALLBACK_OVERRIDE
+
+
+def connect_action_url(task_id: Any) -> str:
+    return public_url("voice-connect-action", task_id)
+
+
+def gather_url(task_id: Any) -> str:
+    return public_url("voice-gather", task_id)

@@ -1,0 +1,199 @@
+"""The simulated voice provider (``COMMS_MODE=test``): Twilio and the callee, played offline.
+
+``start_call`` returns a realistic ``CA…`` SID at once; a background thread then does what
+Twilio would: signed status callbacks (initiated, ringing, in-progress), a signed fetch of
+our TwiML, then either a scripted ConversationRelay session against OUR websocket endpoint
+(setup, a few prompts, one interrupt, then the agent's ``end`` or a hang-up) or, for
+``VOICE_MODE=gather``, a few ``<Gather>`` rounds; then the ``completed`` callback (and a
+recording callback when asked). Everything is signed with TWILIO_AUTH_TOKEN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from xml.etree import ElementTree
+
+import requests
+import websockets
+from django.conf import settings
+from django.db import transaction
+from twilio.request_validator import RequestValidator
+
+from agents.voice.providers import OutboundCall
+
+log = logging.getLogger(__name__)
+
+# What the simulated callee says, in order. The second answer is interrupted.
+SCRIPT = [
+    "Hello, who is calling?",
+    "Can you tell me a bit more about that?",
+    "Sorry, could you say that more briefly?",
+    "Thanks, that is all I needed. Goodbye.",
+]
+INTERRUPT_PROMPT_INDEX = 1
+INTERRUPT_AFTER_TOKENS = 3
+RING_SECONDS = 0.3  # long enough for a watcher to open the live call view
+STEP_SECONDS = 0.05
+REPLY_TIMEOUT_SECONDS = 15.0
+HTTP_TIMEOUT_SECONDS = 10.0
+
+
+def new_sid(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+class SimulatedVoiceProvider:
+    name = "simulated"
+
+    def start_call(self, call: OutboundCall) -> str:
+        sid = new_sid("CA")
+        callee = SimulatedCallee(call=call, sid=sid)
+        # After commit: the callbacks must find the call rows.
+        transaction.on_commit(
+            lambda: threading.Thread(target=callee.run, daemon=True, name=f"sim-{sid}").start()
+        )
+        return sid
+
+
+@dataclass
+class SimulatedCallee:
+    call: OutboundCall
+    sid: str
+    sequence: int = 0
+    ended_by_agent: bool = False
+    handoff_data: str = ""
+
+    # --- the call ---------------------------------------------------------------------------
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.status("initiated")
+            time.sleep(STEP_SECONDS)
+            self.status("ringing")
+            time.sleep(RING_SECONDS)
+            self.status("in-progress", AnsweredBy="human" if self.call.machine_detection else None)
+            self.converse()
+        except Exception:
+            log.exception("simulated call %s broke off", self.sid)
+        duration = max(1, round(time.monotonic() - started))
+        self.status("completed", CallDuration=str(duration))
+        if self.call.record:
+            self.recording(duration)
+
+    def converse(self) -> None:
+        twiml = self.post(self.call.twiml_url, CallStatus="in-progress")
+        root = ElementTree.fromstring(twiml)  # noqa: S314 (our own TwiML, from our server)
+        relay = root.find("./Connect/ConversationRelay")
+        if relay is not None:
+            params = {p.get("name"): p.get("value") for p in relay.findall("Parameter")}
+            asyncio.run(self.relay_session(relay.get("url"), params))
+            action = root.find("./Connect").get("action")
+            if action and self.ended_by_agent:
+                self.post(action, CallStatus="in-progress", HandoffData=self.handoff_data)
+        elif root.find("./Gather") is not None:
+            self.gather_session(root)
+
+    # --- ConversationRelay ------------------------------------------------------------------
+    async def relay_session(self, url: str, params: dict) -> None:
+        signature = RequestValidator(settings.TWILIO_AUTH_TOKEN).compute_signature(url, {})
+        async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
+            await ws.send(json.dumps(self.setup_message(params)))
+            for index, line in enumerate(SCRIPT):
+                await ws.send(json.dumps({"type": "prompt", "voicePrompt": line, "lang": "en-US", "last": True}))
+                reply = await self.read_reply(ws)
+                if index == INTERRUPT_PROMPT_INDEX and not self.ended_by_agent:
+                    # The text arrives faster than it is spoken: the callee talks over the
+                    # speech, and Twilio reports how much of it was heard.
+                    heard = "".join(reply[:INTERRUPT_AFTER_TOKENS])
+                    await ws.send(json.dumps({"type": "interrupt", "utteranceUntilInterrupt": heard,
+                                              "durationUntilInterruptMs": 900}))  # fmt: skip
+                if self.ended_by_agent:
+                    return
+            # The caller hangs up: closing the socket is what Twilio does then.
+
+    async def read_reply(self, ws) -> list[str]:
+        """The agent's tokens up to ``last: true`` (or its ``end`` message)."""
+        tokens: list[str] = []
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), REPLY_TIMEOUT_SECONDS))
+            if message["type"] == "text":
+                tokens.append(message["token"])
+                if message.get("last"):
+                    return tokens
+            elif message["type"] == "end":
+                self.ended_by_agent = True
+                self.handoff_data = message.get("handoffData", "")
+                return tokens
+
+    def setup_message(self, params: dict) -> dict:
+        return {
+            "type": "setup",
+            "sessionId": "VX" + uuid.uuid4().hex,
+            "accountSid": settings.TWILIO_ACCOUNT_SID,
+            "callSid": self.sid,
+            "parentCallSid": "",
+            "from": self.call.from_,
+            "to": self.call.to,
+            "forwardedFrom": "",
+            "callerName": "",
+            "direction": "outbound-api",
+            "callType": "PSTN",
+            "callStatus": "IN-PROGRESS",
+            "customParameters": params,
+        }
+
+    # --- <Gather> ----------------------------------------------------------------------------
+    def gather_session(self, root: ElementTree.Element) -> None:
+        for line in SCRIPT:
+            gather = root.find("./Gather")
+            if gather is None:
+                return
+            twiml = self.post(
+                gather.get("action"), CallStatus="in-progress", SpeechResult=line, Confidence="0.92"
+            )
+            root = ElementTree.fromstring(twiml)  # noqa: S314 (our own TwiML, from our server)
+            if root.find("./Hangup") is not None:
+                self.ended_by_agent = True
+                return
+
+    # --- HTTP to our webhooks -----------------------------------------------------------------
+    def base_params(self) -> dict[str, str]:
+        return {
+            "CallSid": self.sid,
+            "AccountSid": settings.TWILIO_ACCOUNT_SID,
+            "From": self.call.from_,
+            "To": self.call.to,
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+        }
+
+    def status(self, status: str, **extra: str | None) -> None:
+        params = {**self.base_params(), "CallStatus": status, "SequenceNumber": str(self.sequence),
+                  "CallbackSource": "call-progress-events", "Timestamp": time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())}  # fmt: skip
+        params.update({k: v for k, v in extra.items() if v is not None})
+        self.sequence += 1
+        self.post(self.call.status_callback, **params)
+
+    def recording(self, duration: int) -> None:
+        recording_sid = new_sid("RE")
+        url = f"https://api.twilio.com/2010-04-01/Accounts/{settings.TWILIO_ACCOUNT_SID}/Recordings/{recording_sid}"
+        self.post(self.call.recording_callback, RecordingSid=recording_sid, RecordingUrl=url,
+                  RecordingStatus="completed", RecordingDuration=str(duration), RecordingChannels="1",
+                  RecordingSource="OutboundAPI")  # fmt: skip
+
+    def post(self, url: str, **params: str) -> str:
+        params = {**self.base_params(), **params}
+        # Twilio signs the URL without the connection-override fragment (never sent).
+        url = url.split("#", 1)[0]
+        signature = RequestValidator(settings.TWILIO_AUTH_TOKEN).compute_signature(url, params)
+        response = requests.post(url, data=params, headers={"X-Twilio-Signature": signature},
+                                 timeout=HTTP_TIMEOUT_SECONDS)  # fmt: skip
+        response.raise_for_status()
+        return response.text

@@ -1,0 +1,241 @@
+"""Voice services: calls, their status, transcript turns and hand-offs. Keyword-only, typed.
+
+Status callbacks are unordered and may repeat: a call's status only moves up the rank
+(``STATUS_RANK``), and the task's final state is decided once, by the first final status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from dossiers.models import Artifact, Call, Direction, TranscriptTurn
+from orchestrator.models import Task
+from orchestrator.services import task_create, task_transition
+from orchestrator.states import IllegalTransition, TaskStatus
+
+log = logging.getLogger(__name__)
+S = TaskStatus
+
+# Twilio CallStatus values (plus the ``initiated`` event) ranked by how far a call got.
+STATUS_RANK: dict[str, int] = {
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "completed": 4,
+    "busy": 4,
+    "no-answer": 4,
+    "failed": 4,
+    "canceled": 4,
+}
+# A final call status that is not ``completed`` fails the task with this code.
+FAILED_CALL_CODES: dict[str, str] = {
+    "busy": "busy",
+    "no-answer": "no_answer",
+    "failed": "call_failed",
+    "canceled": "canceled",
+}
+# End reasons (set by the conversation) that make a completed call a failed task.
+FAILING_END_REASONS = {"llm_error"}
+
+
+class UnknownCallStatus(ValueError):
+    pass
+
+
+def call_create(*, task_id: Any, to: str, from_address: str, contact_id: Any = None,
+                correlation_id: str = "") -> Call:  # fmt: skip
+    return Call.objects.create(
+        task_id=task_id,
+        contact_id=contact_id,
+        correlation_id=correlation_id,
+        direction=Direction.OUTBOUND,
+        from_address=from_address,
+        to_address=to,
+        status="queued",
+        occurred_at=timezone.now(),
+    )
+
+
+def call_for_task(*, task_id: Any) -> Call | None:
+    return Call.objects.filter(task_id=task_id).order_by("created_at").first()
+
+
+def call_get_or_create_for_task(*, task: Task, from_address: str) -> Call:
+    """The task's call row; tasks created through POST /api/tasks/ get theirs here."""
+    call = call_for_task(task_id=task.id)
+    if call is None:
+        call = call_create(
+            task_id=task.id,
+            to=task.payload["to"],
+            from_address=from_address,
+            contact_id=task.contact_id,
+            correlation_id=task.correlation_id,
+        )
+    return call
+
+
+def call_started(*, task_id: Any, call_id: int, call_sid: str, provider: str) -> None:
+    """The provider accepted the call: remember its SID and move the task to in_progress."""
+    Call.objects.filter(id=call_id, provider_sid__isnull=True).update(
+        provider_sid=call_sid, updated_at=timezone.now()
+    )
+    try:
+        task_transition(task_id=task_id, to=S.IN_PROGRESS, actor="agent:voice", provider_id=call_sid,
+                        details={"provider": provider, "call_sid": call_sid})  # fmt: skip
+    except IllegalTransition:
+        log.info("call %s started but task %s is already final", call_sid, task_id)
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    call_sid: str
+    status: str
+    duration_seconds: int | None = None
+    answered_by: str = ""
+
+
+def call_status_apply(*, task_id: Any, update: StatusUpdate) -> str:
+    """Apply one status callback; returns an outcome label. Never lowers the status."""
+    if update.status not in STATUS_RANK:
+        raise UnknownCallStatus(update.status)
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(task_id=task_id).order_by("created_at").first()
+        if call is None:
+            return "unknown_call"
+        if STATUS_RANK[update.status] <= STATUS_RANK.get(call.status, 0):
+            return "stale"
+        _update_call_row(call, update)
+        if STATUS_RANK[update.status] == 4:
+            _finish_task(task_id, call)
+        elif update.status == "in-progress":
+            _ensure_in_progress(task_id, update.call_sid)
+    return update.status
+
+
+def _update_call_row(call: Call, update: StatusUpdate) -> None:
+    now = timezone.now()
+    call.status = update.status
+    fields = ["status", "updated_at"]
+    if not call.provider_sid:
+        call.provider_sid, fields = update.call_sid, [*fields, "provider_sid"]
+    if update.answered_by:
+        call.answered_by, fields = update.answered_by, [*fields, "answered_by"]
+    if update.status == "in-progress" and call.started_at is None:
+        call.started_at, fields = now, [*fields, "started_at"]
+    if STATUS_RANK[update.status] == 4:
+        call.ended_at = now
+        call.duration_seconds = update.duration_seconds
+        fields += ["ended_at", "duration_seconds"]
+    call.save(update_fields=fields)
+
+
+def _ensure_in_progress(task_id: Any, call_sid: str) -> None:
+    with contextlib.suppress(IllegalTransition):  # the task may be final already
+        task_transition(task_id=task_id, to=S.IN_PROGRESS, actor="webhook:twilio", provider_id=call_sid)
+
+
+def _finish_task(task_id: Any, call: Call) -> None:
+    code, _, message = call.end_reason.partition(": ")
+    result = {
+        "call_sid": call.provider_sid,
+        "call_status": call.status,
+        "duration_seconds": call.duration_seconds,
+        "answered_by": call.answered_by,
+        "end_reason": call.end_reason,
+        "turns": call.turns.count(),
+    }
+    if call.status in FAILED_CALL_CODES:
+        to, error_code, error_message = (
+            S.FAILED,
+            FAILED_CALL_CODES[call.status],
+            f"the call ended: {call.status}",
+        )
+    elif code in FAILING_END_REASONS:
+        to, error_code, error_message = S.FAILED, code, message or code
+    else:
+        to, error_code, error_message = S.SUCCEEDED, None, None
+    try:
+        task_transition(task_id=task_id, to=to, actor="webhook:twilio", result=result,
+                        error_code=error_code, error_message=error_message)  # fmt: skip
+    except IllegalTransition:
+        log.info("task %s already final; call %s ended %s", task_id, call.provider_sid, call.status)
+
+
+def call_end_reason_set(*, call_id: int, reason: str) -> None:
+    """Why the conversation ended (``code: detail``); the first reason wins."""
+    Call.objects.filter(id=call_id, end_reason="").update(end_reason=reason[:200], updated_at=timezone.now())
+
+
+# --- Transcript ---------------------------------------------------------------------------
+
+
+def transcript_next_sequence(*, call_id: int) -> int:
+    last = (
+        TranscriptTurn.objects.filter(call_id=call_id)
+        .order_by("-sequence")
+        .values_list("sequence", flat=True)
+    )
+    return (last.first() or 0) + 1
+
+
+def transcript_turn_save(*, call_id: int, sequence: int, speaker: str, text: str, started_at: datetime,
+                         interrupted: bool = False) -> None:  # fmt: skip
+    TranscriptTurn.objects.update_or_create(
+        call_id=call_id,
+        sequence=sequence,
+        defaults={"speaker": speaker, "text": text, "started_at": started_at, "interrupted": interrupted},
+    )
+
+
+def transcript_history(*, call_id: int) -> list[TranscriptTurn]:
+    return list(TranscriptTurn.objects.filter(call_id=call_id).order_by("sequence"))
+
+
+# --- Hand-off and recordings ---------------------------------------------------------------
+
+
+def handoff_task_create(*, parent_task_id: Any, reason: str, summary: str) -> Task:
+    """Put the caller in the operators' queue: a ``call.handoff`` child task."""
+    parent = Task.objects.only("id", "contact_id", "correlation_id").get(id=parent_task_id)
+    task, _ = task_create(
+        type="call.handoff",
+        payload={"reason": reason[:500], "summary": summary[:2000], "call_task": str(parent_task_id)},
+        contact_id=parent.contact_id,
+        correlation_id=parent.correlation_id,
+        priority=8,
+        source="agent:voice",
+        parent_id=parent_task_id,
+    )
+    return task
+
+
+def recording_reference_store(*, task_id: Any, recording_url: str, content_type: str = "audio/wav") -> str:
+    """Keep the provider's recording as an artifact reference (fetched with the account's
+    credentials when someone plays it); returns an outcome label."""
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(task_id=task_id).order_by("created_at").first()
+        if call is None:
+            return "unknown_call"
+        if call.recording_id is not None:
+            return "duplicate_recording"
+        artifact = Artifact.objects.create(
+            contact_id=call.contact_id,
+            task_id=task_id,
+            correlation_id=call.correlation_id,
+            kind="recording",
+            storage_key="",
+            content_type=content_type,
+            source_url=recording_url,
+            occurred_at=timezone.now(),
+        )
+        call.recording = artifact
+        call.save(update_fields=["recording", "updated_at"])
+    return "recording_stored"

@@ -1,0 +1,53 @@
+"""TwiML answers for a call (built with twilio's ``VoiceResponse``)."""
+
+from __future__ import annotations
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from agents.voice import links
+from agents.voice.conversation import CallContext
+
+HOLD_MESSAGE = "Thank you. A colleague will call you back shortly. Goodbye."
+
+
+def conversation_relay(context: CallContext) -> str:
+    """``<Connect><ConversationRelay …/></Connect>``: Twilio opens our websocket and relays speech."""
+    response = VoiceResponse()
+    connect = response.connect(action=links.connect_action_url(context.task_id), method="POST")
+    relay = connect.conversation_relay(
+        url=links.relay_ws_url(context.task_id),
+        welcome_greeting=context.greeting or None,
+        language=context.language,
+        voice=context.voice,
+        dtmf_detection=True,
+        interruptible="any",
+    )
+    relay.parameter(name="task_id", value=context.task_id)
+    return str(response)
+
+
+def _say_kwargs(context: CallContext) -> dict[str, str]:
+    # <Say> voices are provider-prefixed (Polly.…, Google.…); ConversationRelay's are not.
+    kwargs = {"language": context.language}
+    if "." in context.voice:
+        kwargs["voice"] = context.voice
+    return kwargs
+
+
+def gather(context: CallContext, text: str) -> str:
+    """``VOICE_MODE=gather``: say ``text``, then listen for speech and post it back to us."""
+    response = VoiceResponse()
+    listen = response.gather(input="speech", action=links.gather_url(context.task_id), method="POST",
+                             speech_timeout="auto", language=context.language)  # fmt: skip
+    if text:
+        listen.say(text, **_say_kwargs(context))
+    response.hangup()  # no speech at all: Gather falls through to here
+    return str(response)
+
+
+def say_and_hang_up(context: CallContext | None, text: str) -> str:
+    response = VoiceResponse()
+    if text:
+        response.say(text, **(_say_kwargs(context) if context else {}))
+    response.hangup()
+    return str(response)

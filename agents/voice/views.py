@@ -1,0 +1,149 @@
+"""Twilio's voice webhooks: the call's TwiML, the ``<Connect>`` action, ``<Gather>`` rounds,
+call status and recording callbacks. All verify ``X-Twilio-Signature`` (403 otherwise)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from abc import ABCMeta, abstractmethod
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
+from django.views.decorators.csrf import csrf_exempt
+
+from agents.common.models import WebhookEvent
+from agents.common.twilio_security import is_valid_twilio_request
+from agents.common.webhooks import BadWebhook, WebhookView, on_refused
+from agents.voice import services, twiml
+from agents.voice.conversation import CallContext, gather_turn, load_call_context
+
+log = logging.getLogger(__name__)
+XML = "application/xml"
+
+
+def _refused(kind: str) -> JsonResponse:
+    on_refused("twilio", kind)
+    return JsonResponse({"error": {"code": "invalid_signature", "message": "Missing or invalid signature."}},
+                        status=403)  # fmt: skip
+
+
+def _no_call() -> JsonResponse:
+    return JsonResponse({"error": {"code": "not_found", "message": "No such call."}}, status=404)
+
+
+@method_decorator(csrf_exempt, name="dispatch")
+class SignedTwimlView(View, metaclass=ABCMeta):
+    """A Twilio request answered with TwiML (not an event to store: Twilio may ask again)."""
+
+    kind = ""
+    http_method_names = ["post"]
+
+    def post(self, request: HttpRequest, task_id) -> HttpResponse:
+        if not is_valid_twilio_request(request):
+            return _refused(self.kind)
+        context = load_call_context(task_id)
+        if context is None:
+            return _no_call()
+        return HttpResponse(self.answer(request, context), content_type=XML)
+
+    @abstractmethod
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        """The TwiML document for this request."""
+
+
+class TwimlView(SignedTwimlView):
+    kind = "voice_twiml"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        if settings.VOICE_MODE == "gather":
+            if context.greeting and services.transcript_next_sequence(call_id=context.call_id) == 1:
+                services.transcript_turn_save(call_id=context.call_id, sequence=1, speaker="agent",
+                                              text=context.greeting, started_at=timezone.now())  # fmt: skip
+            return twiml.gather(context, context.greeting)
+        return twiml.conversation_relay(context)
+
+
+class GatherView(SignedTwimlView):
+    kind = "voice_gather"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        speech = request.POST.get("SpeechResult", "").strip()
+        if not speech:
+            return twiml.gather(context, "")
+        reply = async_to_sync(gather_turn)(task_id=context.task_id, speech=speech)
+        if reply is None or reply.ended:
+            return twiml.say_and_hang_up(context, reply.text if reply else "")
+        return twiml.gather(context, reply.text)
+
+
+class ConnectActionView(SignedTwimlView):
+    """Twilio's request after ConversationRelay ended (our ``end`` message carries HandoffData)."""
+
+    kind = "voice_connect_action"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        try:
+            handoff = json.loads(request.POST.get("HandoffData") or "{}")
+        except json.JSONDecodeError:
+            handoff = {}
+        if isinstance(handoff, dict) and handoff.get("reasonCode") == "live-agent-handoff":
+            return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
+        return twiml.say_and_hang_up(context, "")
+
+
+class CallStatusWebhook(WebhookView):
+    provider = "twilio"
+    kind = "call_status"
+
+    def verify(self, request: HttpRequest) -> bool:
+        return is_valid_twilio_request(request)
+
+    def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
+        event = request.POST.dict()
+        if not event.get("CallSid") or not event.get("CallStatus"):
+            raise BadWebhook("CallSid and CallStatus are required.")
+        if event["CallStatus"] not in services.STATUS_RANK:
+            raise BadWebhook(f"Unknown CallStatus {event['CallStatus']!r}.")
+        return [event]
+
+    def dedupe_key(self, event: dict[str, Any]) -> str:
+        return f"call:{event['CallSid']}:{event['CallStatus']}"
+
+    def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
+        duration = event.get("CallDuration", "")
+        update = services.StatusUpdate(
+            call_sid=event["CallSid"],
+            status=event["CallStatus"],
+            duration_seconds=int(duration) if duration.isdigit() else None,
+            answered_by=event.get("AnsweredBy", ""),
+        )
+        return services.call_status_apply(task_id=self.kwargs["task_id"], update=update)
+
+
+class RecordingWebhook(WebhookView):
+    provider = "twilio"
+    kind = "call_recording"
+
+    def verify(self, request: HttpRequest) -> bool:
+        return is_valid_twilio_request(request)
+
+    def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
+        event = request.POST.dict()
+        if not event.get("RecordingSid") or not event.get("RecordingUrl"):
+            raise BadWebhook("RecordingSid and RecordingUrl are required.")
+        return [event]
+
+    def dedupe_key(self, event: dict[str, Any]) -> str:
+        return f"recording:{event['RecordingSid']}:{event.get('RecordingStatus', '')}"
+
+    def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
+        if event.get("RecordingStatus", "completed") != "completed":
+            return f"ignored_{event.get('RecordingStatus')}"
+        return services.recording_reference_store(
+            task_id=self.kwargs["task_id"], recording_url=event["RecordingUrl"]
+        )
