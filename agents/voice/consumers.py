@@ -22,7 +22,13 @@ from twilio.request_validator import RequestValidator
 from agents.common.twilio_security import auth_tokens
 from agents.common.webhooks import on_refused
 from agents.voice import links, services
-from agents.voice.conversation import ConnectionGone, Conversation, TurnRecorder, call_group, load_call_context
+from agents.voice.conversation import (
+    ConnectionGone,
+    Conversation,
+    TurnRecorder,
+    call_group,
+    load_call_context,
+)
 from orchestrator.live import task_group
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,105 @@
+"""A local fake of Twilio's Calls API (``POST /2010-04-01/Accounts/<sid>/Calls.json``).
+
+It speaks the wire format the twilio SDK uses: a form-encoded POST with HTTP basic auth
+(account SID + auth token), multi-valued ``StatusCallbackEvent``; it answers 201 with a
+call resource (JSON), or with Twilio's error body when told to fail. Every request it
+accepted is kept in ``requests`` for the test to inspect.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import secrets
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
+
+CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
+
+
+@dataclass
+class CallRequest:
+    account_sid: str
+    auth: tuple[str, str]
+    form: dict[str, list[str]]
+    content_type: str
+
+    def one(self, name: str) -> str:
+        return self.form[name][0]
+
+
+@dataclass
+class FakeTwilioCalls:
+    account_sid: str
+    auth_token: str
+    requests: list[CallRequest] = field(default_factory=list)
+    fail_with: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
+
+    def __post_init__(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                match = CALLS_PATH.match(self.path)
+                if match is None:
+                    return self._json(404, {"code": 20404, "message": "not found", "status": 404})
+                auth = self._basic_auth()
+                if auth != (fake.account_sid, fake.auth_token) or match.group(1) != fake.account_sid:
+                    return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                request = CallRequest(match.group(1), auth, parse_qs(body), self.headers.get("Content-Type", ""))
+                fake.requests.append(request)
+                if fake.fail_with:
+                    status, code, message = fake.fail_with
+                    return self._json(status, {"code": code, "message": message, "status": status,
+                                               "more_info": f"https://www.twilio.com/docs/errors/{code}"})  # fmt: skip
+                return self._json(201, fake.call_resource(request))
+
+            def _basic_auth(self) -> tuple[str, str]:
+                header = self.headers.get("Authorization", "")
+                if not header.startswith("Basic "):
+                    return ("", "")
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                return (user, password)
+
+            def _json(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def call_resource(self, request: CallRequest) -> dict:
+        sid = "CA" + secrets.token_hex(16)
+        return {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "to": request.one("To"),
+            "from": request.one("From"),
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": "2010-04-01",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}.json",
+        }
+
+    def __enter__(self) -> FakeTwilioCalls:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

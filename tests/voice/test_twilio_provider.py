@@ -1,0 +1,96 @@
+"""The production provider: the real twilio SDK against a local fake Calls API."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from agents.common.errors import PermanentError, TransientError
+from agents.voice import links
+from agents.voice.providers import OutboundCall
+from agents.voice.providers.twilio import STATUS_EVENTS, TwilioVoiceProvider
+from orchestrator.models import Task
+from tests.fakes.twilio_calls import FakeTwilioCalls
+
+SID = "AC" + "ab" * 16
+TOKEN = "cd" * 16
+
+
+@pytest.fixture
+def fake_twilio(settings):
+    settings.TWILIO_ACCOUNT_SID = SID
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    with FakeTwilioCalls(SID, TOKEN) as fake:
+        settings.TWILIO_API_BASE_URL = fake.base_url
+        yield fake
+
+
+def outbound(**overrides) -> OutboundCall:
+    values = dict(task_id="t-1", to="+14155550123", from_="+15005550006",
+                  twiml_url="https://comms.example.com/webhooks/twilio/voice/t-1/twiml/",
+                  status_callback="https://comms.example.com/webhooks/twilio/voice/t-1/status/#rc=3&rp=all",
+                  recording_callback="https://comms.example.com/webhooks/twilio/voice/t-1/recording/")  # fmt: skip
+    return OutboundCall(**{**values, **overrides})
+
+
+def test_calls_api_request_carries_to_from_url_and_status_callbacks(fake_twilio):
+    sid = TwilioVoiceProvider().start_call(outbound())
+
+    assert sid.startswith("CA") and len(sid) == 34
+    [request] = fake_twilio.requests
+    assert request.auth == (SID, TOKEN)
+    assert request.content_type.startswith("application/x-www-form-urlencoded")
+    assert request.one("To") == "+14155550123"
+    assert request.one("From") == "+15005550006"
+    assert request.one("Url") == "https://comms.example.com/webhooks/twilio/voice/t-1/twiml/"
+    assert request.one("Method") == "POST"
+    assert request.one("StatusCallback") == "https://comms.example.com/webhooks/twilio/voice/t-1/status/#rc=3&rp=all"
+    assert request.form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
+    assert request.one("StatusCallbackMethod") == "POST"
+    assert "Record" not in request.form and "MachineDetection" not in request.form
+
+
+def test_recording_and_machine_detection_when_asked(fake_twilio):
+    TwilioVoiceProvider().start_call(outbound(record=True, machine_detection="DetectMessageEnd", time_limit=300))
+
+    [request] = fake_twilio.requests
+    assert request.one("Record") == "true"
+    assert request.one("RecordingStatusCallback") == "https://comms.example.com/webhooks/twilio/voice/t-1/recording/"
+    assert request.one("MachineDetection") == "DetectMessageEnd"
+    assert request.one("TimeLimit") == "330"
+    assert STATUS_EVENTS == request.form["StatusCallbackEvent"]
+
+
+def test_a_refused_number_is_a_permanent_error(fake_twilio):
+    fake_twilio.fail_with = (400, 21211, "The 'To' number +1 is not a valid phone number.")
+    with pytest.raises(PermanentError) as caught:
+        TwilioVoiceProvider().start_call(outbound())
+    assert caught.value.code == "twilio_21211"
+
+
+def test_a_twilio_outage_is_transient(fake_twilio):
+    fake_twilio.fail_with = (503, 20503, "Service unavailable")
+    with pytest.raises(TransientError):
+        TwilioVoiceProvider().start_call(outbound())
+
+
+def test_post_api_calls_in_production_places_the_call_through_the_sdk(fake_twilio, api, settings,
+                                                                        django_capture_on_commit_callbacks):  # fmt: skip
+    settings.TEST_MODE = False
+    settings.PUBLIC_BASE_URL = "https://comms.example.com"
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api.post("/api/calls/", {"to": "+1 415 555 0123", "goal": "confirm the delivery",
+                                            "record": True, "machine_detection": True},
+                            content_type="application/json")  # fmt: skip
+    assert response.status_code == 201, response.content
+    task = Task.objects.get(id=response.json()["id"])
+    [request] = fake_twilio.requests
+    assert task.status == "in_progress"
+    assert task.provider_id.startswith("CA") and len(task.provider_id) == 34
+    assert request.one("To") == "+14155550123"
+    assert request.one("From") == settings.TWILIO_VOICE_CALLER_ID
+    assert request.one("Url") == links.twiml_url(task.id)
+    assert request.one("StatusCallback") == links.status_callback_url(task.id)
+    assert request.one("MachineDetection") == "Enable"
+    assert request.one("Record") == "true"
+    assert task.calls.get().provider_sid == task.provider_id
