@@ -61,7 +61,7 @@ class CallContext:
     greeting: str
     language: str
     voice: str
-    max_duration_seconds: int
+    max_duration_seconds: float
 
 
 def system_prompt(payload: dict[str, Any], contact_name: str) -> str:
@@ -91,7 +91,9 @@ def load_call_context(task_id: Any) -> CallContext | None:
         greeting=payload.get("greeting") or "",
         language=payload.get("language") or settings.VOICE_DEFAULT_LANGUAGE,
         voice=payload.get("voice") or settings.VOICE_DEFAULT_VOICE,
-        max_duration_seconds=int(payload.get("max_duration_seconds") or settings.VOICE_MAX_DURATION_SECONDS),
+        max_duration_seconds=float(
+            payload.get("max_duration_seconds") or settings.VOICE_MAX_DURATION_SECONDS
+        ),
     )
 
 

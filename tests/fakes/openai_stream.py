@@ -77,7 +77,9 @@ class FakeOpenAIStream:
                 self.wfile.flush()
 
             def _error(self, status: int, message: str) -> None:
-                data = json.dumps({"error": {"message": message, "type": "server_error", "code": None}}).encode()
+                data = json.dumps(
+                    {"error": {"message": message, "type": "server_error", "code": None}}
+                ).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -115,7 +117,9 @@ class FakeOpenAIStream:
             yield chunk({"tool_calls": [{"index": 0, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
                                          "function": {"name": name, "arguments": ""}}]})  # fmt: skip
             for start in range(0, len(text), 7):  # arguments arrive in pieces
-                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": text[start : start + 7]}}]})
+                yield chunk(
+                    {"tool_calls": [{"index": 0, "function": {"arguments": text[start : start + 7]}}]}
+                )
         yield chunk({}, "tool_calls" if reply.tool else "stop")
         yield "[DONE]"
 

@@ -53,7 +53,9 @@ class FakeTwilioCalls:
                 if auth != (fake.account_sid, fake.auth_token) or match.group(1) != fake.account_sid:
                     return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
-                request = CallRequest(match.group(1), auth, parse_qs(body), self.headers.get("Content-Type", ""))
+                request = CallRequest(
+                    match.group(1), auth, parse_qs(body), self.headers.get("Content-Type", "")
+                )
                 fake.requests.append(request)
                 if fake.fail_with:
                     status, code, message = fake.fail_with

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.conf import settings
 
 from agents.common.errors import PermanentError, TransientError
 from agents.voice import links
@@ -44,21 +43,29 @@ def test_calls_api_request_carries_to_from_url_and_status_callbacks(fake_twilio)
     assert request.one("From") == "+15005550006"
     assert request.one("Url") == "https://comms.example.com/webhooks/twilio/voice/t-1/twiml/"
     assert request.one("Method") == "POST"
-    assert request.one("StatusCallback") == "https://comms.example.com/webhooks/twilio/voice/t-1/status/#rc=3&rp=all"
+    assert (
+        request.one("StatusCallback")
+        == "https://comms.example.com/webhooks/twilio/voice/t-1/status/#rc=3&rp=all"
+    )
     assert request.form["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
     assert request.one("StatusCallbackMethod") == "POST"
     assert "Record" not in request.form and "MachineDetection" not in request.form
 
 
 def test_recording_and_machine_detection_when_asked(fake_twilio):
-    TwilioVoiceProvider().start_call(outbound(record=True, machine_detection="DetectMessageEnd", time_limit=300))
+    TwilioVoiceProvider().start_call(
+        outbound(record=True, machine_detection="DetectMessageEnd", time_limit=300)
+    )
 
     [request] = fake_twilio.requests
     assert request.one("Record") == "true"
-    assert request.one("RecordingStatusCallback") == "https://comms.example.com/webhooks/twilio/voice/t-1/recording/"
+    assert (
+        request.one("RecordingStatusCallback")
+        == "https://comms.example.com/webhooks/twilio/voice/t-1/recording/"
+    )
     assert request.one("MachineDetection") == "DetectMessageEnd"
     assert request.one("TimeLimit") == "330"
-    assert STATUS_EVENTS == request.form["StatusCallbackEvent"]
+    assert request.form["StatusCallbackEvent"] == STATUS_EVENTS
 
 
 def test_a_refused_number_is_a_permanent_error(fake_twilio):

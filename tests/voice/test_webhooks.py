@@ -25,7 +25,9 @@ def signed_post(client, url: str, params: dict, *, signature: str | None = None)
 
 def test_twiml_connects_conversation_relay_to_our_websocket(client, call_task):
     task, _ = call_task
-    response = signed_post(client, links.twiml_url(task.id), {"CallSid": "CA" + "1" * 32, "CallStatus": "in-progress"})
+    response = signed_post(
+        client, links.twiml_url(task.id), {"CallSid": "CA" + "1" * 32, "CallStatus": "in-progress"}
+    )
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/xml"
@@ -55,7 +57,9 @@ def test_twiml_uses_the_public_wss_url(client, call_task, settings):
 @pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl"])
 def test_twiml_refuses_a_missing_or_bad_signature(client, call_task, signature):
     task, _ = call_task
-    response = signed_post(client, links.twiml_url(task.id), {"CallStatus": "in-progress"}, signature=signature)
+    response = signed_post(
+        client, links.twiml_url(task.id), {"CallStatus": "in-progress"}, signature=signature
+    )
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "invalid_signature"
 
@@ -74,7 +78,9 @@ def test_gather_mode_loops_through_the_same_agent(client, settings):
     settings.VOICE_MODE = "gather"
     settings.OPENAI_BASE_URL = ""  # the deterministic generator
     task, call = make_call_task()
-    first = ElementTree.fromstring(signed_post(client, links.twiml_url(task.id), {"CallStatus": "in-progress"}).content)
+    first = ElementTree.fromstring(
+        signed_post(client, links.twiml_url(task.id), {"CallStatus": "in-progress"}).content
+    )
     gather = first.find("Gather")
     assert gather.get("input") == "speech"
     assert gather.get("action") == links.gather_url(task.id)
@@ -85,7 +91,9 @@ def test_gather_mode_loops_through_the_same_agent(client, settings):
     )
     assert "confirm tomorrow's delivery window" in second.find("Gather/Say").text
 
-    last = ElementTree.fromstring(signed_post(client, links.gather_url(task.id), {"SpeechResult": "Goodbye"}).content)
+    last = ElementTree.fromstring(
+        signed_post(client, links.gather_url(task.id), {"SpeechResult": "Goodbye"}).content
+    )
     assert last.find("Gather") is None and last.find("Hangup") is not None
     assert last.find("Say").text == "Thank you for your time. Goodbye!"
     turns = list(TranscriptTurn.objects.filter(call=call).values_list("sequence", "speaker"))
@@ -96,7 +104,9 @@ def test_gather_mode_loops_through_the_same_agent(client, settings):
 def test_connect_action_after_a_handoff_says_a_colleague_will_call(client, call_task):
     task, _ = call_task
     handoff = '{"reasonCode": "live-agent-handoff", "reason": "asked for a person"}'
-    root = ElementTree.fromstring(signed_post(client, links.connect_action_url(task.id), {"HandoffData": handoff}).content)
+    root = ElementTree.fromstring(
+        signed_post(client, links.connect_action_url(task.id), {"HandoffData": handoff}).content
+    )
     assert "colleague" in root.find("Say").text and root.find("Hangup") is not None
 
 

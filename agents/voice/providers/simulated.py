@@ -106,7 +106,9 @@ class SimulatedCallee:
         async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
             await ws.send(json.dumps(self.setup_message(params)))
             for index, line in enumerate(SCRIPT):
-                await ws.send(json.dumps({"type": "prompt", "voicePrompt": line, "lang": "en-US", "last": True}))
+                await ws.send(
+                    json.dumps({"type": "prompt", "voicePrompt": line, "lang": "en-US", "last": True})
+                )
                 reply = await self.read_reply(ws)
                 if index == INTERRUPT_PROMPT_INDEX and not self.ended_by_agent:
                     # The text arrives faster than it is spoken: the callee talks over the
