@@ -42,6 +42,7 @@ INTERRUPT_AFTER_TOKENS = 3
 RING_SECONDS = 0.3  # long enough for a watcher to open the live call view
 STEP_SECONDS = 0.05
 REPLY_TIMEOUT_SECONDS = 15.0
+HANG_UP_AFTER_SECONDS = 2.0
 HTTP_TIMEOUT_SECONDS = 10.0
 
 
@@ -118,7 +119,19 @@ class SimulatedCallee:
                                               "durationUntilInterruptMs": 900}))  # fmt: skip
                 if self.ended_by_agent:
                     return
+            await self.wait_for_end(ws)
             # The caller hangs up: closing the socket is what Twilio does then.
+
+    async def wait_for_end(self, ws) -> None:
+        """After saying goodbye the callee waits a moment for the agent to hang up."""
+        try:
+            while not self.ended_by_agent:
+                message = json.loads(await asyncio.wait_for(ws.recv(), HANG_UP_AFTER_SECONDS))
+                if message["type"] == "end":
+                    self.ended_by_agent = True
+                    self.handoff_data = message.get("handoffData", "")
+        except TimeoutError:
+            pass
 
     async def read_reply(self, ws) -> list[str]:
         """The agent's tokens up to ``last: true`` (or its ``end`` message)."""
