@@ -57,6 +57,10 @@ def _relay_setup(task_id: str):
 
 
 class ConversationRelayConsumer(AsyncWebsocketConsumer):
+    # Nothing is ever sent to this consumer through the channel layer: an alias that is not
+    # configured makes Channels skip the per-connection layer listener (a Redis BZPOPMIN
+    # loop per live call). The live view is fed by TurnRecorder's group_send instead.
+    channel_layer_alias = "voice-relay-unused"
     conversation: Conversation | None = None
 
     async def connect(self) -> None:

@@ -145,22 +145,24 @@ class TurnRecorder:
 
     async def _run(self) -> None:
         while True:
-            kind, item = await self.queue.get()
+            # Everything queued since the last write goes in one transaction (one thread hop).
+            items = [await self.queue.get()]
+            while not self.queue.empty():
+                items.append(self.queue.get_nowait())
+            turns = [item for kind, item in items if kind == "turn"]
+            end_reason = next((item for kind, item in items if kind == "end_reason"), "")
             try:
-                if kind == "turn":
-                    await database_sync_to_async(services.transcript_turn_save)(
-                        call_id=self.call_id, sequence=item.sequence, speaker=item.speaker, text=item.text,
-                        started_at=item.started_at, interrupted=item.interrupted,
-                    )  # fmt: skip
-                    await self._push(item)
-                else:
-                    await database_sync_to_async(services.call_end_reason_set)(
-                        call_id=self.call_id, reason=item
-                    )
+                await database_sync_to_async(services.transcript_write)(
+                    call_id=self.call_id, end_reason=end_reason,
+                    turns=[services.TurnData(t.sequence, t.speaker, t.text, t.started_at, t.interrupted) for t in turns],
+                )  # fmt: skip
+                for turn in turns:
+                    await self._push(turn)
             except Exception:
                 log.exception("transcript write for call task %s failed", self.task_id)
             finally:
-                self.queue.task_done()
+                for _ in items:
+                    self.queue.task_done()
 
     async def _push(self, turn: Turn) -> None:
         if self.layer is None:

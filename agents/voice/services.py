@@ -188,11 +188,40 @@ def transcript_next_sequence(*, call_id: int) -> int:
 
 def transcript_turn_save(*, call_id: int, sequence: int, speaker: str, text: str, started_at: datetime,
                          interrupted: bool = False) -> None:  # fmt: skip
-    TranscriptTurn.objects.update_or_create(
-        call_id=call_id,
-        sequence=sequence,
-        defaults={"speaker": speaker, "text": text, "started_at": started_at, "interrupted": interrupted},
-    )
+    transcript_write(call_id=call_id, turns=[TurnData(sequence, speaker, text, started_at, interrupted)])
+
+
+@dataclass(frozen=True)
+class TurnData:
+    sequence: int
+    speaker: str
+    text: str
+    started_at: datetime
+    interrupted: bool = False
+
+
+def transcript_write(*, call_id: int, turns: list[TurnData], end_reason: str = "") -> None:
+    """Write a batch of turns (new ones inserted, known ones updated: an interrupt cuts a
+    turn already saved) and optionally the call's end reason, in one transaction."""
+    latest = {turn.sequence: turn for turn in turns}  # a later snapshot of a turn wins
+    with transaction.atomic():
+        known = set(
+            TranscriptTurn.objects.filter(call_id=call_id, sequence__in=latest).values_list(
+                "sequence", flat=True
+            )
+        )
+        TranscriptTurn.objects.bulk_create(
+            [TranscriptTurn(call_id=call_id, sequence=t.sequence, speaker=t.speaker, text=t.text,
+                            started_at=t.started_at, interrupted=t.interrupted)
+             for t in latest.values() if t.sequence not in known]
+        )  # fmt: skip
+        for sequence in known:
+            turn = latest[sequence]
+            TranscriptTurn.objects.filter(call_id=call_id, sequence=sequence).update(
+                text=turn.text, interrupted=turn.interrupted
+            )
+        if end_reason:
+            call_end_reason_set(call_id=call_id, reason=end_reason)
 
 
 def transcript_history(*, call_id: int) -> list[TranscriptTurn]:

@@ -14,6 +14,7 @@ answer. ``fail_status`` answers with an HTTP error; ``hang_seconds`` stalls mid-
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -21,6 +22,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # 20+ clients connect at once (the default backlog is 5)
+
 
 DEFAULT_TOKENS = ["Sure", ",", " I", " can", " help", " with", " that", "."]
 
@@ -45,6 +52,12 @@ class FakeOpenAIStream:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's pool expects
+
+            def setup(self) -> None:
+                super().setup()
+                # Each SSE event is its own small write: without TCP_NODELAY, Nagle and the
+                # client's delayed ACK hold every second one back ~40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *args) -> None:
                 pass
@@ -86,8 +99,7 @@ class FakeOpenAIStream:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def reply(self, tokens: list[str], tool: tuple[str, dict[str, Any]] | None = None) -> None:
@@ -134,3 +146,35 @@ class FakeOpenAIStream:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def main() -> None:
+    """Serve the fake on its own (``python -m tests.fakes.openai_stream PORT``), e.g. for
+    bench/voice_turn.py, so that it does not share a process (and a GIL) with the client."""
+    import sys
+
+    tokens = sys.argv[2].split("|") if len(sys.argv) > 2 else DEFAULT_TOKENS
+    fake = FakeOpenAIStream()
+    fake.server.server_close()
+    fake.server = _Server(("127.0.0.1", int(sys.argv[1])), fake.server.RequestHandlerClass)
+    fake.replies = _Endless(Reply(tokens))
+    print(f"fake OpenAI stream on {fake.base_url}", flush=True)
+    fake.server.serve_forever()
+
+
+class _Endless(deque):
+    """A reply queue that never runs out (the same answer every time)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__()
+        self.reply = reply
+
+    def __bool__(self) -> bool:
+        return True
+
+    def popleft(self) -> Reply:
+        return self.reply
+
+
+if __name__ == "__main__":
+    main()
