@@ -205,3 +205,22 @@ def test_a_test_mode_call_runs_end_to_end_with_live_updates(django_user_model, c
     assert ("agent", True) in rows  # the scripted interrupt
     turns = [m for m in live if m["kind"] == "turn"]
     assert len(turns) >= 5 and turns[-1]["text"] == "Thank you for your time. Goodbye!"
+
+
+def test_a_test_mode_call_in_gather_mode(django_user_model):
+    """VOICE_MODE=gather: the simulated callee answers <Gather> rounds; same agent, same end."""
+    _, key = api_key_create(name="e2e-gather")
+    with asgi_server(VOICE_MODE="gather") as base:
+        response = requests.post(f"{base}/api/calls/", headers={"Authorization": f"Api-Key {key}"}, timeout=10,
+                                 json={"to": "+14155550123", "goal": "a gather test", "greeting": "Hello."})  # fmt: skip
+        assert response.status_code == 201, response.text
+        task_id = response.json()["id"]
+        wait_until(
+            lambda: Task.objects.get(id=task_id).status == "succeeded", timeout=20, message="succeeded"
+        )
+    call = Call.objects.get(task_id=task_id)
+    speakers = list(
+        TranscriptTurn.objects.filter(call=call).order_by("sequence").values_list("speaker", flat=True)
+    )
+    assert speakers == ["agent", "caller", "agent", "caller", "agent", "caller", "agent", "caller", "agent"]
+    assert call.end_reason.startswith("end_call")

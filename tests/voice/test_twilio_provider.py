@@ -101,3 +101,38 @@ def test_post_api_calls_in_production_places_the_call_through_the_sdk(fake_twili
     assert request.one("MachineDetection") == "Enable"
     assert request.one("Record") == "true"
     assert task.calls.get().provider_sid == task.provider_id
+
+
+@pytest.mark.django_db
+def test_a_redelivered_task_never_dials_twice(fake_twilio, settings):
+    from agents.voice.handlers import call_outbound
+    from tests.voice.conftest import make_call_task
+
+    settings.TEST_MODE = False
+    task, call = make_call_task(status="dispatched")
+    call.provider_sid = "CA" + "4" * 32
+    call.save(update_fields=["provider_sid"])
+    call_outbound(task)
+    task.refresh_from_db()
+    assert fake_twilio.requests == []
+    assert (task.status, task.provider_id) == ("in_progress", call.provider_sid)
+
+
+@pytest.mark.django_db
+def test_an_opted_out_contact_is_not_called(fake_twilio, settings):
+    from agents.voice.handlers import call_outbound
+    from dossiers.models import Contact
+    from dossiers.services import consent_set
+    from tests.voice.conftest import make_call_task
+
+    settings.TEST_MODE = False
+    task, _ = make_call_task(status="dispatched")
+    contact = Contact.objects.create(phone="+14155550123")
+    Task.objects.filter(id=task.id).update(contact=contact)
+    consent_set(contact_id=contact.id, channel="voice", status="opted_out", source="keyword")
+    task.refresh_from_db()
+    with pytest.raises(PermanentError) as refused:
+        call_outbound(task)
+    assert refused.value.code == "opted_out"
+    assert fake_twilio.requests == []
+    assert fake_twilio.base_url == settings.TWILIO_API_BASE_URL

@@ -174,7 +174,7 @@ class SimulatedCallee:
                 gather.get("action"), CallStatus="in-progress", SpeechResult=line, Confidence="0.92"
             )
             root = ElementTree.fromstring(twiml)  # noqa: S314 (our own TwiML, from our server)
-            if root.find("./Hangup") is not None:
+            if root.find("./Gather") is None:  # <Say> + <Hangup/>: the agent ended the call
                 self.ended_by_agent = True
                 return
 
