@@ -7,11 +7,16 @@ Status callbacks are unordered and may repeat: a call's status only moves up the
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import requests
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
@@ -247,8 +252,8 @@ def handoff_task_create(*, parent_task_id: Any, reason: str, summary: str) -> Ta
 
 
 def recording_reference_store(*, task_id: Any, recording_url: str, content_type: str = "audio/wav") -> str:
-    """Keep the provider's recording as an artifact reference (fetched with the account's
-    credentials when someone plays it); returns an outcome label."""
+    """Keep the provider's recording as an artifact reference, then download it in the
+    background (``voice.fetch_recording``); returns an outcome label."""
     with transaction.atomic():
         call = Call.objects.select_for_update().filter(task_id=task_id).order_by("created_at").first()
         if call is None:
@@ -267,4 +272,45 @@ def recording_reference_store(*, task_id: Any, recording_url: str, content_type:
         )
         call.recording = artifact
         call.save(update_fields=["recording", "updated_at"])
+        if recording_downloads_enabled():
+            transaction.on_commit(lambda: _enqueue_fetch(artifact.id))
     return "recording_stored"
+
+
+def recording_downloads_enabled() -> bool:
+    # The simulated provider's recording URLs point at api.twilio.com: offline test mode
+    # keeps the reference only, unless a (fake) Twilio API address is configured.
+    return not settings.TEST_MODE or bool(settings.TWILIO_API_BASE_URL)
+
+
+def _enqueue_fetch(artifact_id: Any) -> None:
+    from agents.voice.tasks import fetch_recording
+
+    try:
+        fetch_recording.apply_async(args=[str(artifact_id)], queue="voice")
+    except Exception:  # the broker is down: the reference stays; re-run the task later
+        log.warning("recording %s not queued for download", artifact_id, exc_info=True)
+
+
+def recording_fetch(*, artifact_id: Any) -> str:
+    """Download the recording's media (WAV) with the account's credentials and store it."""
+    from agents.voice.providers.twilio import TWILIO_HOST
+
+    artifact = Artifact.objects.get(id=artifact_id)
+    if artifact.storage_key:
+        return "already_stored"
+    url = artifact.source_url + ".wav"  # Twilio serves the media at the recording URL + extension
+    if settings.TWILIO_API_BASE_URL:
+        url = TWILIO_HOST.sub(settings.TWILIO_API_BASE_URL.rstrip("/"), url)
+    # requests drops the credentials when Twilio redirects to its storage host.
+    response = requests.get(url, auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30)
+    response.raise_for_status()
+    content = response.content
+    key = default_storage.save(f"artifacts/{artifact.occurred_at:%Y/%m}/{artifact.id}", ContentFile(content))
+    Artifact.objects.filter(id=artifact.id, storage_key="").update(
+        storage_key=key,
+        size=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        content_type=response.headers.get("Content-Type", artifact.content_type).split(";")[0],
+    )
+    return "downloaded"

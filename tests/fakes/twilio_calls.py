@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
+RECORDING_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})\.wav$")
 
 
 @dataclass
@@ -37,6 +38,7 @@ class FakeTwilioCalls:
     auth_token: str
     requests: list[CallRequest] = field(default_factory=list)
     fail_with: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
+    recordings: dict[str, bytes] = field(default_factory=dict)  # RecordingSid -> WAV bytes
 
     def __post_init__(self) -> None:
         fake = self
@@ -62,6 +64,19 @@ class FakeTwilioCalls:
                     return self._json(status, {"code": code, "message": message, "status": status,
                                                "more_info": f"https://www.twilio.com/docs/errors/{code}"})  # fmt: skip
                 return self._json(201, fake.call_resource(request))
+
+            def do_GET(self) -> None:
+                match = RECORDING_PATH.match(self.path)
+                if match is None or match.group(2) not in fake.recordings:
+                    return self._json(404, {"code": 20404, "message": "not found", "status": 404})
+                if self._basic_auth() != (fake.account_sid, fake.auth_token):
+                    return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                data = fake.recordings[match.group(2)]
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/x-wav")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def _basic_auth(self) -> tuple[str, str]:
                 header = self.headers.get("Authorization", "")

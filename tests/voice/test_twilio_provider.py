@@ -136,3 +136,28 @@ def test_an_opted_out_contact_is_not_called(fake_twilio, settings):
     assert refused.value.code == "opted_out"
     assert fake_twilio.requests == []
     assert fake_twilio.base_url == settings.TWILIO_API_BASE_URL
+
+
+@pytest.mark.django_db
+def test_a_recording_is_downloaded_with_basic_auth(fake_twilio, client, settings, tmp_path,
+                                                   django_capture_on_commit_callbacks):  # fmt: skip
+    from django.core.files.storage import default_storage
+
+    from dossiers.models import Artifact
+    from tests.voice.conftest import make_call_task, twilio_sign
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    recording_sid = "RE" + "ef" * 16
+    fake_twilio.recordings[recording_sid] = b"RIFF....WAVEfmt fake audio"
+    task, call = make_call_task()
+    params = {"CallSid": "CA" + "1" * 32, "RecordingSid": recording_sid, "RecordingStatus": "completed",
+              "RecordingUrl": f"https://api.twilio.com/2010-04-01/Accounts/{SID}/Recordings/{recording_sid}"}  # fmt: skip
+    url = links.recording_callback_url(task.id).split("#")[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url.removeprefix(settings.PUBLIC_BASE_URL), params,
+                               HTTP_X_TWILIO_SIGNATURE=twilio_sign(url, params))  # fmt: skip
+    assert response.status_code == 200
+    artifact = Artifact.objects.get(task=task)
+    assert artifact.storage_key and artifact.size == 26 and artifact.content_type == "audio/x-wav"
+    with default_storage.open(artifact.storage_key) as stored:
+        assert stored.read() == b"RIFF....WAVEfmt fake audio"
