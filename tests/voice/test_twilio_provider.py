@@ -159,5 +159,7 @@ def test_a_recording_is_downloaded_with_basic_auth(fake_twilio, client, settings
     assert response.status_code == 200
     artifact = Artifact.objects.get(task=task)
     assert artifact.storage_key and artifact.size == 26 and artifact.content_type == "audio/x-wav"
+    call.refresh_from_db()
+    assert call.recording_id == artifact.id
     with default_storage.open(artifact.storage_key) as stored:
         assert stored.read() == b"RIFF....WAVEfmt fake audio"
