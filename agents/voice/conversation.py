@@ -227,7 +227,8 @@ class Conversation:
             # Twilio speaks the welcome greeting itself; the model must know it was said.
             self.messages.append({"role": "assistant", "content": self.context.greeting})
             self.recorder.save(self.recorder.open_turn("agent", self.context.greeting))
-        self.deadline = asyncio.create_task(self._deadline(self.context.max_duration_seconds))
+        if self.deadline is None:  # a repeated setup does not restart the clock
+            self.deadline = asyncio.create_task(self._deadline(self.context.max_duration_seconds))
 
     async def on_prompt(self, text: str, received_at: float | None, *, final: bool = True,
                         speaker_text: str | None = None) -> None:  # fmt: skip
@@ -298,7 +299,7 @@ class Conversation:
             if said:
                 self.recorder.save(agent.turn)
             else:  # nothing was said (a bare tool call): no empty turn, no empty message
-                self.messages.remove(agent.message)
+                self.messages = [m for m in self.messages if m is not agent.message]
                 self.last_agent = None
         if failure is not None:
             await self._fail(failure)
