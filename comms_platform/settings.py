@@ -163,12 +163,18 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Orchestrator ---------------------------------------------------------------------
+# With a broker, committed tasks are sent by a background thread in batches so intake never
+# waits for Redis; the embedded default (in-process execution) dispatches inline.
+DISPATCH_IN_BACKGROUND = (
+    env.bool("DISPATCH_IN_BACKGROUND") if env.str("DISPATCH_IN_BACKGROUND", default="") else bool(REDIS_URL)
+)
 TASK_SWEEP_AGE_SECONDS = env.int("TASK_SWEEP_AGE_SECONDS", default=60)
 TASK_LEASE_SECONDS = env.int("TASK_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60)
 TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=5)
 TASK_RETRY_BACKOFF_SECONDS = env.float("TASK_RETRY_BACKOFF_SECONDS", default=2.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
 TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=64 * 1024)
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=10.0)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
 REMOTE_AGENT_SECRETS = [

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from orchestrator import registry
-from orchestrator.api.auth import api_key_create
+from orchestrator.api.auth import api_key_create, key_cache
 from orchestrator.models import AgentRegistration, ApiKey, Task, TaskEvent
 
 
@@ -93,4 +93,5 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        key_cache.clear()
         messages.success(request, f"Revoked {count} key(s).")

@@ -21,7 +21,7 @@ S = TaskStatus
 def sent(monkeypatch):
     """Record the Celery messages the orchestrator sends (queue and task id)."""
     calls = []
-    monkeypatch.setattr(execute_task, "apply_async", lambda args, queue: calls.append((queue, args[0])))
+    monkeypatch.setattr(execute_task, "apply_async", lambda args, queue, **kw: calls.append((queue, args[0])))
     return calls
 
 
