@@ -177,6 +177,15 @@ TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=64 * 1024)
 API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=10.0)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
+ROUTING_CHANNEL_TIMEOUT_SECONDS = env.int("ROUTING_CHANNEL_TIMEOUT_SECONDS", default=900)
+ROUTING_DEFAULT_EMAIL_SUBJECT = env.str("ROUTING_DEFAULT_EMAIL_SUBJECT", default="A message for you")
+# The task type a routed channel becomes (the agents register these types).
+ROUTING_CHANNEL_TASK_TYPES = {
+    "sms": "sms.send",
+    "whatsapp": "whatsapp.send",
+    "email": "email.send",
+    "voice": "call.outbound",
+}
 REMOTE_AGENT_SECRETS = [
     s for s in env.list("REMOTE_AGENT_SECRET", default=["test-mode-remote-agent-secret"]) if s
 ]

@@ -360,6 +360,8 @@ def task_transition(
             details=event_details,
         )  # fmt: skip
         publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "actor": actor})
+        if to in FINAL and task.parent_id:
+            _notify_parent_on_commit(task.id)
     return TransitionResult(task, applied=True)
 
 
@@ -396,6 +398,21 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
         task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
         details={"error_code": code, "attempt": task.attempts},
     )  # fmt: skip
+    if task.parent_id:
+        _notify_parent_on_commit(task.id)
+
+
+def _notify_parent_on_commit(child_id: Any) -> None:
+    """A child of a fallback chain finished: let the orchestrator move the chain on."""
+    from orchestrator.tasks import child_finished
+
+    def send() -> None:
+        try:
+            child_finished.apply_async(args=[str(child_id)], queue="orchestrator")
+        except Exception as exc:  # the sweeper's overdue check still moves the chain on
+            log.warning("child %s: parent not notified (%s)", child_id, type(exc).__name__)
+
+    transaction.on_commit(send)
 
 
 def _locked(task_id: Any) -> Task | None:
@@ -433,6 +450,9 @@ def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> S
             report.expired += 1
         except IllegalTransition:
             pass
+    from orchestrator.routing import expire_overdue_children
+
+    report.expired += expire_overdue_children(now=now)
     for task_id in _claim_stale(now, age, batch):
         if task_dispatch(task_id=task_id, actor="sweeper"):
             report.resent += 1

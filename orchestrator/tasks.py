@@ -73,3 +73,10 @@ def _retry(celery_task, task: Task, queue: str, reason: str, retry_after: float 
 def sweep_tasks() -> dict[str, int]:
     report = services.sweep_tasks()
     return {"resent": report.resent, "expired": report.expired, "left_pending": report.left_pending}
+
+
+@shared_task(name="orchestrator.child_finished", acks_late=True)
+def child_finished(child_id: str) -> None:
+    from orchestrator.routing import on_child_finished
+
+    on_child_finished(child_id=child_id)
