@@ -167,7 +167,7 @@ def open_next_channel(*, parent_id: Any) -> Task | None:
     """Open a child task on the next usable channel of the chain, or fail the parent."""
     while True:
         with transaction.atomic():
-            parent = Task.objects.select_for_update().select_related("contact").get(id=parent_id)
+            parent = Task.objects.select_for_update(of=("self",)).select_related("contact").get(id=parent_id)
             chain = parent.result.get("chain", {})
             attempts = chain.setdefault("attempts", [])
             if parent.status in FINAL or any(a["status"] == S.SUCCEEDED for a in attempts):
