@@ -15,11 +15,12 @@ import queue
 import threading
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 log = logging.getLogger(__name__)
 
 BATCH = 200
+_STOP = object()
 
 
 class BackgroundDispatcher:
@@ -43,6 +44,14 @@ class BackgroundDispatcher:
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish what was submitted, close the thread's database connection and end it."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._pid != os.getpid():
+            return
+        self._queue.put(_STOP)
+        thread.join(timeout)
+
     def _ensure_thread(self) -> None:
         # After a fork (gunicorn, Celery prefork) the thread does not exist in the child.
         if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
@@ -56,30 +65,41 @@ class BackgroundDispatcher:
                 self._thread.start()
 
     def _run(self) -> None:
-        from orchestrator.services import dispatch_tasks, send_tasks
-
         while True:
             batch = [self._queue.get()]
-            while len(batch) < BATCH:
+            while len(batch) < BATCH and batch[-1] is not _STOP:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                close_old_connections()
-                known = [item for item in batch if isinstance(item, tuple)]
-                ids = [item for item in batch if not isinstance(item, tuple)]
-                if known:
-                    send_tasks(known)
-                if ids:
-                    dispatch_tasks(task_ids=ids)
-            except Exception:
-                # The tasks stay pending; the sweeper sends them. Never let the thread die.
-                log.exception("background dispatch of %d task(s) failed; the sweeper will retry", len(batch))
+            stopping = batch[-1] is _STOP
+            if stopping:
+                batch.pop()
+            if batch:
+                self._send(batch)
             with self._done:
                 self._pending -= len(batch)
                 self._done.notify_all()
+            if stopping:
+                connections.close_all()
+                return
+
+    @staticmethod
+    def _send(batch: list[Any]) -> None:
+        from orchestrator.services import dispatch_tasks, send_tasks
+
+        try:
+            close_old_connections()
+            known = [item for item in batch if isinstance(item, tuple)]
+            ids = [item for item in batch if not isinstance(item, tuple)]
+            if known:
+                send_tasks(known)
+            if ids:
+                dispatch_tasks(task_ids=ids)
+        except Exception:
+            # The tasks stay pending; the sweeper sends them. Never let the thread die.
+            log.exception("background dispatch of %d task(s) failed; the sweeper will retry", len(batch))
 
 
 dispatcher = BackgroundDispatcher()
-atexit.register(dispatcher.flush)
+atexit.register(dispatcher.stop)

@@ -48,6 +48,7 @@ def test_background_dispatcher_batches_and_records_queued(settings, monkeypatch)
     settings.DISPATCH_IN_BACKGROUND = True
     ids = [services.task_create(type="diagnostic.echo")[0].id for _ in range(50)]
     assert dispatcher.flush(timeout=20)
+    dispatcher.stop()  # closes the thread's connection, so the test database can be dropped
     assert sorted(sent) == sorted(str(i) for i in ids)
     statuses = set(Task.objects.filter(id__in=ids).values_list("status", flat=True))
     assert statuses == {TaskStatus.QUEUED}
