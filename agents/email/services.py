@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -117,8 +118,13 @@ def _optional_template(name: str, context: dict[str, Any]) -> str:
         return ""
 
 
+_BLOCK_END = re.compile(r"</(?:p|div|h[1-6]|li|tr|table|blockquote|pre)\s*>|<br\s*/?>", re.IGNORECASE)
+
+
 def _text_of(html: str) -> str:
-    return "\n".join(line.strip() for line in strip_tags(html).splitlines() if line.strip())
+    """A readable text part from HTML: block ends become line breaks, tags go."""
+    text = strip_tags(_BLOCK_END.sub("\n", html))
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def artifact_read(*, artifact: Artifact) -> bytes:

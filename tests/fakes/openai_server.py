@@ -105,7 +105,7 @@ class FakeOpenAI:
                 deltas = [{"role": "assistant", "content": ""}] + [
                     {"content": w if i == 0 else " " + w} for i, w in enumerate(words)
                 ]
-                for i, delta in enumerate(deltas + [{}]):
+                for i, delta in enumerate([*deltas, {}]):
                     chunk = {
                         "id": "chatcmpl-fake2", "object": "chat.completion.chunk", "created": int(time.time()),
                         "model": model,
