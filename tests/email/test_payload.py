@@ -40,7 +40,9 @@ def test_unknown_template_and_artifact_are_named(api):
 def test_contact_email_is_the_default_recipient(api, django_capture_on_commit_callbacks):
     ada = Contact.objects.create(name="Ada", email="ada@example.org")
     with django_capture_on_commit_callbacks(execute=False):
-        response = post(api, {"type": "email.send", "contact": str(ada.id), "payload": {"subject": "Hi", "text": "x"}})
+        response = post(
+            api, {"type": "email.send", "contact": str(ada.id), "payload": {"subject": "Hi", "text": "x"}}
+        )
     assert response.status_code == 201, response.content
 
 
