@@ -36,7 +36,7 @@ from dossiers.models import Artifact, ConsentStatus, Contact, Email, EmailEvent
 from dossiers.services import artifact_store, consent_set, consent_status
 from orchestrator.models import Task
 from orchestrator.services import task_transition
-from orchestrator.states import IllegalTransition, TaskStatus
+from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,9 @@ def email_apply_event(*, event: dict[str, Any], event_id: str) -> str:
     if name == "bounce" and event.get("type", "bounce") == "bounce":
         _mark_undeliverable(email=email)
         outcome = "hard_bounce"
-    if name in TASK_OUTCOME and email.task_id:
+    # Opens and clicks keep coming after the task is final: skip the transition (and its
+    # stale TaskEvent row) then, rather than record one per event.
+    if name in TASK_OUTCOME and email.task_id and email.task.status not in FINAL:
         _move_task(email=email, event=event, to=TASK_OUTCOME[name])
     return outcome
 
@@ -293,12 +295,17 @@ def email_apply_event(*, event: dict[str, Any], event_id: str) -> str:
 def _email_for(event: dict[str, Any]) -> Email | None:
     email_id = str(event.get("email_id", ""))
     if email_id.isdigit():
-        found = Email.objects.filter(id=int(email_id)).first()
+        found = Email.objects.select_related("task").filter(id=int(email_id)).first()
         if found is not None:
             return found
     message_id = str(event.get("sg_message_id", "")).split(".")[0]
     if message_id:
-        return Email.objects.filter(provider_message_id=message_id).order_by("-id").first()
+        return (
+            Email.objects.select_related("task")
+            .filter(provider_message_id=message_id)
+            .order_by("-id")
+            .first()
+        )
     return None
 
 

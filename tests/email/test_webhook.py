@@ -216,3 +216,22 @@ def test_unknown_or_unmatched_events_are_stored_not_applied(client, key, email):
 
 def test_signed_body_that_is_not_an_event_array_is_400(client, key, email):
     assert post(client, key, {"event": "delivered"}).status_code == 400
+
+
+def test_queries_per_event_are_fixed(client, key, email):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    post(client, key, [ev(email, "delivered", "e0")])
+
+    def count(batch) -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert post(client, key, batch).status_code == 200
+        return len([q for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]])
+
+    one = count([ev(email, "open", "o1")])
+    five = count([ev(email, "click", f"c{i}") for i in range(5)])
+    # insert WebhookEvent, find the email (with its task), insert EmailEvent, lift the
+    # status, mark the WebhookEvent processed — and nothing that grows with the batch.
+    assert one == 5
+    assert five == 5 * one
