@@ -59,6 +59,9 @@ def content_generate(*, task: Task) -> Artifact:
     """Generate (or, on a retry after a crash, find) the task's artifact and finish the task."""
     payload = task.payload
     fmt = payload.get("format", "summary")
+    if fmt not in FORMATS or not str(payload.get("prompt", "")).strip():
+        # Tasks made inside the platform skip intake validation: say what is wrong.
+        raise PermanentError("the payload needs a 'prompt' and a known 'format'", code="bad_payload")
     kind, content_type, system, max_tokens = FORMATS[fmt]
     artifact = Artifact.objects.filter(task_id=task.id, kind=kind).first()
     if artifact is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
+import mimetypes
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,14 +16,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.core.files.storage import default_storage
 from django.db import transaction
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
 from django.utils import timezone
-from django.utils.html import strip_tags
 
-from agents.common.errors import PermanentError, TransientError
+from agents.common.errors import AgentError, PermanentError, TransientError
+from agents.content.text import artifact_get, artifact_read, html_to_text
 from agents.email.providers import (
     Attachment,
     FallbackError,
@@ -91,13 +90,13 @@ def render_body(*, payload: dict[str, Any], contact: Contact | None) -> Body:
     if payload.get("template"):
         name = payload["template"]
         html = html or render_to_string(f"email/{name}.html", context)
-        text = text or _optional_template(f"email/{name}.txt", context) or _text_of(html)
+        text = text or _optional_template(f"email/{name}.txt", context) or html_to_text(html)
     artifact_id, mode = payload.get("artifact"), payload.get("artifact_as", "body")
     if artifact_id and mode == "body":
-        artifact = Artifact.objects.get(id=artifact_id)
+        artifact = artifact_get(artifact_id=artifact_id)
         content = artifact_read(artifact=artifact).decode("utf-8", errors="replace")
         if artifact.content_type.startswith("text/html"):
-            html, text = html or content, text or _text_of(content)
+            html, text = html or content, text or html_to_text(content)
         else:
             text = f"{text}\n\n{content}".strip()
     if artifact_id and mode == "link":
@@ -108,7 +107,7 @@ def render_body(*, payload: dict[str, Any], contact: Contact | None) -> Body:
         text = f"{text}\n\n{url}".strip()
     if not html:
         html = render_to_string("email/default.html", {**context, "text": text})
-    return Body(text=text or _text_of(html), html=html)
+    return Body(text=text or html_to_text(html), html=html)
 
 
 def _optional_template(name: str, context: dict[str, Any]) -> str:
@@ -118,43 +117,35 @@ def _optional_template(name: str, context: dict[str, Any]) -> str:
         return ""
 
 
-_BLOCK_END = re.compile(r"</(?:p|div|h[1-6]|li|tr|table|blockquote|pre)\s*>|<br\s*/?>", re.IGNORECASE)
-
-
-def _text_of(html: str) -> str:
-    """A readable text part from HTML: block ends become line breaks, tags go."""
-    text = strip_tags(_BLOCK_END.sub("\n", html))
-    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def artifact_read(*, artifact: Artifact) -> bytes:
-    with default_storage.open(artifact.storage_key, "rb") as f:
-        return f.read()
-
-
 def attachments_for(*, payload: dict[str, Any]) -> tuple[Attachment, ...]:
     """Attachments listed by artifact id (or {artifact, filename}); the artifact_as=attachment
     form of ``artifact`` too. One query for all of them."""
-    wanted: list[tuple[str, str]] = []
-    for item in payload.get("attachments", []):
-        ref = item if isinstance(item, dict) else {"artifact": item}
-        wanted.append((str(ref["artifact"]), ref.get("filename", "")))
+    refs = [item if isinstance(item, dict) else {"artifact": item} for item in payload.get("attachments", [])]
     if payload.get("artifact") and payload.get("artifact_as") == "attachment":
-        wanted.append((str(payload["artifact"]), ""))
+        refs.append({"artifact": payload["artifact"]})
+    wanted = [(_artifact_id(ref.get("artifact")), ref.get("filename", "")) for ref in refs]
     rows = Artifact.objects.in_bulk([a for a, _ in wanted])
+    missing = [str(a) for a, _ in wanted if a not in rows]
+    if missing:
+        raise PermanentError(f"artifact {', '.join(missing)} no longer exists", code="artifact_missing")
     return tuple(
         Attachment(
-            filename=name or default_filename(rows[uuid.UUID(a)]),
-            content=artifact_read(artifact=rows[uuid.UUID(a)]),
-            content_type=rows[uuid.UUID(a)].content_type.split(";")[0],
+            filename=name or default_filename(rows[a]),
+            content=artifact_read(artifact=rows[a]),
+            content_type=rows[a].content_type.split(";")[0],
         )
         for a, name in wanted
     )
 
 
-def default_filename(artifact: Artifact) -> str:
-    import mimetypes
+def _artifact_id(value: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise PermanentError(f"{value!r} is not an artifact id", code="bad_payload") from None
 
+
+def default_filename(artifact: Artifact) -> str:
     ext = mimetypes.guess_extension(artifact.content_type.split(";")[0]) or ".bin"
     return f"{artifact.kind}-{str(artifact.id)[:8]}{ext}"
 
@@ -183,7 +174,12 @@ def email_send(*, task: Task) -> SendResult:
     if email.provider_message_id:  # sent by an earlier attempt whose worker died afterwards
         result = SendResult(email.provider, email.provider_message_id, awaits_events=email.provider != "smtp")
     else:
-        result = send_with_fallback(message=outgoing_for(email=email, task=task), email=email)
+        try:
+            result = send_with_fallback(message=outgoing_for(email=email, task=task), email=email)
+        except AgentError as exc:
+            if exc.permanent:  # the task fails now: the dossier shows the email never left
+                Email.objects.filter(id=email.id).update(status="failed", updated_at=timezone.now())
+            raise
         Email.objects.filter(id=email.id).update(
             provider=result.provider, provider_message_id=result.message_id, updated_at=timezone.now()
         )
@@ -248,7 +244,7 @@ EVENT_STATUS = {
 }
 STATUS_RANK = {
     "": 0, "queued": 0, "sent": 1, "processed": 2, "deferred": 3, "delivered": 4, "opened": 5, "clicked": 6,
-    "bounced": 9, "dropped": 9,
+    "bounced": 9, "dropped": 9, "failed": 9,
 }  # fmt: skip
 TASK_OUTCOME = {
     "delivered": TaskStatus.SUCCEEDED,

@@ -61,3 +61,11 @@ def test_generated_artifact_as_body_or_as_link(settings):
     text = artifact_store(content=b"Summary line.", content_type="text/plain", kind="text")
     plain = render_body(payload={"subject": "S", "text": "Hello", "artifact": str(text.id)}, contact=None)
     assert plain.text == "Hello\n\nSummary line."
+
+
+def test_artifact_text_for_message_bodies():
+    from agents.content.text import artifact_text
+
+    html = artifact_store(content=b"<h1>Update</h1><p>Parcel left the depot.</p>", content_type="text/html",
+                          kind="html")  # fmt: skip
+    assert artifact_text(artifact_id=html.id) == "Update\nParcel left the depot."

@@ -88,6 +88,21 @@ def test_bad_request_fails_the_task_with_sendgrids_reason(sendgrid, ada, django_
     assert task.error_code == "sendgrid_rejected"
     assert "verified Sender Identity" in task.error_message
     assert sendgrid.api_key not in task.error_message
+    assert Email.objects.get(task=task).status == "failed"
+
+
+def test_deleted_attachment_fails_the_task(sendgrid, ada, django_capture_on_commit_callbacks):
+    notes = artifact_store(content=b"x", content_type="text/plain", kind="text")
+    notes_id = str(notes.id)
+    notes.delete()  # (Django clears notes.id)
+    task = run(
+        django_capture_on_commit_callbacks,
+        {"subject": "Hi", "text": "Hello", "attachments": [notes_id]},
+        ada,
+    )
+
+    assert sendgrid.received == []
+    assert (task.status, task.error_code) == (S.FAILED, "artifact_missing")
 
 
 def test_server_errors_without_fallback_retry_then_fail(

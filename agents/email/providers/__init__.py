@@ -1,6 +1,6 @@
 """Email providers: one module per provider, each a subclass of ``EmailProvider``.
 
-The agent's pipeline (``agents.email.services.email_deliver``) builds one ``OutgoingEmail``
+The agent's pipeline (``agents.email.services.email_send``) builds one ``OutgoingEmail``
 and hands it to a provider; a provider only turns it into its wire format, sends it and
 reads the answer. Errors are the agent's typed errors: ``PermanentError`` (never retried),
 ``TransientError`` (retried later), and ``FallbackError`` — a transient failure that the
