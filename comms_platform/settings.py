@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "agents.common.apps.AgentsCommonConfig",
     "dossiers",
     "dashboard",
+    "agents.email.apps.EmailAgentConfig",
+    "agents.content.apps.ContentConfig",
 ]
 
 MIDDLEWARE = [
@@ -306,3 +308,15 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Email agent ----------------------------------------------------------------------
+# SendGrid retries a failed event webhook for up to 24 h: older signed batches are refused.
+SENDGRID_EVENT_MAX_AGE_SECONDS = env.int("SENDGRID_EVENT_MAX_AGE_SECONDS", default=86400)
+# Test mode sends through the simulated provider (events signed with a key derived from
+# SECRET_KEY); tests of the real providers turn this off and point them at local fakes.
+EMAIL_SIMULATED = TEST_MODE
+
+# --- Content agent --------------------------------------------------------------------
+ARTIFACT_URL_TTL_SECONDS = env.int("ARTIFACT_URL_TTL_SECONDS", default=3600)
+# Test mode writes content with the deterministic generator (offline, repeatable).
+CONTENT_SIMULATED = TEST_MODE
