@@ -18,4 +18,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("webhooks/twilio/voice/", include("agents.voice.urls")),
     path("admin/", admin.site.urls),
+    path("", include("agents.email.urls")),
+    path("", include("agents.content.urls")),
 ]
