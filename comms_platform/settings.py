@@ -306,3 +306,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Operator console ----------------------------------------------------------------
+# An inbound conversation nobody claimed for this long is flagged in the inbound queue.
+INBOX_UNCLAIMED_FLAG_SECONDS = env.int("INBOX_UNCLAIMED_FLAG_SECONDS", default=300)
+# Round-robin new inbound conversations to online operators under their capacity.
+INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)
