@@ -18,7 +18,15 @@ from dossiers.models import Call, Contact
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
 from tests.dashboard.conftest import inbound, register_console_types
-from tests.support.services import BIN, ROOT, free_port, platform_env, stop_process, unavailable, wait_for_port
+from tests.support.services import (
+    BIN,
+    ROOT,
+    free_port,
+    platform_env,
+    stop_process,
+    unavailable,
+    wait_for_port,
+)
 from tests.support.services import transactional_db as _transactional_db
 
 CHROMIUM = "/usr/bin/chromium"
@@ -82,7 +90,9 @@ def test_operator_day_in_the_console(asgi_server, browser_page, django_user_mode
                                           is_superuser=True)  # fmt: skip
     ada = Contact.objects.create(name="Ada Lovelace", phone="+14155550101", email="ada@example.com")
     grace = Contact.objects.create(name="Grace Hopper", phone="+14155550102", email="grace@example.com")
-    sms, _ = task_create(type="sms.send", payload={"to": ada.phone, "body": "Your order shipped"}, contact_id=ada.pk)
+    sms, _ = task_create(
+        type="sms.send", payload={"to": ada.phone, "body": "Your order shipped"}, contact_id=ada.pk
+    )
     task_transition(task_id=sms.id, to="succeeded", actor="webhook", provider_id="SM" + "a" * 32)
     task_create(type="email.send", payload={"to": grace.email, "subject": "Hello"}, contact_id=grace.pk)
     call_task, _ = task_create(type="call.outbound", payload={"to": grace.phone}, contact_id=grace.pk)
