@@ -127,6 +127,7 @@ class ThreadEntry:
     at: datetime
     status: str
     pending: bool
+    task_id: Any = None  # the reply's send task, while no stored message stands for it
 
 
 def inbox_thread(*, task: Task, limit: int = 50) -> list[ThreadEntry]:
@@ -148,7 +149,7 @@ def inbox_thread(*, task: Task, limit: int = 50) -> list[ThreadEntry]:
     for reply in task.children.filter(type=f"{channel}.send").order_by("created_at")[:limit]:
         if reply.id not in stored_tasks:
             text = reply.payload.get("body") or f"template {reply.payload.get('template', '')}"
-            entries.append(ThreadEntry("outbound", text, reply.created_at, reply.status, True))
+            entries.append(ThreadEntry("outbound", text, reply.created_at, reply.status, True, reply.id))
     entries.sort(key=lambda e: e.at)
     return entries
 

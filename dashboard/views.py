@@ -24,7 +24,9 @@ from orchestrator.states import IllegalTransition
 
 
 def _ctx(request: HttpRequest, title: str, **extra) -> dict:
-    return {**admin.site.each_context(request), "title": title, **extra}
+    # Websockets may be served by another process (uvicorn) than the pages (gunicorn).
+    ws_base = settings.PUBLIC_WS_BASE_URL
+    return {**admin.site.each_context(request), "title": title, "ws_base": ws_base, **extra}
 
 
 # --- Inbound queue ----------------------------------------------------------------------

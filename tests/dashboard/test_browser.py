@@ -12,6 +12,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.db import connections
 from django.utils import timezone
 
 from dossiers.models import Call, Contact
@@ -74,6 +75,9 @@ def browser_page(monkeypatch):
             yield page
         finally:
             browser.close()
+            # Close the connection the test body opened while Playwright ran, so that the
+            # test database can be dropped at the end of the session.
+            connections.close_all()
 
 
 def push_to_group(group: str, message: dict) -> None:
@@ -151,6 +155,21 @@ def test_operator_day_in_the_console(asgi_server, browser_page, django_user_mode
     page.click("#cc-send")
     page.locator("#cc-thread .cc-out", has_text="It arrives tomorrow before noon.").wait_for()
     page.screenshot(path=str(SHOTS / "05-inbox-reply.png"), full_page=True)
+    page.goto(f"{base}/admin/inbox/")
+    page.locator("#cc-inbox-table tr.cc-mine").wait_for()
+    page.screenshot(path=str(SHOTS / "06-inbox-queue.png"), full_page=True)
+
+    # The contact's dossier, and the operations pages.
+    page.goto(f"{base}/admin/dossiers/contact/{ada.pk}/change/")
+    assert "Hi, where is my parcel?" in page.locator("#cc-dossier").inner_text()
+    page.screenshot(path=str(SHOTS / "07-contact.png"), full_page=True)
+    page.goto(f"{base}/admin/operations/")
+    page.click("#cc-check")
+    assert "simulated" in page.locator("#cc-results").inner_text()
+    page.screenshot(path=str(SHOTS / "08-operations.png"))
+    page.goto(f"{base}/admin/health/")
+    page.locator("#cc-health").wait_for()
+    page.screenshot(path=str(SHOTS / "09-health.png"), full_page=True)
     reply = Task.objects.get(type="sms.send", parent__type="sms.inbound")
     assert reply.payload == {"to": ada.phone, "body": "It arrives tomorrow before noon."}
     assert settings.REDIS_URL
