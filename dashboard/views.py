@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from comms_platform import config
 from dashboard import adapters, calls, connectivity, presentation, selectors, services
+from dashboard.artifacts import artifact_url
 from dashboard.models import CannedResponse, InboxItem
 from dossiers.models import ConsentStatus, Message
 from dossiers.services import consent_status
@@ -150,18 +151,12 @@ def call_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         call=call,
         turns=turns,
         recording=recording,
-        recording_url=calls_recording_url(recording),
+        recording_url=artifact_url(recording) if recording else "",
         live=live,
         badge=presentation.status_badge(task.status),
         chip=presentation.contact_chip(task.contact),
     )
     return render(request, "dashboard/call.html", context)
-
-
-def calls_recording_url(recording) -> str:
-    from dashboard.artifacts import artifact_url
-
-    return artifact_url(recording) if recording else ""
 
 
 # --- Operations -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
+from dashboard.live import publish_inbox_update
 from dossiers.models import Call, Contact
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
@@ -80,11 +81,23 @@ def browser_page(monkeypatch):
             connections.close_all()
 
 
-def push_to_group(group: str, message: dict) -> None:
-    """Send through the Redis channel layer from a plain thread (no event loop there)."""
-    thread = threading.Thread(target=lambda: async_to_sync(get_channel_layer().group_send)(group, message))
+def in_thread(func) -> None:
+    """Run ``func`` on a plain thread: Playwright keeps an event loop on this one, and
+    async_to_sync (the channel layer) refuses to run beside it."""
+
+    def run() -> None:
+        try:
+            func()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
     thread.start()
     thread.join(10)
+
+
+def push_to_group(group: str, message: dict) -> None:
+    in_thread(lambda: async_to_sync(get_channel_layer().group_send)(group, message))
 
 
 def test_operator_day_in_the_console(asgi_server, browser_page, django_user_model):
@@ -149,7 +162,11 @@ def test_operator_day_in_the_console(asgi_server, browser_page, django_user_mode
     page.goto(f"{base}/admin/inbox/")
     page.wait_for_function("document.getElementById('cc-live-state').textContent === 'live'")
     assert "Hi, where is my parcel?" in page.locator("#cc-inbox-table").inner_text()
-    page.get_by_role("link", name="Open").first.click()
+    page.evaluate("window.__sameDocument = true")
+    in_thread(lambda: publish_inbox_update(inbound(grace, "Can I change my delivery address?").id))
+    page.locator("#cc-inbox-table", has_text="Can I change my delivery address?").wait_for()
+    assert page.evaluate("window.__sameDocument") is True  # the list refreshed in place
+    page.locator("#cc-inbox-table tr", has_text="where is my parcel").get_by_role("link", name="Open").click()
     page.click("#cc-claim")
     page.fill("#cc-reply", "It arrives tomorrow before noon.")
     page.click("#cc-send")
