@@ -217,3 +217,17 @@ def test_two_operators_claiming_at_once_exactly_one_wins(django_user_model):
     assert sorted(results.values()) == [False, True]
     winner = next(name for name, won in results.items() if won)
     assert InboxItem.objects.get(pk=item.pk).claimed_by.username == winner
+
+
+def test_queue_page_queries_do_not_grow_with_the_queue(staff_client, ada, django_assert_max_num_queries):
+    inbound(ada, "one")
+    staff_client.get(reverse("dashboard:inbox"))  # creates the rows
+    with django_assert_max_num_queries(10) as few:
+        staff_client.get(reverse("dashboard:inbox"))
+    grace = Contact.objects.create(name="Grace Hopper", phone="+14155550102")
+    for n in range(15):
+        inbound(grace if n % 2 else ada, f"message {n}")
+    staff_client.get(reverse("dashboard:inbox"))
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        page = staff_client.get(reverse("dashboard:inbox"))
+    assert page.content.decode().count("data-item=") == 16
