@@ -324,3 +324,9 @@ EMAIL_SIMULATED = TEST_MODE
 ARTIFACT_URL_TTL_SECONDS = env.int("ARTIFACT_URL_TTL_SECONDS", default=3600)
 # Test mode writes content with the deterministic generator (offline, repeatable).
 CONTENT_SIMULATED = TEST_MODE
+
+# --- Operator console ----------------------------------------------------------------
+# An inbound conversation nobody claimed for this long is flagged in the inbound queue.
+INBOX_UNCLAIMED_FLAG_SECONDS = env.int("INBOX_UNCLAIMED_FLAG_SECONDS", default=300)
+# Round-robin new inbound conversations to online operators under their capacity.
+INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)

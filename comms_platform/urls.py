@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/", include("orchestrator.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("admin/", include("dashboard.urls")),  # the operator console's pages
     path("admin/", admin.site.urls),
     path("", include("agents.email.urls")),
     path("", include("agents.content.urls")),

@@ -480,3 +480,37 @@ def _claim_stale(now: datetime, age: int, batch: int) -> list[Any]:
         if ids:
             Task.objects.filter(id__in=ids).update(updated_at=now)
     return ids
+
+
+RETRYABLE = (S.FAILED, S.EXPIRED, S.CANCELLED)
+
+
+class NotRetryable(Exception):
+    def __init__(self, task: Task) -> None:
+        super().__init__(
+            f"task {task.id} is {task.status}; only failed, expired or cancelled tasks are retried"
+        )
+        self.task = task
+
+
+def task_retry(*, task_id: Any, actor: str) -> Task:
+    """Re-dispatch a finished, unsuccessful task as a NEW task (``parent`` = the old one).
+
+    A new row rather than re-queueing the old one: the old task keeps its final state, its
+    events and its error, so the history stays true, and the state machine never runs backwards.
+    The copy has no idempotency key (the original's key stays with the original).
+    """
+    old = Task.objects.get(id=task_id)
+    if old.status not in RETRYABLE:
+        raise NotRetryable(old)
+    new, _ = task_create(
+        type=old.type,
+        payload=old.payload,
+        contact_id=old.contact_id,
+        correlation_id=old.correlation_id,
+        priority=old.priority,
+        source=old.source,
+        parent_id=old.id,
+    )
+    log.info("task %s retried as %s by %s", old.id, new.id, actor)
+    return new
