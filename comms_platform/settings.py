@@ -315,3 +315,9 @@ MESSAGING_HELP_REPLY = env.str(
 MESSAGING_SIMULATED_CALLBACK_DELAY = 0.05
 WHATSAPP_MAX_BODY_CHARS = 4096
 MESSAGING_SIMULATED_CALLBACKS = True
+# A safety net: status callbacks whose drain request was lost are applied within a minute.
+CELERY_BEAT_SCHEDULE["messaging-drain-status-events"] = {
+    "task": "messaging.drain_status_events",
+    "schedule": 60.0,
+    "options": {"queue": "messaging"},
+}

@@ -6,6 +6,7 @@ Keyword-only and typed; handlers and webhook views call these.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from datetime import timedelta
@@ -216,6 +217,75 @@ def _reconcile(*, task: Task) -> bool:
 
 # --- Status callbacks --------------------------------------------------------------------
 
+STATUS_KIND = "messaging_status"
+TASK_KEY = "__task"  # our task id (from the callback URL), stored with the provider's fields
+DRAIN_FLAG = "messaging:status-drain-scheduled"
+DRAIN_BATCH = 200
+
+
+def status_drain_schedule() -> None:
+    """Ask a worker to apply the stored status callbacks; at most one request in flight.
+
+    The flag is cleared by the drain before its last look at the table, so an event
+    stored after that look always schedules a new drain (none is left behind). Without
+    Redis (embedded default, tests) the drain runs in process, at once.
+    """
+    from agents.messaging.tasks import drain_status_events
+
+    if not settings.REDIS_URL:
+        status_events_drain()  # the event row is visible to this connection already
+        return
+    if _redis().set(DRAIN_FLAG, "1", nx=True, ex=60):
+        transaction.on_commit(lambda: drain_status_events.apply_async(queue="messaging"))
+
+
+def _redis():
+    return _redis_for(settings.REDIS_URL)
+
+
+@functools.lru_cache(maxsize=4)
+def _redis_for(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
+    """Apply stored, unprocessed status callbacks in arrival order. Returns how many."""
+    from agents.common.models import WebhookEvent
+
+    done = 0
+    flag_cleared = False
+    while True:
+        with transaction.atomic():
+            events = list(
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
+                .order_by("id")[:batch]
+            )
+            for record in events:
+                record.outcome = _apply_stored(record)[:64]
+                record.processed_at = timezone.now()
+            WebhookEvent.objects.bulk_update(events, ["outcome", "processed_at"])
+        done += len(events)
+        if events:
+            continue
+        if flag_cleared or not settings.REDIS_URL:
+            return done
+        _redis().delete(DRAIN_FLAG)
+        flag_cleared = True
+
+
+def _apply_stored(record) -> str:
+    payload = dict(record.payload)
+    try:
+        with transaction.atomic():
+            return status_apply(event=payload, task_id=payload.get(TASK_KEY) or None)
+    except Exception:
+        # One bad event must not block the others; it stays visible with its outcome.
+        log.exception("status callback %s could not be applied", record.id)
+        return "error"
+
 
 def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
     """Apply one (new) status callback; returns an outcome label."""
@@ -252,9 +322,10 @@ def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
 
 
 def _message_for(*, sid: str, task_id: str | None) -> Message | None:
-    message = Message.objects.filter(provider_sid=sid).first() if sid else None
+    # Unordered [:1], not .first(): ORDER BY id can steer PostgreSQL off the SID index.
+    message = next(iter(Message.objects.filter(provider_sid=sid)[:1]), None) if sid else None
     if message is None and task_id:
-        message = Message.objects.filter(task_id=task_id, direction=Direction.OUTBOUND).first()
+        message = next(iter(Message.objects.filter(task_id=task_id, direction=Direction.OUTBOUND)[:1]), None)
     return message
 
 

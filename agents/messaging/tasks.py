@@ -14,3 +14,8 @@ from agents.messaging import services
 )  # fmt: skip
 def download_media(message_id: int) -> int:
     return services.media_download(message_id=message_id)
+
+
+@shared_task(name="messaging.drain_status_events", acks_late=True)
+def drain_status_events() -> int:
+    return services.status_events_drain()

@@ -1,6 +1,7 @@
 """The status webhook: signatures, de-duplication, out-of-order callbacks, error codes."""
 
 import itertools
+import os
 
 import pytest
 
@@ -9,6 +10,7 @@ from dossiers.models import Consent, Contact, Message
 from orchestrator.models import Task, TaskEvent
 from orchestrator.states import TaskStatus
 from tests.messaging.conftest import PUBLIC, STATUS_URL, TOKEN, signed_post
+from tests.support.services import unavailable
 
 pytestmark = pytest.mark.django_db
 S = TaskStatus
@@ -162,7 +164,28 @@ def test_unknown_status_is_400(client):
     assert WebhookEvent.objects.count() == 0
 
 
-def test_status_callback_query_count_is_bounded(client, django_assert_max_num_queries):
-    task = in_flight()
-    with django_assert_max_num_queries(14):
-        signed_post(client, url_for(task), callback("delivered"))
+def test_intake_is_one_insert_and_a_worker_applies_it(
+    client,
+    settings,
+    django_assert_num_queries,
+    django_assert_max_num_queries,
+    django_capture_on_commit_callbacks,
+):
+    """With Redis the request stores the event (one INSERT) and asks for one drain; the drain applies it."""
+    from agents.messaging import services
+
+    settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
+    services._redis().delete(services.DRAIN_FLAG)
+    first, second = in_flight(), in_flight(sid="SM" + "f" * 32, phone="+14155550101")
+    with django_capture_on_commit_callbacks() as scheduled:
+        with django_assert_num_queries(1):
+            assert signed_post(client, url_for(first), callback("delivered")).status_code == 204
+        signed_post(client, url_for(second), callback("delivered", sid="SM" + "f" * 32))
+    assert len(scheduled) == 1  # one drain for both
+    first.refresh_from_db()
+    assert first.status == S.IN_PROGRESS  # not applied yet
+    with django_assert_max_num_queries(40):
+        assert services.status_events_drain() == 2
+    assert set(Task.objects.values_list("status", flat=True)) == {S.SUCCEEDED}
+    assert list(WebhookEvent.objects.values_list("outcome", flat=True)) == ["delivered", "delivered"]
+    assert not services._redis().exists(services.DRAIN_FLAG)  # the next callback schedules a drain again
