@@ -176,6 +176,7 @@ def test_intake_is_one_insert_and_a_worker_applies_it(
 
     settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
     services._redis().delete(services.DRAIN_FLAG)
+    services._flag_seen_at = -1.0
     first, second = in_flight(), in_flight(sid="SM" + "f" * 32, phone="+14155550101")
     with django_capture_on_commit_callbacks() as scheduled:
         with django_assert_num_queries(1):
