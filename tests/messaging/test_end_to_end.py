@@ -83,3 +83,26 @@ def test_whatsapp_reply_inside_the_window_ends_succeeded():
         "read",
     )
     assert Task.objects.get(type="whatsapp.inbound").status == S.IN_PROGRESS
+
+
+def test_sms_through_a_real_worker_and_broker_ends_succeeded():
+    """Production shape: the handler runs in a Celery worker, callbacks are stored by the web
+    process with one INSERT and applied by the worker's drain."""
+    from tests.support.services import celery_worker, redis_server
+
+    key = api_key_create(name="e2e")[1]
+    with redis_server() as (redis_url, _, _):
+        env = platform_env(REDIS_URL=redis_url)
+        with (
+            web_server(env) as base,
+            celery_worker({**env, "PUBLIC_BASE_URL": base}, queues="messaging,orchestrator"),
+        ):
+            task_id = create(
+                base, key, {"type": "sms.send", "payload": {"to": "+14155550124", "body": "via worker"}}
+            )
+            task = wait_until(lambda: finished(task_id), timeout=30, message="the task to finish")
+    assert task.status == S.SUCCEEDED, (task.error_code, task.error_message)
+    from agents.common.models import WebhookEvent
+
+    events = WebhookEvent.objects.filter(kind="messaging_status", payload__MessageSid=task.provider_id)
+    assert events.count() >= 3 and all(e.processed_at for e in events)
