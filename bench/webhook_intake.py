@@ -23,6 +23,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlencode
