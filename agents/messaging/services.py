@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from agents.common import ratelimit
@@ -77,15 +78,19 @@ def _check_window(contact: Contact, rendered: bodies.Rendered) -> None:
         )
 
 
-def _rate_limit(sender: str) -> None:
+def _rate_limit(task: Task, sender: str) -> None:
     wait = ratelimit.acquire(f"messaging:{sender}", rate=float(settings.MESSAGING_RATE_PER_SECOND))
     if wait > MAX_INLINE_WAIT_SECONDS:
+        # Waiting for the sender's turn is not a failed attempt: give the attempt back, so a
+        # long queue behind a slow sender is deferred, never dead-lettered.
+        Task.objects.filter(id=task.id, attempts__gt=0).update(attempts=F("attempts") - 1)
+        task.attempts = max(0, task.attempts - 1)
         raise TransientError(
             f"rate limit of {sender}: next slot in {wait:.1f}s", code="rate_limited", retry_after=wait
         )
     if wait > 0:
         time.sleep(wait)
-        _rate_limit(sender)
+        _rate_limit(task, sender)
 
 
 def message_send(*, task: Task, channel: str) -> None:
@@ -107,7 +112,7 @@ def message_send(*, task: Task, channel: str) -> None:
     from_, service = _sender(channel)
     to = f"whatsapp:{phone}" if channel == "whatsapp" else phone
     message = _dossier_message(task, contact, channel, from_ or service, to, rendered.text, info)
-    _rate_limit(from_ or service)
+    _rate_limit(task, from_ or service)
     outbound = OutboundMessage(
         to=to, body=rendered.text, status_callback=status_callback_url(task.id), from_=from_,
         messaging_service_sid=service, media_urls=list(payload.get("media_url") or []),

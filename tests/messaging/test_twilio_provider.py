@@ -184,3 +184,35 @@ def test_worker_lost_before_twilio_accepted_sends_again(fake_twilio):
         "retry",
         "accepted",
     ]
+
+
+def test_sender_rate_limit_defers_a_send_instead_of_calling_twilio(
+    fake_twilio, settings, django_capture_on_commit_callbacks
+):
+    from agents.common.errors import TransientError
+    from agents.messaging import handlers
+    from orchestrator.services import task_claim
+
+    settings.MESSAGING_RATE_PER_SECOND = 0.1  # one message per 10 s from this sender
+    first = send(django_capture_on_commit_callbacks, to="+14155550100", body="one")
+    assert first.status == S.IN_PROGRESS
+    task = Task.objects.create(type="sms.send", channel="sms", status=S.QUEUED,
+                               payload={"to": "+14155550101", "body": "two"})  # fmt: skip
+    claimed = task_claim(task_id=task.id, worker="w")
+    with pytest.raises(TransientError) as raised:
+        handlers.sms_send(claimed)
+    assert raised.value.code == "rate_limited"
+    task.refresh_from_db()
+    assert task.attempts == claimed.attempts == 0  # a deferral does not use up an attempt
+    assert 9 < raised.value.retry_after <= 10  # the orchestrator retries no sooner than that
+    assert [p.form["Body"] for p in fake_twilio.posts()] == [["one"]]
+
+
+def test_short_rate_limit_waits_in_the_worker(fake_twilio, settings, django_capture_on_commit_callbacks):
+    import time
+
+    settings.MESSAGING_RATE_PER_SECOND = 20  # burst of 20, then one every 50 ms
+    started = time.monotonic()
+    tasks = [send(django_capture_on_commit_callbacks, to="+14155550100", body=f"m{i}") for i in range(22)]
+    assert all(t.status == S.IN_PROGRESS for t in tasks)
+    assert time.monotonic() - started >= 0.08  # the last two waited for tokens
