@@ -18,4 +18,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("agents.email.urls")),
     path("", include("agents.content.urls")),
+    path("webhooks/twilio/messaging/", include("agents.messaging.urls")),
 ]
