@@ -306,3 +306,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# --- Monitoring (issue 8) -------------------------------------------------------------
+# /metrics answers only to "Authorization: Bearer <METRICS_TOKEN>" when it is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

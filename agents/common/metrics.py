@@ -1,14 +1,66 @@
-"""Prometheus metrics shared by the agents (exposed at /metrics)."""
+"""Prometheus metrics (exposed at /metrics by ``comms_platform.metrics_view``).
+
+Counted where things happen, in whichever process they happen:
+
+* ``comms_tasks_total{type,channel,status}`` — tasks entering a status: ``pending`` when
+  created, then every applied transition (``orchestrator.services``);
+* ``comms_provider_request_seconds{provider,operation}`` (histogram) and
+  ``comms_provider_errors_total{provider,operation,code}`` — agents wrap each provider call
+  in ``observe_provider_call(provider, operation)``;
+* ``comms_webhooks_total{provider,kind,result}`` — ``accepted``, ``refused`` (bad or
+  missing signature) or ``bad_request`` (signed but unreadable), from the webhook base view.
+
+Read at scrape time from shared state, so every web instance reports the same values
+whatever process did the work (``ScrapeCollector``): queue depth per agent queue (Redis
+``LLEN``), heartbeat age per agent (``AgentRegistration.last_heartbeat_at``), open tasks by
+type and status, and tasks finished in the last 15 minutes (PostgreSQL).
+
+Under gunicorn with several workers set ``PROMETHEUS_MULTIPROC_DIR`` (bin/render-web does):
+prometheus_client then keeps each process's counters in files there and /metrics adds
+them up (docs/monitoring.md).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+log = logging.getLogger(__name__)
 
 WEBHOOKS = Counter(
     "comms_webhooks_total",
     "Webhook requests by provider, kind and verification result",
     ["provider", "kind", "result"],
 )
+TASKS = Counter(
+    "comms_tasks_total",
+    "Tasks entering a status (pending = created), by task type, channel and status",
+    ["type", "channel", "status"],
+)
+PROVIDER_LATENCY = Histogram(
+    "comms_provider_request_seconds",
+    "Duration of requests to providers (Twilio, SendGrid, SMTP, OpenAI), successful or not",
+    ["provider", "operation"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+PROVIDER_ERRORS = Counter(
+    "comms_provider_errors_total",
+    "Provider requests that failed, by provider, operation and error code",
+    ["provider", "operation", "code"],
+)
+
+# Window of comms_tasks_finished_recent: long enough to smooth, short enough to alert.
+RECENT_WINDOW = timedelta(minutes=15)
+# kombu's Redis transport keeps messages sent with a priority in lists named
+# "<queue>\x06\x16<priority>"; the plain list holds the rest.
+_PRIORITY_SEP = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
 
 
 def webhook_refused(provider: str, kind: str) -> None:
@@ -17,3 +69,162 @@ def webhook_refused(provider: str, kind: str) -> None:
 
 def webhook_accepted(provider: str, kind: str) -> None:
     WEBHOOKS.labels(provider, kind, "accepted").inc()
+
+
+def webhook_bad_request(provider: str, kind: str) -> None:
+    WEBHOOKS.labels(provider, kind, "bad_request").inc()
+
+
+def task_entered(task_type: str, channel: str, status: str) -> None:
+    TASKS.labels(task_type, channel or "", status).inc()
+
+
+class ProviderCall:
+    """What ``observe_provider_call`` yields: set ``code`` when the answer is an error."""
+
+    code: str | None = None
+
+    def failed(self, code: str | int) -> None:
+        self.code = str(code)
+
+
+@contextlib.contextmanager
+def observe_provider_call(provider: str, operation: str) -> Iterator[ProviderCall]:
+    """Time one provider request and count it as an error when it raises or ``call.failed(code)``.
+
+    ``with observe_provider_call("twilio", "messages.create") as call: ...`` — an exception's
+    ``code`` (AgentError), ``status`` (Twilio's TwilioRestException) or ``status_code`` becomes
+    the error code, else its class name. The exception propagates unchanged.
+    """
+    call = ProviderCall()
+    started = time.perf_counter()
+    try:
+        yield call
+    except BaseException as exc:
+        call.code = call.code or _error_code(exc)
+        raise
+    finally:
+        PROVIDER_LATENCY.labels(provider, operation).observe(time.perf_counter() - started)
+        if call.code is not None:
+            PROVIDER_ERRORS.labels(provider, operation, call.code).inc()
+
+
+def _error_code(exc: BaseException) -> str:
+    for attribute in ("code", "status", "status_code"):
+        value = getattr(exc, attribute, None)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)
+    return type(exc).__name__
+
+
+# --- Read at scrape time ----------------------------------------------------------------
+
+
+def queue_depths(redis_url: str, queues: list[str]) -> dict[str, int]:
+    """Messages waiting per Celery queue; 0 for each when there is no Redis (in-process mode)."""
+    if not redis_url:
+        return dict.fromkeys(queues, 0)
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.llen(queue)
+                for step in _PRIORITY_STEPS:
+                    pipe.llen(f"{queue}{_PRIORITY_SEP}{step}")
+            lengths = pipe.execute()
+    finally:
+        client.close()
+    per_queue = 1 + len(_PRIORITY_STEPS)
+    return {q: sum(lengths[i * per_queue : (i + 1) * per_queue]) for i, q in enumerate(queues)}
+
+
+class ScrapeCollector:
+    """Gauges computed from Redis and PostgreSQL on each scrape (cheap, indexed queries)."""
+
+    def describe(self):
+        # Nothing to describe up front: registering must not query the database.
+        return []
+
+    def collect(self):
+        for build in (self._queues, self._heartbeats, self._open_tasks, self._recent_tasks):
+            try:
+                yield from build()
+            except Exception as exc:  # a scrape must still answer when one source is down
+                log.warning("metrics: %s unavailable (%s)", build.__name__.strip("_"), type(exc).__name__)
+
+    def _queues(self):
+        from django.conf import settings
+
+        gauge = GaugeMetricFamily(
+            "comms_queue_depth", "Messages waiting in each agent queue", labels=["queue"]
+        )
+        for queue, depth in queue_depths(settings.REDIS_URL, list(settings.AGENT_QUEUES)).items():
+            gauge.add_metric([queue], depth)
+        yield gauge
+
+    def _heartbeats(self):
+        from django.db.models import Max
+        from django.utils import timezone
+
+        from orchestrator.models import AgentRegistration
+
+        age = GaugeMetricFamily(
+            "comms_agent_heartbeat_age_seconds",
+            "Seconds since the agent's last heartbeat (+Inf when it never sent one); enabled agents only",
+            labels=["agent"],
+        )
+        now = timezone.now()
+        rows = (
+            AgentRegistration.objects.filter(enabled=True)
+            .values("agent")
+            .annotate(last=Max("last_heartbeat_at"))
+        )
+        for row in rows.order_by("agent"):
+            last = row["last"]
+            age.add_metric([row["agent"]], (now - last).total_seconds() if last else float("inf"))
+        yield age
+        enabled = GaugeMetricFamily(
+            "comms_agent_enabled", "1 when the task type's registration is enabled", labels=["type", "agent"]
+        )
+        for task_type, agent, on in AgentRegistration.objects.values_list("task_type", "agent", "enabled"):
+            enabled.add_metric([task_type, agent], 1 if on else 0)
+        yield enabled
+
+    def _open_tasks(self):
+        from django.db.models import Count
+
+        from orchestrator.models import Task
+        from orchestrator.states import FINAL
+
+        gauge = GaugeMetricFamily(
+            "comms_tasks_open", "Tasks not yet final, by type and status", labels=["type", "status"]
+        )
+        rows = Task.objects.exclude(status__in=FINAL).values("type", "status").annotate(n=Count("id"))
+        for row in rows.order_by("type", "status"):
+            gauge.add_metric([row["type"], row["status"]], row["n"])
+        yield gauge
+
+    def _recent_tasks(self):
+        from django.db.models import Count
+        from django.utils import timezone
+
+        from orchestrator.models import Task
+        from orchestrator.states import FINAL
+
+        gauge = GaugeMetricFamily(
+            "comms_tasks_finished_recent",
+            f"Tasks that reached a final status in the last {int(RECENT_WINDOW.total_seconds() // 60)} minutes",
+            labels=["type", "channel", "status"],
+        )
+        # (status, updated_at) is indexed; a final task's updated_at is when it finished.
+        since = timezone.now() - RECENT_WINDOW
+        rows = (
+            Task.objects.filter(status__in=FINAL, updated_at__gte=since)
+            .values("type", "channel", "status")
+            .annotate(n=Count("id"))
+        )
+        for row in rows.order_by("type", "channel", "status"):
+            gauge.add_metric([row["type"], row["channel"], row["status"]], row["n"])
+        yield gauge
