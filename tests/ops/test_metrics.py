@@ -186,3 +186,35 @@ def test_bearer_token_protects_metrics(client, settings):
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-metrics-token").status_code == 200
+
+
+@pytest.mark.django_db
+def test_alert_rules_only_use_metrics_that_metrics_exposes(client):
+    """Every comms_* series an alert reads is one /metrics serves (after a task and a provider call)."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from orchestrator.models import Task
+
+    Task.objects.create(type="diagnostic.echo", channel="system", status="succeeded")
+    Task.objects.create(type="diagnostic.echo", channel="system", status="pending")
+    metrics.task_entered("diagnostic.echo", "system", "succeeded")
+    metrics.webhook_refused("twilio", "status")
+    with metrics.observe_provider_call("twilio", "messages.create") as call:
+        call.failed(500)
+    exposed = {name for name, _ in scrape(client)}
+    rules = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy" / "prometheus-rules.yml").read_text()
+    )
+    alerts = {rule["alert"]: rule for group in rules["groups"] for rule in group["rules"]}
+    assert {
+        "CommsQueueBacklogGrowing", "CommsAgentSilent", "CommsProviderErrorRate",
+        "CommsWebhookSignatureFailures", "CommsDeliveryRateDropping",
+    } <= set(alerts)  # fmt: skip
+    for name, rule in alerts.items():
+        used = set(re.findall(r"\bcomms_[a-z_]+", rule["expr"]))
+        assert used, name
+        assert used <= exposed, f"{name} reads {used - exposed}, which /metrics does not serve"
+        assert rule["annotations"]["runbook"].startswith("docs/operations.md#")
