@@ -23,13 +23,15 @@ them up (docs/monitoring.md).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,26 @@ TASKS = Counter(
     "Tasks entering a status (pending = created), by task type, channel and status",
     ["type", "channel", "status"],
 )
+# Provider calls happen mostly in Celery workers, which Render does not let Prometheus reach.
+# With Redis they are therefore counted in Redis (one pipelined write per call, next to a
+# request that takes 100 ms or more) and /metrics reads them back; without Redis (one process)
+# these in-process objects hold them. They are not in the default registry: ScrapeCollector
+# yields whichever source is in use, so the series never appear twice.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_HELP = "Duration of requests to providers (Twilio, SendGrid, SMTP, OpenAI), successful or not"
+ERRORS_HELP = "Provider requests that failed, by provider, operation and error code"
 PROVIDER_LATENCY = Histogram(
     "comms_provider_request_seconds",
-    "Duration of requests to providers (Twilio, SendGrid, SMTP, OpenAI), successful or not",
+    LATENCY_HELP,
     ["provider", "operation"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    buckets=LATENCY_BUCKETS,
+    registry=None,
 )
 PROVIDER_ERRORS = Counter(
-    "comms_provider_errors_total",
-    "Provider requests that failed, by provider, operation and error code",
-    ["provider", "operation", "code"],
+    "comms_provider_errors_total", ERRORS_HELP, ["provider", "operation", "code"], registry=None
 )
+PROVIDER_HASH = "comms:metrics:provider"
+_SEP = "\x1f"
 
 # Window of comms_tasks_finished_recent: long enough to smooth, short enough to alert.
 RECENT_WINDOW = timedelta(minutes=15)
@@ -104,9 +115,37 @@ def observe_provider_call(provider: str, operation: str) -> Iterator[ProviderCal
         call.code = call.code or _error_code(exc)
         raise
     finally:
-        PROVIDER_LATENCY.labels(provider, operation).observe(time.perf_counter() - started)
-        if call.code is not None:
-            PROVIDER_ERRORS.labels(provider, operation, call.code).inc()
+        record_provider_call(provider, operation, time.perf_counter() - started, call.code)
+
+
+def record_provider_call(provider: str, operation: str, seconds: float, code: str | None) -> None:
+    from django.conf import settings
+
+    if not settings.REDIS_URL:
+        PROVIDER_LATENCY.labels(provider, operation).observe(seconds)
+        if code is not None:
+            PROVIDER_ERRORS.labels(provider, operation, code).inc()
+        return
+    prefix = f"{provider}{_SEP}{operation}{_SEP}"
+    try:
+        with _redis(settings.REDIS_URL).pipeline(transaction=False) as pipe:
+            pipe.hincrby(PROVIDER_HASH, prefix + "count", 1)
+            pipe.hincrbyfloat(PROVIDER_HASH, prefix + "sum", seconds)
+            for bound in LATENCY_BUCKETS:
+                if seconds <= bound:
+                    pipe.hincrby(PROVIDER_HASH, f"{prefix}le{_SEP}{bound}", 1)
+            if code is not None:
+                pipe.hincrby(PROVIDER_HASH, f"{prefix}error{_SEP}{code}", 1)
+            pipe.execute()
+    except Exception as exc:  # metrics must never break a send
+        log.warning("metrics: provider call not recorded (%s)", type(exc).__name__)
+
+
+@functools.cache
+def _redis(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
 
 
 def _error_code(exc: BaseException) -> str:
@@ -148,11 +187,40 @@ class ScrapeCollector:
         return []
 
     def collect(self):
-        for build in (self._queues, self._heartbeats, self._open_tasks, self._recent_tasks):
+        for build in (self._providers, self._queues, self._heartbeats, self._open_tasks, self._recent_tasks):
             try:
                 yield from build()
             except Exception as exc:  # a scrape must still answer when one source is down
                 log.warning("metrics: %s unavailable (%s)", build.__name__.strip("_"), type(exc).__name__)
+
+    def _providers(self):
+        from django.conf import settings
+
+        if not settings.REDIS_URL:
+            if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # else the multiprocess files hold them
+                yield from PROVIDER_LATENCY.collect()
+                yield from PROVIDER_ERRORS.collect()
+            return
+        fields = {
+            k.decode(): v.decode() for k, v in _redis(settings.REDIS_URL).hgetall(PROVIDER_HASH).items()
+        }
+        latency = HistogramMetricFamily(
+            "comms_provider_request_seconds", LATENCY_HELP, labels=["provider", "operation"]
+        )
+        errors = CounterMetricFamily(
+            "comms_provider_errors_total", ERRORS_HELP, labels=["provider", "operation", "code"]
+        )
+        for field, count in sorted(fields.items()):
+            provider, operation, kind, *rest = field.split(_SEP)
+            if kind == "count":
+                prefix = f"{provider}{_SEP}{operation}{_SEP}"
+                buckets = [(str(b), float(fields.get(f"{prefix}le{_SEP}{b}", 0))) for b in LATENCY_BUCKETS]
+                buckets.append(("+Inf", float(count)))
+                latency.add_metric([provider, operation], buckets, float(fields.get(prefix + "sum", 0)))
+            elif kind == "error":
+                errors.add_metric([provider, operation, rest[0]], float(count))
+        yield latency
+        yield errors
 
     def _queues(self):
         from django.conf import settings

@@ -218,3 +218,43 @@ def test_alert_rules_only_use_metrics_that_metrics_exposes(client):
         assert used, name
         assert used <= exposed, f"{name} reads {used - exposed}, which /metrics does not serve"
         assert rule["annotations"]["runbook"].startswith("docs/operations.md#")
+
+
+@pytest.mark.django_db
+def test_provider_calls_made_in_another_process_show_on_this_metrics_via_redis(client, settings):
+    """A Celery worker on Render cannot be scraped: its provider calls reach /metrics through Redis."""
+    import subprocess
+    import sys
+
+    from tests.support.services import ROOT
+
+    script = (
+        "import django; django.setup()\n"
+        "from agents.common.metrics import observe_provider_call\n"
+        "with observe_provider_call('sendgrid', 'mail.send'): pass\n"
+        "with observe_provider_call('sendgrid', 'mail.send') as call: call.failed(503)\n"
+    )
+    with redis_server() as (url, _port, _proc):
+        settings.REDIS_URL = url
+        env = {"PATH": "/usr/bin:/bin", "DJANGO_SETTINGS_MODULE": "comms_platform.settings", "COMMS_MODE": "test",
+               "REDIS_URL": url}  # fmt: skip
+        subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, check=True, capture_output=True)
+        samples = scrape(client)
+    labels = {"provider": "sendgrid", "operation": "mail.send"}
+    assert value(samples, "comms_provider_request_seconds_count", **labels) == 2
+    assert value(samples, "comms_provider_request_seconds_bucket", le="+Inf", **labels) == 2
+    assert value(samples, "comms_provider_request_seconds_bucket", le="30.0", **labels) == 2
+    assert value(samples, "comms_provider_errors_total", code="503", **labels) == 1
+    # Counted once: the in-process objects were not used.
+    assert metrics.PROVIDER_LATENCY.labels(**labels)._sum.get() == 0
+
+
+def test_provider_calls_without_redis_are_counted_in_process(client, settings):
+    settings.REDIS_URL = ""
+    labels = {"provider": "openai", "operation": "chat.completions"}
+    before = metrics.PROVIDER_ERRORS.labels(code="timeout", **labels)._value.get()
+    with metrics.observe_provider_call("openai", "chat.completions") as call:
+        call.failed("timeout")
+    assert metrics.PROVIDER_ERRORS.labels(code="timeout", **labels)._value.get() == before + 1
+    samples = scrape(client)
+    assert value(samples, "comms_provider_errors_total", code="timeout", **labels) == before + 1
