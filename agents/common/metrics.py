@@ -6,7 +6,8 @@ Counted where things happen, in whichever process they happen:
   created, then every applied transition (``orchestrator.services``);
 * ``comms_provider_request_seconds{provider,operation}`` (histogram) and
   ``comms_provider_errors_total{provider,operation,code}`` — agents wrap each provider call
-  in ``observe_provider_call(provider, operation)``;
+  in ``observe_provider_call(provider, operation)``; with Redis they are kept there, so the
+  calls Celery workers make show on the web service's /metrics;
 * ``comms_webhooks_total{provider,kind,result}`` — ``accepted``, ``refused`` (bad or
   missing signature) or ``bad_request`` (signed but unreadable), from the webhook base view.
 
