@@ -360,3 +360,7 @@ CELERY_BEAT_SCHEDULE["messaging-drain-status-events"] = {
     "schedule": 60.0,
     "options": {"queue": "messaging"},
 }
+
+# --- Monitoring (issue 8) -------------------------------------------------------------
+# /metrics answers only to "Authorization: Bearer <METRICS_TOKEN>" when it is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from comms_platform import health
+from comms_platform import health, metrics_view
 
 handler400 = "orchestrator.api.errors.handler400"
 handler404 = "orchestrator.api.errors.handler404"
@@ -11,6 +11,7 @@ handler500 = "orchestrator.api.errors.handler500"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view.metrics, name="metrics"),
     path("api/", include("orchestrator.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.common import metrics
 from comms_platform.celery import app as celery_app
 from orchestrator import registry
 from orchestrator.live import publish_task_update
@@ -119,6 +120,7 @@ def task_create(
         if existing is None:  # pragma: no cover - the constraint fired, so the row exists
             raise
         return existing, False
+    metrics.task_entered(task.type, task.channel, S.PENDING)
     return task, True
 
 
@@ -362,6 +364,7 @@ def task_transition(
         publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "actor": actor})
         if to in FINAL and task.parent_id:
             _notify_parent_on_commit(task.id)
+    metrics.task_entered(task.type, task.channel, to)
     return TransitionResult(task, applied=True)
 
 
@@ -398,6 +401,7 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
         task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
         details={"error_code": code, "attempt": task.attempts},
     )  # fmt: skip
+    metrics.task_entered(task.type, task.channel, to)
     if task.parent_id:
         _notify_parent_on_commit(task.id)
 

@@ -76,8 +76,10 @@ class WebhookView(View, metaclass=ABCMeta):
         try:
             events = self.parse(request)
         except BadWebhook as exc:
+            on_bad_request(self.provider, self.kind)
             return JsonResponse({"error": {"code": "bad_request", "message": str(exc)}}, status=400)
         outcomes = [self._store_and_process(event) for event in events]
+        on_accepted(self.provider, self.kind)
         return self.respond(request, outcomes)
 
     def _store_and_process(self, event: dict[str, Any]) -> str:
@@ -124,3 +126,16 @@ def on_refused(provider: str, kind: str) -> None:
     from agents.common import metrics
 
     metrics.webhook_refused(provider, kind)
+
+
+def on_accepted(provider: str, kind: str) -> None:
+    """Count a verified webhook whose events were stored (duplicates included: they were verified)."""
+    from agents.common import metrics
+
+    metrics.webhook_accepted(provider, kind)
+
+
+def on_bad_request(provider: str, kind: str) -> None:
+    from agents.common import metrics
+
+    metrics.webhook_bad_request(provider, kind)
