@@ -2,8 +2,8 @@
 
 from django.urls import path
 
-from agents.voice.consumers import ConversationRelayConsumer, LiveCallConsumer
-from dashboard.consumers import TaskUpdatesConsumer
+from agents.voice.consumers import ConversationRelayConsumer
+from dashboard.consumers import CallConsumer, InboxConsumer, TaskUpdatesConsumer
 
 # Opened by providers, not browsers: no Origin header and no session; each consumer
 # verifies the provider's signature itself (asgi.py routes these outside the origin check).
@@ -13,5 +13,6 @@ provider_websocket_urlpatterns = [
 
 websocket_urlpatterns = [
     path("ws/tasks/<uuid:task_id>/", TaskUpdatesConsumer.as_asgi()),
-    path("ws/calls/<uuid:task_id>/", LiveCallConsumer.as_asgi()),
+    path("ws/inbox/", InboxConsumer.as_asgi()),
+    path("ws/calls/<uuid:task_id>/", CallConsumer.as_asgi()),
 ]

@@ -326,6 +326,46 @@ ARTIFACT_URL_TTL_SECONDS = env.int("ARTIFACT_URL_TTL_SECONDS", default=3600)
 # Test mode writes content with the deterministic generator (offline, repeatable).
 CONTENT_SIMULATED = TEST_MODE
 
+# --- Operator console ----------------------------------------------------------------
+# An inbound conversation nobody claimed for this long is flagged in the inbound queue.
+INBOX_UNCLAIMED_FLAG_SECONDS = env.int("INBOX_UNCLAIMED_FLAG_SECONDS", default=300)
+# Round-robin new inbound conversations to online operators under their capacity.
+INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)
+
+# --- messaging agent ------------------------------------------------------------------
+INSTALLED_APPS += ["agents.messaging.apps.MessagingConfig"]
+# Test mode signs and verifies simulated Twilio callbacks with a fixed token, so `make run`
+# works offline; production requires real credentials (config.schema.json).
+if TEST_MODE and not TWILIO_ACCOUNT_SID:
+    TWILIO_ACCOUNT_SID = "AC" + "0" * 31 + "1"
+if TEST_MODE and not TWILIO_AUTH_TOKEN:
+    TWILIO_AUTH_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (test mode only)
+if TEST_MODE and not (TWILIO_SMS_FROM or TWILIO_MESSAGING_SERVICE_SID):
+    TWILIO_SMS_FROM = "+15005550006"
+if TEST_MODE and not TWILIO_WHATSAPP_FROM:
+    TWILIO_WHATSAPP_FROM = "whatsapp:+14155238886"
+TWILIO_STATUS_CALLBACK_OVERRIDE = env.str("TWILIO_STATUS_CALLBACK_OVERRIDE", default="#rc=3&rp=all")
+SMS_MAX_SEGMENTS = env.int("SMS_MAX_SEGMENTS", default=10)
+MESSAGING_RATE_PER_SECOND = env.float("MESSAGING_RATE_PER_SECOND", default=1)
+MESSAGING_MAX_RETRIES = env.int("MESSAGING_MAX_RETRIES", default=5)
+MESSAGING_HELP_REPLY = env.str(
+    "MESSAGING_HELP_REPLY", default="Comms Platform: reply STOP to unsubscribe. Msg and data rates may apply."
+)
+# Seconds the simulated provider waits between the status callbacks it sends (test mode).
+MESSAGING_SIMULATED_CALLBACK_DELAY = 0.05
+WHATSAPP_MAX_BODY_CHARS = 4096
+MESSAGING_SIMULATED_CALLBACKS = True
+# A safety net: status callbacks whose drain request was lost are applied within a minute.
+CELERY_BEAT_SCHEDULE["messaging-drain-status-events"] = {
+    "task": "messaging.drain_status_events",
+    "schedule": 60.0,
+    "options": {"queue": "messaging"},
+}
+
+# --- Monitoring (issue 8) -------------------------------------------------------------
+# /metrics answers only to "Authorization: Bearer <METRICS_TOKEN>" when it is set.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 # --- Voice agent ----------------------------------------------------------------------
 VOICE_MODE = env.str("VOICE_MODE", default="conversationrelay")
 if VOICE_MODE not in ("conversationrelay", "gather"):
@@ -333,10 +373,7 @@ if VOICE_MODE not in ("conversationrelay", "gather"):
 VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
 VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
-TWILIO_STATUS_CALLBACK_OVERRIDE = env.str("TWILIO_STATUS_CALLBACK_OVERRIDE", default="#rc=3&rp=all")
-if TEST_MODE:
-    # The simulated Twilio signs its callbacks and websocket handshakes with these, so
-    # `make run` works offline; production must configure real ones (startup check).
-    TWILIO_ACCOUNT_SID = TWILIO_ACCOUNT_SID or "AC" + "0" * 30 + "01"
-    TWILIO_AUTH_TOKEN = TWILIO_AUTH_TOKEN or "7e57" * 8
-    TWILIO_VOICE_CALLER_ID = TWILIO_VOICE_CALLER_ID or "+15005550006"
+# The simulated Twilio signs its voice callbacks and websocket handshakes with the test-mode
+# account SID and token set in the messaging block above; calls come from this number.
+if TEST_MODE and not TWILIO_VOICE_CALLER_ID:
+    TWILIO_VOICE_CALLER_ID = "+15005550006"

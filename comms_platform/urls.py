@@ -3,7 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents.voice.api import CallCreateView
-from comms_platform import health
+from comms_platform import health, metrics_view
 
 handler400 = "orchestrator.api.errors.handler400"
 handler404 = "orchestrator.api.errors.handler404"
@@ -12,12 +12,15 @@ handler500 = "orchestrator.api.errors.handler500"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view.metrics, name="metrics"),
     path("api/calls/", CallCreateView.as_view(), name="call-create"),
     path("api/", include("orchestrator.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("webhooks/twilio/voice/", include("agents.voice.urls")),
+    path("admin/", include("dashboard.urls")),  # the operator console's pages
     path("admin/", admin.site.urls),
     path("", include("agents.email.urls")),
     path("", include("agents.content.urls")),
+    path("webhooks/twilio/messaging/", include("agents.messaging.urls")),
 ]

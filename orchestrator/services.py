@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.common import metrics
 from comms_platform.celery import app as celery_app
 from orchestrator import registry
 from orchestrator.live import publish_task_update
@@ -119,6 +120,7 @@ def task_create(
         if existing is None:  # pragma: no cover - the constraint fired, so the row exists
             raise
         return existing, False
+    metrics.task_entered(task.type, task.channel, S.PENDING)
     return task, True
 
 
@@ -362,6 +364,7 @@ def task_transition(
         publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "actor": actor})
         if to in FINAL and task.parent_id:
             _notify_parent_on_commit(task.id)
+    metrics.task_entered(task.type, task.channel, to)
     return TransitionResult(task, applied=True)
 
 
@@ -398,6 +401,7 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
         task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
         details={"error_code": code, "attempt": task.attempts},
     )  # fmt: skip
+    metrics.task_entered(task.type, task.channel, to)
     if task.parent_id:
         _notify_parent_on_commit(task.id)
 
@@ -480,3 +484,37 @@ def _claim_stale(now: datetime, age: int, batch: int) -> list[Any]:
         if ids:
             Task.objects.filter(id__in=ids).update(updated_at=now)
     return ids
+
+
+RETRYABLE = (S.FAILED, S.EXPIRED, S.CANCELLED)
+
+
+class NotRetryable(Exception):
+    def __init__(self, task: Task) -> None:
+        super().__init__(
+            f"task {task.id} is {task.status}; only failed, expired or cancelled tasks are retried"
+        )
+        self.task = task
+
+
+def task_retry(*, task_id: Any, actor: str) -> Task:
+    """Re-dispatch a finished, unsuccessful task as a NEW task (``parent`` = the old one).
+
+    A new row rather than re-queueing the old one: the old task keeps its final state, its
+    events and its error, so the history stays true, and the state machine never runs backwards.
+    The copy has no idempotency key (the original's key stays with the original).
+    """
+    old = Task.objects.get(id=task_id)
+    if old.status not in RETRYABLE:
+        raise NotRetryable(old)
+    new, _ = task_create(
+        type=old.type,
+        payload=old.payload,
+        contact_id=old.contact_id,
+        correlation_id=old.correlation_id,
+        priority=old.priority,
+        source=old.source,
+        parent_id=old.id,
+    )
+    log.info("task %s retried as %s by %s", old.id, new.id, actor)
+    return new

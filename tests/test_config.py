@@ -253,6 +253,7 @@ def test_secret_flags():
         "OPENAI_API_KEY",
         "REMOTE_AGENT_SECRET",
         "OPERATOR_PASSWORD",
+        "METRICS_TOKEN",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
     }

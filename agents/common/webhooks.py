@@ -9,11 +9,12 @@ duplicated callback changes nothing), and answers fast: slow work goes to Celery
 
 from __future__ import annotations
 
+import json
 import logging
 from abc import ABCMeta, abstractmethod
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
@@ -54,6 +55,14 @@ class WebhookView(View, metaclass=ABCMeta):
     def respond(self, request: HttpRequest, outcomes: list[str]) -> HttpResponse:
         return JsonResponse({"received": len(outcomes)})
 
+    # A provider whose events may be applied a moment later sets ``process_later``: the
+    # request then costs one INSERT … ON CONFLICT DO NOTHING and ``schedule`` hands the
+    # stored event to a worker (which calls ``process``). High-volume callbacks use it.
+    process_later: bool = False
+
+    def schedule(self, record_id: int) -> None:
+        """Arrange for the stored event ``record_id`` to be processed (process_later only)."""
+
     # --- the fixed pipeline -----------------------------------------------------------------
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         self.args, self.kwargs = args, kwargs
@@ -67,12 +76,20 @@ class WebhookView(View, metaclass=ABCMeta):
         try:
             events = self.parse(request)
         except BadWebhook as exc:
+            on_bad_request(self.provider, self.kind)
             return JsonResponse({"error": {"code": "bad_request", "message": str(exc)}}, status=400)
         outcomes = [self._store_and_process(event) for event in events]
+        on_accepted(self.provider, self.kind)
         return self.respond(request, outcomes)
 
     def _store_and_process(self, event: dict[str, Any]) -> str:
         key = self.dedupe_key(event)[:255]
+        if self.process_later:
+            record_id = store_once(provider=self.provider, kind=self.kind, dedupe_key=key, payload=event)
+            if record_id is None:
+                return "duplicate"
+            self.schedule(record_id)
+            return "stored"
         try:
             with transaction.atomic():
                 record = WebhookEvent.objects.create(
@@ -87,8 +104,38 @@ class WebhookView(View, metaclass=ABCMeta):
         return outcome
 
 
+def store_once(*, provider: str, kind: str, dedupe_key: str, payload: dict[str, Any]) -> int | None:
+    """Insert an event unless its dedupe key is known; its id, or None for a duplicate.
+
+    One statement (no savepoint, no exception round trip), which is what keeps a
+    high-volume webhook cheap.
+    """
+    table = WebhookEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (provider, kind, dedupe_key, payload, received_at, outcome) "  # noqa: S608
+            "VALUES (%s, %s, %s, %s, %s, '') ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
+            [provider, kind, dedupe_key, json.dumps(payload), timezone.now()],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else None
+
+
 def on_refused(provider: str, kind: str) -> None:
     """Count a refused webhook (metrics hook; a misconfigured secret shows here at once)."""
     from agents.common import metrics
 
     metrics.webhook_refused(provider, kind)
+
+
+def on_accepted(provider: str, kind: str) -> None:
+    """Count a verified webhook whose events were stored (duplicates included: they were verified)."""
+    from agents.common import metrics
+
+    metrics.webhook_accepted(provider, kind)
+
+
+def on_bad_request(provider: str, kind: str) -> None:
+    from agents.common import metrics
+
+    metrics.webhook_bad_request(provider, kind)

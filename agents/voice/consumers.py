@@ -1,12 +1,9 @@
-"""Websockets of the voice agent.
+"""The websocket Twilio's ConversationRelay connects to (``ws/voice/relay/<task>/``).
 
-``ConversationRelayConsumer`` (``ws/voice/relay/<task>/``) is the endpoint Twilio's
-ConversationRelay connects to. The upgrade request must carry a valid
-``X-Twilio-Signature`` over the public ws(s) URL (PUBLIC_WS_BASE_URL or PUBLIC_BASE_URL);
-anything else is refused before the handshake completes (HTTP 403).
-
-``LiveCallConsumer`` (``ws/calls/<task>/``) is the console's live call view (staff only):
-transcript turns as they are saved, and the task's status changes.
+The upgrade request must carry a valid ``X-Twilio-Signature`` over the public ws(s) URL
+(PUBLIC_WS_BASE_URL or PUBLIC_BASE_URL); anything else is refused before the handshake
+completes (HTTP 403). The console's live call view (``ws/calls/<task>/``) is
+``dashboard.consumers.CallConsumer``, fed through the ``call.<task>`` group.
 """
 
 from __future__ import annotations
@@ -16,20 +13,13 @@ import logging
 import time
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
 from twilio.request_validator import RequestValidator
 
 from agents.common.twilio_security import auth_tokens
 from agents.common.webhooks import on_refused
 from agents.voice import links, services
-from agents.voice.conversation import (
-    ConnectionGone,
-    Conversation,
-    TurnRecorder,
-    call_group,
-    load_call_context,
-)
-from orchestrator.live import task_group
+from agents.voice.conversation import ConnectionGone, Conversation, TurnRecorder, load_call_context
 
 log = logging.getLogger(__name__)
 
@@ -99,26 +89,3 @@ class ConversationRelayConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if self.conversation is not None:
             await self.conversation.close()
-
-
-class LiveCallConsumer(AsyncJsonWebsocketConsumer):
-    async def connect(self) -> None:
-        user = self.scope.get("user")
-        if not (user and user.is_authenticated and user.is_staff):
-            await self.close(code=4403)
-            return
-        task_id = self.scope["url_route"]["kwargs"]["task_id"]
-        self.groups_joined = [call_group(task_id), task_group(task_id)]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
-        await self.accept()
-
-    async def disconnect(self, code: int) -> None:
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
-
-    async def call_turn(self, message: dict) -> None:
-        await self.send_json({"kind": "turn", **message["data"]})
-
-    async def task_update(self, message: dict) -> None:
-        await self.send_json({"kind": "status", **message["data"]})

@@ -49,7 +49,7 @@ class ConnectionGone(Exception):
 
 
 def call_group(task_id: Any) -> str:
-    """The Channels group of a call's live view."""
+    """The Channels group of a call's live view (the same name as dashboard.live.call_group)."""
     return f"call.{task_id}"
 
 
@@ -169,7 +169,8 @@ class TurnRecorder:
             return
         data = {"task_id": self.task_id, "sequence": turn.sequence, "speaker": turn.speaker, "text": turn.text,
                 "started_at": turn.started_at.isoformat(), "interrupted": turn.interrupted}  # fmt: skip
-        await self.layer.group_send(call_group(self.task_id), {"type": "call.turn", "data": data})
+        # The shape dashboard.consumers.CallConsumer relays to the live call view.
+        await self.layer.group_send(call_group(self.task_id), {"type": "call.turn", "turn": data})
 
 
 # --- The conversation -------------------------------------------------------------------------

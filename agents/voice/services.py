@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 import requests
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -118,6 +120,7 @@ def call_status_apply(*, task_id: Any, update: StatusUpdate) -> str:
         if STATUS_RANK[update.status] <= STATUS_RANK.get(call.status, 0):
             return "stale"
         _update_call_row(call, update)
+        _publish_call_status(task_id, update.status)
         if STATUS_RANK[update.status] == 4:
             _finish_task(task_id, call)
         elif update.status == "in-progress":
@@ -140,6 +143,21 @@ def _update_call_row(call: Call, update: StatusUpdate) -> None:
         call.duration_seconds = update.duration_seconds
         fields += ["ended_at", "duration_seconds"]
     call.save(update_fields=fields)
+
+
+def _publish_call_status(task_id: Any, status: str) -> None:
+    """Tell the live call view (group ``call.<task>``) after commit; never raises."""
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        try:
+            async_to_sync(layer.group_send)(f"call.{task_id}", {"type": "call.status", "status": status})
+        except Exception:
+            log.warning("live call status for task %s not sent", task_id, exc_info=True)
+
+    transaction.on_commit(send)
 
 
 def _ensure_in_progress(task_id: Any, call_sid: str) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from hypothesis import HealthCheck, given, settings
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from comms_platform.wsgi import application
@@ -14,8 +15,18 @@ from comms_platform.wsgi import application
 EXAMPLES = 25
 
 
+@pytest.fixture
+def keep_test_connection():
+    """Like Django's test client: the raw WSGI app must not close the test's DB connection."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
 @pytest.mark.django_db
-def test_api_never_errors_and_matches_its_schema(api_key):
+def test_api_never_errors_and_matches_its_schema(api_key, keep_test_connection):
     schema = schemathesis.openapi.from_wsgi("/api/schema/?format=json", application)
     headers = {"Authorization": f"Api-Key {api_key}"}
     failures: dict[str, str] = {}

@@ -88,8 +88,9 @@ def test_tokens_stream_as_they_arrive_then_last_true(fake_openai):
     assert turns(call) == [("agent", "Hi, this is Ada from Acme.", False), ("caller", "Who is this?", False),
                            ("agent", "Hello there!", False)]  # fmt: skip
     assert [p["type"] for p in pushed] == ["call.turn"] * 3
-    assert [p["data"]["speaker"] for p in pushed] == ["agent", "caller", "agent"]
-    assert pushed[2]["data"]["text"] == "Hello there!"
+    assert [p["turn"]["speaker"] for p in pushed] == ["agent", "caller", "agent"]
+    assert pushed[2]["turn"]["text"] == "Hello there!"
+    assert pushed[2]["turn"]["sequence"] == 3 and pushed[2]["turn"]["interrupted"] is False
 
 
 def test_interrupt_cuts_the_agent_turn_at_what_the_caller_heard(fake_openai):

@@ -187,8 +187,9 @@ def test_a_test_mode_call_runs_end_to_end_with_live_updates(django_user_model, c
         live = []
         with connect(base.replace("http", "ws", 1) + f"/ws/calls/{task_id}/", open_timeout=5,
                      additional_headers={"Cookie": f"sessionid={session}", "Origin": base}) as ws:  # fmt: skip
-            while not (live and live[-1].get("kind") == "status" and live[-1]["status"] == "succeeded"):
+            while not (live and live[-1]["type"] == "call.status" and live[-1]["status"] == "completed"):
                 live.append(json.loads(ws.recv(timeout=20)))
+        wait_until(lambda: Task.objects.get(id=task_id).status != "in_progress", message="the final state")
         task = Task.objects.get(id=task_id)
     assert task.status == "succeeded", (task.error_code, task.error_message)
     call = Call.objects.get(task=task)
@@ -203,8 +204,9 @@ def test_a_test_mode_call_runs_end_to_end_with_live_updates(django_user_model, c
     )
     assert rows[0] == ("agent", False) and len(rows) == 9
     assert ("agent", True) in rows  # the scripted interrupt
-    turns = [m for m in live if m["kind"] == "turn"]
+    turns = [m["turn"] for m in live if m["type"] == "call.turn"]
     assert len(turns) >= 5 and turns[-1]["text"] == "Thank you for your time. Goodbye!"
+    assert [m["status"] for m in live if m["type"] == "call.status"][-2:] == ["in-progress", "completed"]
 
 
 def test_a_test_mode_call_in_gather_mode(django_user_model):

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from dashboard.models import CannedResponse
 from dossiers.models import Contact
 from orchestrator.api.auth import api_key_create
 from orchestrator.models import ApiKey
@@ -13,6 +14,12 @@ DEMO_CONTACTS = [
     {"name": "Léon Foucault", "phone": "+33612345678", "email": "leon@example.com", "locale": "fr",
      "timezone": "Europe/Paris"},
 ]  # fmt: skip
+
+DEMO_CANNED = [
+    ("Thanks", "Thanks for your message, we are looking into it and will reply shortly."),
+    ("Delivery times", "Orders ship within 2 working days; you get a tracking link by SMS."),
+    ("Opening hours", "Our team answers Monday to Friday, 9:00-18:00."),
+]
 
 
 class Command(BaseCommand):
@@ -43,3 +50,6 @@ class Command(BaseCommand):
                 digest="demo",
             )
         self.stdout.write("Demo tasks: one diagnostic.echo task per contact (correlation id 'demo').")
+        for title, body in DEMO_CANNED:
+            CannedResponse.objects.get_or_create(title=title, defaults={"body": body})
+        self.stdout.write("Canned responses for the inbox: " + ", ".join(t for t, _ in DEMO_CANNED) + ".")

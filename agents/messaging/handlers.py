@@ -1,0 +1,27 @@
+"""Celery-side handlers of the messaging agent (run after the orchestrator claimed the task)."""
+
+from __future__ import annotations
+
+from agents.messaging import services
+from orchestrator.models import Task
+from orchestrator.registry import handler
+
+
+@handler("sms.send", channel="sms", queue="messaging")
+def sms_send(task: Task) -> None:
+    services.message_send(task=task, channel="sms")
+
+
+@handler("whatsapp.send", channel="whatsapp", queue="messaging")
+def whatsapp_send(task: Task) -> None:
+    services.message_send(task=task, channel="whatsapp")
+
+
+@handler("sms.inbound", channel="sms", queue="messaging")
+def sms_inbound(task: Task) -> None:
+    services.inbound_park(task=task)
+
+
+@handler("whatsapp.inbound", channel="whatsapp", queue="messaging")
+def whatsapp_inbound(task: Task) -> None:
+    services.inbound_park(task=task)

@@ -1,0 +1,453 @@
+"""Messaging services: the send pipeline, status callbacks, inbound messages.
+
+Keyword-only and typed; handlers and webhook views call these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from agents.common import ratelimit
+from agents.common.errors import PermanentError, TransientError
+from agents.messaging import bodies, segments
+from agents.messaging.models import InboundItem, SendAttempt
+from agents.messaging.providers import get_provider
+from agents.messaging.providers.base import OutboundMessage
+from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
+from dossiers.models import ConsentStatus, Contact, Direction, Message
+from dossiers.services import consent_set, consent_status, contact_get_or_create_by_phone, normalize_phone
+from orchestrator.models import Task
+from orchestrator.services import task_create, task_transition
+from orchestrator.states import IllegalTransition, TaskStatus
+
+log = logging.getLogger(__name__)
+S = TaskStatus
+STATUS_PATH = "/webhooks/twilio/messaging/status/"
+WHATSAPP_WINDOW = timedelta(hours=24)
+# Waiting for a rate-limit token this long inside the worker beats a retry round trip.
+MAX_INLINE_WAIT_SECONDS = 5.0
+
+
+def status_callback_url(task_id: Any) -> str:
+    # The task id in the query lets a callback find its task even when the worker died
+    # before saving the SID; the fragment asks Twilio to retry callbacks that meet a 5xx.
+    return f"{settings.PUBLIC_BASE_URL}{STATUS_PATH}?task={task_id}{settings.TWILIO_STATUS_CALLBACK_OVERRIDE}"
+
+
+def _sender(channel: str) -> tuple[str, str]:
+    """(From, MessagingServiceSid): WhatsApp needs a whatsapp: sender; SMS prefers the service."""
+    if channel == "whatsapp":
+        if not settings.TWILIO_WHATSAPP_FROM:
+            raise PermanentError(
+                "WhatsApp is not configured (TWILIO_WHATSAPP_FROM is empty)", code="not_configured"
+            )
+        return settings.TWILIO_WHATSAPP_FROM, ""
+    if settings.TWILIO_MESSAGING_SERVICE_SID:
+        return "", settings.TWILIO_MESSAGING_SERVICE_SID
+    return settings.TWILIO_SMS_FROM, ""
+
+
+def _contact_for(task: Task, phone: str) -> Contact:
+    if task.contact_id:
+        return task.contact
+    contact, _ = contact_get_or_create_by_phone(phone=phone)
+    Task.objects.filter(id=task.id, contact__isnull=True).update(contact=contact)
+    return contact
+
+
+def _check_window(contact: Contact, rendered: bodies.Rendered) -> None:
+    if rendered.content_sid:
+        return  # an approved template may open a conversation at any time
+    last = contact.last_inbound_whatsapp_at
+    if last is None or timezone.now() - last > WHATSAPP_WINDOW:
+        when = "never wrote" if last is None else f"last wrote at {last:%Y-%m-%d %H:%M} UTC"
+        raise PermanentError(
+            f"outside the WhatsApp 24-hour window (the contact {when}): free text cannot be delivered; "
+            "send an approved template (a MessageTemplate with a Content SID)",
+            code="whatsapp_window_closed",
+        )
+
+
+def _rate_limit(task: Task, sender: str) -> None:
+    wait = ratelimit.acquire(f"messaging:{sender}", rate=float(settings.MESSAGING_RATE_PER_SECOND))
+    if wait > MAX_INLINE_WAIT_SECONDS:
+        # Waiting for the sender's turn is not a failed attempt: give the attempt back, so a
+        # long queue behind a slow sender is deferred, never dead-lettered.
+        Task.objects.filter(id=task.id, attempts__gt=0).update(attempts=F("attempts") - 1)
+        task.attempts = max(0, task.attempts - 1)
+        raise TransientError(
+            f"rate limit of {sender}: next slot in {wait:.1f}s", code="rate_limited", retry_after=wait
+        )
+    if wait > 0:
+        time.sleep(wait)
+        _rate_limit(task, sender)
+
+
+def message_send(*, task: Task, channel: str) -> None:
+    """Send the task's message (the handler of sms.send / whatsapp.send)."""
+    payload = task.payload
+    phone = normalize_phone(payload["to"])
+    contact = _contact_for(task, phone)
+    if consent_status(contact_id=contact.id, channel=channel) == ConsentStatus.OPTED_OUT:
+        raise PermanentError(f"the contact opted out of {channel}", code="opted_out")
+    if _reconcile(task=task):
+        return
+    try:
+        rendered = bodies.build(payload=payload, channel=channel, contact=contact)
+    except bodies.BodyError as exc:
+        raise PermanentError(str(exc), code="invalid_body") from None
+    info = _check_body(rendered, channel)
+    if channel == "whatsapp":
+        _check_window(contact, rendered)
+    from_, service = _sender(channel)
+    to = f"whatsapp:{phone}" if channel == "whatsapp" else phone
+    message = _dossier_message(task, contact, channel, from_ or service, to, rendered.text, info)
+    _rate_limit(task, from_ or service)
+    outbound = OutboundMessage(
+        to=to, body=rendered.text, status_callback=status_callback_url(task.id), from_=from_,
+        messaging_service_sid=service, media_urls=list(payload.get("media_url") or []),
+        content_sid=rendered.content_sid, content_variables=rendered.content_variables,
+    )  # fmt: skip
+    _call_provider(task=task, message=message, outbound=outbound)
+
+
+def _check_body(rendered: bodies.Rendered, channel: str) -> segments.SegmentInfo | None:
+    if rendered.content_sid:
+        return None
+    if channel == "whatsapp":
+        if len(rendered.text) > settings.WHATSAPP_MAX_BODY_CHARS:
+            raise PermanentError(
+                f"the WhatsApp body is {len(rendered.text)} characters", code="body_too_long"
+            )
+        return None
+    info = segments.analyse(rendered.text)
+    if info.segments > settings.SMS_MAX_SEGMENTS:
+        raise PermanentError(
+            f"the SMS body needs {info.segments} {info.encoding} segments; the limit is {settings.SMS_MAX_SEGMENTS}",
+            code="body_too_long",
+        )
+    return info
+
+
+def _dossier_message(task, contact, channel, from_, to, text, info) -> Message:
+    message, _ = Message.objects.update_or_create(
+        task=task, direction=Direction.OUTBOUND,
+        defaults={
+            "contact": contact, "correlation_id": task.correlation_id, "channel": channel,
+            "from_address": from_, "to_address": to, "body": text, "status": "pending",
+            "segments": info.segments if info else 1, "encoding": info.encoding if info else "",
+            "occurred_at": timezone.now(),
+        },
+    )  # fmt: skip
+    return message
+
+
+def _call_provider(*, task: Task, message: Message, outbound: OutboundMessage) -> None:
+    provider = get_provider()
+    # The attempt row is committed BEFORE the call: if this worker dies after Twilio
+    # accepted but before we saved the SID, the next claim finds it "started" and
+    # reconciles instead of sending a second message blindly.
+    attempt = SendAttempt.objects.create(task=task, number=task.attempts)
+    try:
+        result = provider.send(outbound)
+    except (TransientError, PermanentError) as exc:
+        _finish_attempt(attempt, SendAttempt.Outcome.RETRY if not exc.permanent else SendAttempt.Outcome.REFUSED,
+                        detail=exc.message)  # fmt: skip
+        _after_refusal(task=task, message=message, exc=exc)
+        raise
+    _finish_attempt(attempt, SendAttempt.Outcome.ACCEPTED, sid=result.sid)
+    _accepted(task=task, message=message, sid=result.sid, status=result.status, via=provider.name)
+
+
+def _after_refusal(*, task: Task, message: Message, exc: Exception) -> None:
+    code = getattr(exc, "code", "")
+    Message.objects.filter(id=message.id).update(status="failed", error_code=str(code)[:16],
+                                                 error_message=str(exc)[:300])  # fmt: skip
+    if code == OPT_OUT_ERROR and message.contact_id:
+        consent_set(contact_id=message.contact_id, channel="sms", status=ConsentStatus.OPTED_OUT,
+                    source="provider_error", detail=f"Twilio {code}", actor=f"agent:{task.agent or 'messaging'}")  # fmt: skip
+    if not getattr(exc, "permanent", True) and task.attempts > settings.MESSAGING_MAX_RETRIES:
+        raise PermanentError(f"gave up after {task.attempts} attempts: {exc}", code=str(code)) from exc
+
+
+def _finish_attempt(attempt: SendAttempt, outcome: str, *, sid: str = "", detail: str = "") -> None:
+    SendAttempt.objects.filter(id=attempt.id).update(
+        outcome=outcome, provider_sid=sid, detail=detail[:300], finished_at=timezone.now()
+    )
+
+
+def _accepted(*, task: Task, message: Message, sid: str, status: str, via: str) -> None:
+    with transaction.atomic():
+        Message.objects.filter(id=message.id, provider_sid__isnull=True).update(provider_sid=sid)
+        Message.objects.filter(id=message.id, status="pending").update(status=status)
+        with contextlib.suppress(IllegalTransition):
+            task_transition(task_id=task.id, to=S.IN_PROGRESS, actor=f"agent:{task.agent or 'messaging'}",
+                            provider_id=sid, details={"provider": via, "sid": sid, "status": status})  # fmt: skip
+        # A fast callback may have finished the task already: keep the SID on it anyway.
+        Task.objects.filter(id=task.id, provider_id="").update(provider_id=sid)
+
+
+def _reconcile(*, task: Task) -> bool:
+    """True when an earlier attempt of this task already reached Twilio (nothing to send)."""
+    open_attempt = task.send_attempts.filter(outcome=SendAttempt.Outcome.STARTED).order_by("-number").first()
+    if open_attempt is None:
+        return False
+    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    sid = message.provider_sid if message and message.provider_sid else None  # set by a callback
+    if sid is None and message is not None:
+        sid = get_provider().find_recent(
+            to=message.to_address, since=open_attempt.started_at, body=message.body
+        )
+    if sid is None:
+        _finish_attempt(
+            open_attempt, SendAttempt.Outcome.RETRY, detail="worker lost; Twilio has no such message"
+        )
+        return False
+    _finish_attempt(
+        open_attempt, SendAttempt.Outcome.ACCEPTED, sid=sid, detail="recovered after a lost worker"
+    )
+    _accepted(task=task, message=message, sid=sid, status=message.status or "queued", via="reconciled")
+    return True
+
+
+# --- Status callbacks --------------------------------------------------------------------
+
+STATUS_KIND = "messaging_status"
+TASK_KEY = "__task"  # our task id (from the callback URL), stored with the provider's fields
+DRAIN_FLAG = "messaging:status-drain-scheduled"
+DRAIN_BATCH = 200
+FLAG_TRUST_SECONDS = 0.05
+DRAIN_GRACE_SECONDS = 0.2  # > FLAG_TRUST_SECONDS: see status_drain_schedule
+_flag_seen_at = -1.0
+
+
+def status_drain_schedule() -> None:
+    """Ask a worker to apply the stored status callbacks; at most one request in flight.
+
+    The flag is cleared by the drain before its last look at the table, so an event
+    stored after that look always schedules a new drain (none is left behind). Without
+    Redis (embedded default, tests) the drain runs in process, at once.
+    """
+    from agents.messaging.tasks import drain_status_events
+
+    global _flag_seen_at
+    if not settings.REDIS_URL:
+        status_events_drain()  # the event row is visible to this connection already
+        return
+    # A drain was pending a moment ago: it (or the one after it) will see this event, as
+    # the drain waits DRAIN_GRACE_SECONDS after clearing the flag before its last look.
+    # Saves a Redis round trip on most callbacks of a burst.
+    now = time.monotonic()
+    if now - _flag_seen_at < FLAG_TRUST_SECONDS:
+        return
+    if _redis().set(DRAIN_FLAG, "1", nx=True, ex=60):
+        transaction.on_commit(lambda: drain_status_events.apply_async(queue="messaging"))
+    _flag_seen_at = now
+
+
+def _redis():
+    return _redis_for(settings.REDIS_URL)
+
+
+@functools.lru_cache(maxsize=4)
+def _redis_for(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
+    """Apply stored, unprocessed status callbacks in arrival order. Returns how many."""
+    from agents.common.models import WebhookEvent
+
+    done = 0
+    flag_cleared = False
+    while True:
+        with transaction.atomic():
+            events = list(
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
+                .order_by("id")[:batch]
+            )
+            for record in events:
+                record.outcome = _apply_stored(record)[:64]
+                record.processed_at = timezone.now()
+            WebhookEvent.objects.bulk_update(events, ["outcome", "processed_at"])
+        done += len(events)
+        if events:
+            continue
+        if flag_cleared or not settings.REDIS_URL:
+            return done
+        _redis().delete(DRAIN_FLAG)
+        flag_cleared = True
+        time.sleep(DRAIN_GRACE_SECONDS)
+
+
+def _apply_stored(record) -> str:
+    payload = dict(record.payload)
+    try:
+        with transaction.atomic():
+            return status_apply(event=payload, task_id=payload.get(TASK_KEY) or None)
+    except Exception:
+        # One bad event must not block the others; it stays visible with its outcome.
+        log.exception("status callback %s could not be applied", record.id)
+        return "error"
+
+
+def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
+    """Apply one (new) status callback; returns an outcome label."""
+    status = event.get("MessageStatus") or event.get("SmsStatus") or ""
+    sid = event.get("MessageSid") or event.get("SmsSid") or ""
+    if status in IGNORED:
+        return "ignored"
+    if status not in TASK_STATUS:
+        raise ValueError(f"unknown MessageStatus {status!r}")
+    message = _message_for(sid=sid, task_id=task_id)
+    if message is None:
+        log.warning("status callback for unknown message %s (%s)", sid, status)
+        return "unknown_message"
+    code = event.get("ErrorCode") or ""
+    reason = error_reason(code, event.get("ErrorMessage", "")) if code else ""
+    _message_status(message, sid, status, code, reason)
+    if code == OPT_OUT_ERROR and message.contact_id:
+        consent_set(contact_id=message.contact_id, channel="sms", status=ConsentStatus.OPTED_OUT,
+                    source="provider_error", detail=f"Twilio {code}", actor="webhook:twilio")  # fmt: skip
+    if message.task_id is None:
+        return status
+    target = TASK_STATUS[status]
+    failed = target in (S.FAILED, S.CANCELLED)
+    try:
+        result = task_transition(
+            task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            details={"message_status": status, **({"error_code": code} if code else {})},
+            result={"message_status": status} if not failed else None,
+            error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
+        )  # fmt: skip
+    except IllegalTransition:
+        return f"{status}:not_applied"
+    return status if result.applied else f"{status}:stale"
+
+
+def _message_for(*, sid: str, task_id: str | None) -> Message | None:
+    # Unordered [:1], not .first(): ORDER BY id can steer PostgreSQL off the SID index.
+    message = next(iter(Message.objects.filter(provider_sid=sid)[:1]), None) if sid else None
+    if message is None and task_id:
+        message = next(iter(Message.objects.filter(task_id=task_id, direction=Direction.OUTBOUND)[:1]), None)
+    return message
+
+
+def _message_status(message: Message, sid: str, status: str, code: str, reason: str) -> None:
+    fields: dict[str, Any] = {}
+    if not message.provider_sid and sid:
+        fields["provider_sid"] = sid
+    if RANK.get(status, 0) > RANK.get(message.status, 0):
+        fields["status"] = status
+        if code:
+            fields.update(error_code=code[:16], error_message=reason[:300])
+    if fields:
+        Message.objects.filter(id=message.id).update(**fields, updated_at=timezone.now())
+
+
+# --- Inbound -----------------------------------------------------------------------------
+
+OPT_OUT = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
+OPT_IN = frozenset({"START", "UNSTOP", "YES"})
+HELP = frozenset({"HELP", "INFO"})
+TRAILING = " \t\r\n.!?,;:"
+
+
+def keyword_of(body: str, opt_out_type: str = "") -> str:
+    """'stop', 'start', 'help' or '' — the whole body must be one keyword (Twilio's rule)."""
+    if opt_out_type.upper() in ("STOP", "START", "HELP"):
+        return opt_out_type.lower()
+    word = (body or "").strip().rstrip(TRAILING).strip().upper()
+    if word in OPT_OUT:
+        return "stop"
+    if word in OPT_IN:
+        return "start"
+    if word in HELP:
+        return "help"
+    return ""
+
+
+def inbound_receive(*, event: dict[str, str]) -> str:
+    """Store an inbound message, apply keywords, queue it for operators. Returns the reply text."""
+    raw_from = event.get("From", "")
+    channel = "whatsapp" if raw_from.startswith("whatsapp:") else "sms"
+    phone = normalize_phone(raw_from)
+    contact, _ = contact_get_or_create_by_phone(phone=phone, defaults={"name": event.get("ProfileName", "")})
+    now = timezone.now()
+    if channel == "whatsapp":
+        Contact.objects.filter(id=contact.id).update(last_inbound_whatsapp_at=now, updated_at=now)
+        Contact.objects.filter(id=contact.id, whatsapp="").update(whatsapp=f"whatsapp:{phone}")
+    media = [
+        {"url": event[f"MediaUrl{i}"], "content_type": event.get(f"MediaContentType{i}", "")}
+        for i in range(int(event.get("NumMedia") or 0))
+        if event.get(f"MediaUrl{i}")
+    ]
+    message = Message.objects.create(
+        contact=contact, channel=channel, direction=Direction.INBOUND, from_address=raw_from,
+        to_address=event.get("To", ""), body=event.get("Body", ""), media=media,
+        provider_sid=event.get("MessageSid") or None, status="received",
+        segments=int(event.get("NumSegments") or 1), occurred_at=now,
+    )  # fmt: skip
+    keyword = keyword_of(event.get("Body", ""), event.get("OptOutType", ""))
+    if keyword in ("stop", "start"):
+        status = ConsentStatus.OPTED_OUT if keyword == "stop" else ConsentStatus.OPTED_IN
+        consent_set(contact_id=contact.id, channel=channel, status=status, source="keyword",
+                    detail=(event.get("Body") or keyword).strip()[:200], actor="webhook:twilio")  # fmt: skip
+    task, _ = task_create(
+        type=f"{channel}.inbound", contact_id=contact.id, source="twilio",
+        payload={"message_id": message.id, "from": raw_from, "body": message.body, "keyword": keyword,
+                 "media": len(media)},
+    )  # fmt: skip
+    Message.objects.filter(id=message.id).update(task=task)
+    InboundItem.objects.create(task=task, message=message, contact=contact, channel=channel, received_at=now)
+    if media:
+        from agents.messaging.tasks import download_media
+
+        transaction.on_commit(lambda: download_media.apply_async(args=[message.id], queue="messaging"))
+    # With Advanced Opt-Out (OptOutType present) Twilio answers HELP itself.
+    return settings.MESSAGING_HELP_REPLY if keyword == "help" and not event.get("OptOutType") else ""
+
+
+def inbound_park(*, task: Task) -> None:
+    """An inbound task waits for an operator: in progress, listed in the inbound queue."""
+    task_transition(task_id=task.id, to=S.IN_PROGRESS, actor="agent:messaging",
+                    details={"queue": "inbound", "waiting_for": "operator"})  # fmt: skip
+
+
+def media_download(*, message_id: int) -> int:
+    """Fetch an inbound message's media with Twilio credentials; keep each as an artifact."""
+    import requests
+
+    from dossiers.services import artifact_store
+
+    message = Message.objects.get(id=message_id)
+    media = list(message.media)
+    stored = 0
+    for item in media:
+        if item.get("artifact"):
+            continue
+        response = requests.get(item["url"], auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN),
+                                timeout=30, allow_redirects=True)  # fmt: skip
+        response.raise_for_status()
+        artifact = artifact_store(
+            content=response.content, content_type=response.headers.get("Content-Type", item.get("content_type", "")),
+            kind="media", contact_id=message.contact_id, task_id=message.task_id,
+            correlation_id=message.correlation_id, source_url=item["url"],
+        )  # fmt: skip
+        item["artifact"] = str(artifact.id)
+        stored += 1
+    Message.objects.filter(id=message.id).update(media=media, updated_at=timezone.now())
+    return stored

@@ -1,0 +1,21 @@
+"""Celery tasks of the messaging agent: slow work pushed out of the webhooks."""
+
+from __future__ import annotations
+
+import requests
+from celery import shared_task
+
+from agents.messaging import services
+
+
+@shared_task(
+    name="messaging.download_media", acks_late=True, autoretry_for=(requests.RequestException,),
+    retry_backoff=2, retry_backoff_max=300, retry_jitter=True, max_retries=5,
+)  # fmt: skip
+def download_media(message_id: int) -> int:
+    return services.media_download(message_id=message_id)
+
+
+@shared_task(name="messaging.drain_status_events", acks_late=True)
+def drain_status_events() -> int:
+    return services.status_events_drain()

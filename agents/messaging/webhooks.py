@@ -1,0 +1,90 @@
+"""Twilio messaging webhooks: status callbacks and inbound messages.
+
+Both verify ``X-Twilio-Signature`` with Twilio's own validator against the public URL
+(PUBLIC_BASE_URL + path + query), accept every configured auth token (rotation), refuse
+and count what fails, and store each event once (agents.common.webhooks.WebhookView).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from twilio.twiml.messaging_response import MessagingResponse
+
+from agents.common.models import WebhookEvent
+from agents.common.twilio_security import is_valid_twilio_request
+from agents.common.webhooks import BadWebhook, WebhookView
+from agents.messaging import services
+from dossiers.services import InvalidPhoneNumber
+
+
+class StatusCallbackView(WebhookView):
+    """Stores each callback with one INSERT and answers; a worker applies it a moment later
+    (``services.status_events_drain``), in arrival order, so Twilio is never kept waiting."""
+
+    provider = "twilio"
+    kind = services.STATUS_KIND
+    process_later = True
+
+    def verify(self, request: HttpRequest) -> bool:
+        return is_valid_twilio_request(request)
+
+    def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
+        event = request.POST.dict()
+        if not (event.get("MessageSid") or event.get("SmsSid")) or not (
+            event.get("MessageStatus") or event.get("SmsStatus")
+        ):
+            raise BadWebhook("MessageSid and MessageStatus are required")
+        status = event.get("MessageStatus") or event.get("SmsStatus")
+        if status not in services.TASK_STATUS and status not in services.IGNORED:
+            raise BadWebhook(f"unknown MessageStatus {status!r}")
+        # The task id of our callback URL travels with the stored event.
+        event[services.TASK_KEY] = request.GET.get("task", "")
+        return [event]
+
+    def dedupe_key(self, event: dict[str, Any]) -> str:
+        sid = event.get("MessageSid") or event.get("SmsSid")
+        status = event.get("MessageStatus") or event.get("SmsStatus")
+        return f"status:{sid}:{status}"
+
+    def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
+        return services.status_apply(event=event, task_id=event.get(services.TASK_KEY))
+
+    def schedule(self, record_id: int) -> None:
+        services.status_drain_schedule()
+
+    def respond(self, request: HttpRequest, outcomes: list[str]) -> HttpResponse:
+        return HttpResponse(status=204)
+
+
+class InboundView(WebhookView):
+    provider = "twilio"
+    kind = "messaging_inbound"
+
+    def verify(self, request: HttpRequest) -> bool:
+        return is_valid_twilio_request(request)
+
+    def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
+        event = request.POST.dict()
+        if not event.get("MessageSid") or not event.get("From"):
+            raise BadWebhook("MessageSid and From are required")
+        self.reply = ""
+        return [event]
+
+    def dedupe_key(self, event: dict[str, Any]) -> str:
+        return f"inbound:{event['MessageSid']}"
+
+    def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
+        try:
+            self.reply = services.inbound_receive(event=event)
+        except InvalidPhoneNumber:
+            # A WhatsApp id without a phone number, or a short code: kept, not queued.
+            return "unroutable_sender"
+        return "help" if self.reply else "received"
+
+    def respond(self, request: HttpRequest, outcomes: list[str]) -> HttpResponse:
+        twiml = MessagingResponse()
+        if self.reply:
+            twiml.message(self.reply)
+        return HttpResponse(str(twiml), content_type="text/xml")

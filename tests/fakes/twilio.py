@@ -1,0 +1,154 @@
+"""A local fake of Twilio's REST API (Messages) and media host, for the real ``twilio`` SDK.
+
+It speaks Twilio's wire format: form-encoded POST to
+``/2010-04-01/Accounts/{AccountSid}/Messages.json`` with HTTP basic auth (account SID and
+auth token), JSON answers shaped like Twilio's (errors: ``{"code", "message", "status",
+"more_info"}``), and media URLs that need basic auth and redirect to the content, as
+Twilio's do. It records every request so tests can assert the exact fields that left.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    form: dict[str, list[str]]
+    query: dict[str, list[str]]
+    auth: tuple[str, str] | None
+    authorized: bool
+
+
+@dataclass
+class Scripted:
+    status: int
+    code: int | None = None
+    message: str = ""
+
+
+@dataclass
+class FakeTwilio:
+    account_sid: str
+    auth_token: str
+    requests: list[Received] = field(default_factory=list)
+    script: list[Scripted] = field(default_factory=list)  # answers for the next POSTs, in order
+    messages: list[dict] = field(default_factory=list)
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+
+    def start(self) -> FakeTwilio:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _auth(self) -> tuple[str, str] | None:
+                header = self.headers.get("Authorization", "")
+                if not header.startswith("Basic "):
+                    return None
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                return user, password
+
+            def _json(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _record(self, form: dict) -> Received:
+                parts = urlsplit(self.path)
+                auth = self._auth()
+                item = Received(self.command, parts.path, form, parse_qs(parts.query), auth,
+                                auth == (fake.account_sid, fake.auth_token))  # fmt: skip
+                fake.requests.append(item)
+                return item
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
+                item = self._record(form)
+                if not item.authorized:
+                    return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                if item.path != f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json":
+                    return self._json(404, {"code": 20404, "message": "not found", "status": 404})
+                if fake.script:
+                    answer = fake.script.pop(0)
+                    if answer.status >= 300:
+                        return self._json(answer.status, {
+                            "code": answer.code, "message": answer.message or "error", "status": answer.status,
+                            "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
+                        })  # fmt: skip
+                self._json(201, fake._create(form))
+
+            def do_GET(self) -> None:
+                item = self._record({})
+                if item.path.startswith("/media-content/"):
+                    content, ctype = fake.media[item.path.rsplit("/", 1)[1]]
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(content)))
+                    self.end_headers()
+                    self.wfile.write(content)
+                    return
+                if not item.authorized:
+                    return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                if item.path.startswith("/media/"):
+                    # Twilio redirects a media URL to short-lived storage.
+                    self.send_response(307)
+                    self.send_header(
+                        "Location", f"{fake.base_url}/media-content/{item.path.rsplit('/', 1)[1]}"
+                    )
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                to = item.query.get("To", [None])[0]
+                found = [m for m in fake.messages if to is None or m["to"] == to]
+                self._json(200, {"messages": found, "next_page_uri": None, "page": 0, "page_size": 50,
+                                 "uri": item.path, "first_page_uri": item.path, "previous_page_uri": None,
+                                 "end": len(found), "start": 0})  # fmt: skip
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+        return self
+
+    def _create(self, form: dict[str, list[str]]) -> dict:
+        now = format_datetime(datetime.now(UTC), usegmt=True)
+        sid = "SM" + secrets.token_hex(16)
+        message = {
+            "sid": sid, "account_sid": self.account_sid, "to": form["To"][0],
+            "from": form.get("From", [None])[0], "messaging_service_sid": form.get("MessagingServiceSid", [None])[0],
+            "body": form.get("Body", [""])[0], "status": "accepted" if "MessagingServiceSid" in form else "queued",
+            "num_segments": "1", "num_media": str(len(form.get("MediaUrl", []))), "direction": "outbound-api",
+            "api_version": "2010-04-01", "date_created": now, "date_updated": now, "date_sent": None,
+            "error_code": None, "error_message": None, "price": None, "price_unit": "USD",
+            "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json", "subresource_uris": {},
+        }  # fmt: skip
+        self.messages.append(message)
+        return message
+
+    def posts(self) -> list[Received]:
+        return [r for r in self.requests if r.method == "POST"]
+
+    def add_media(self, name: str, content: bytes, content_type: str) -> str:
+        self.media[name] = (content, content_type)
+        return f"{self.base_url}/media/{name}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

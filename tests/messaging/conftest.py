@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+from twilio.request_validator import RequestValidator
+
+from agents.common import ratelimit
+from tests.fakes.twilio import FakeTwilio
+
+PUBLIC = "https://comms.example.com"
+STATUS_URL = f"{PUBLIC}/webhooks/twilio/messaging/status/"
+INBOUND_URL = f"{PUBLIC}/webhooks/twilio/messaging/inbound/"
+TOKEN = "0123456789abcdef0123456789abcdef"
+ACCOUNT = "AC" + "0" * 31 + "1"
+
+
+@pytest.fixture(autouse=True)
+def messaging_settings(settings):
+    settings.PUBLIC_BASE_URL = PUBLIC
+    settings.TWILIO_ACCOUNT_SID = ACCOUNT
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.TWILIO_PREVIOUS_AUTH_TOKENS = []
+    settings.TWILIO_SMS_FROM = "+15005550006"
+    settings.TWILIO_MESSAGING_SERVICE_SID = ""
+    settings.TWILIO_WHATSAPP_FROM = "whatsapp:+14155238886"
+    settings.TWILIO_API_BASE_URL = ""
+    settings.MESSAGING_SIMULATED_CALLBACKS = False  # unit tests post callbacks themselves
+    settings.MESSAGING_RATE_PER_SECOND = 0
+    settings.REDIS_URL = ""
+    ratelimit.reset_memory()
+    return settings
+
+
+@pytest.fixture
+def fake_twilio(settings):
+    fake = FakeTwilio(account_sid=ACCOUNT, auth_token=TOKEN).start()
+    settings.TWILIO_API_BASE_URL = fake.base_url
+    yield fake
+    fake.stop()
+
+
+def signed_post(client, url: str, params: dict, *, token: str = TOKEN, signature: str | None = None):
+    """POST form params to our webhook as Twilio would, signed with Twilio's own validator."""
+    if signature is None:
+        signature = RequestValidator(token).compute_signature(url, params)
+    path = url.removeprefix(PUBLIC)
+    headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
+    return client.post(path, params, **headers)

@@ -1,0 +1,148 @@
+"""Inbound SMS/WhatsApp: dossier, keywords (STOP/START/HELP), the operators' queue, media."""
+
+import time
+
+import pytest
+
+from agents.common.models import WebhookEvent
+from agents.messaging.models import InboundItem
+from dossiers.models import Artifact, Consent, ConsentChange, Contact, Message
+from orchestrator.models import Task
+from orchestrator.services import task_create
+from orchestrator.states import TaskStatus
+from tests.messaging.conftest import ACCOUNT, INBOUND_URL, TOKEN, signed_post
+
+pytestmark = pytest.mark.django_db
+S = TaskStatus
+_counter = iter(range(10**6))
+
+
+def inbound(body: str, *, sender: str = "+14155550100", **extra) -> dict:
+    sid = f"SM{next(_counter):032x}"
+    return {"MessageSid": sid, "SmsSid": sid, "AccountSid": ACCOUNT, "From": sender, "To": "+15005550006",
+            "Body": body, "NumMedia": "0", "NumSegments": "1", "ApiVersion": "2010-04-01", **extra}  # fmt: skip
+
+
+def receive(client, capture, params):
+    with capture(execute=True):
+        return signed_post(client, INBOUND_URL, params)
+
+
+def sms_consent() -> str:
+    return Consent.objects.get(contact__phone="+14155550100", channel="sms").status
+
+
+def test_inbound_sms_lands_in_the_dossier_and_the_operators_queue(client, django_capture_on_commit_callbacks):
+    started = time.perf_counter()
+    response = receive(client, django_capture_on_commit_callbacks, inbound("Is my order ready?"))
+    assert time.perf_counter() - started < 1.0
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/xml"
+    assert response.content.decode() == '<?xml version="1.0" encoding="UTF-8"?><Response />'
+    contact = Contact.objects.get(phone="+14155550100")
+    message = Message.objects.get(direction="inbound")
+    assert (message.contact, message.body, message.channel) == (contact, "Is my order ready?", "sms")
+    task = Task.objects.get(type="sms.inbound")
+    assert (task.status, task.contact, message.task) == (S.IN_PROGRESS, contact, task)
+    item = InboundItem.objects.get()
+    assert (item.status, item.task, item.message) == ("waiting", task, message)
+
+
+@pytest.mark.parametrize("body", ["STOP", "stop", "  Stop  ", "STOP!", "unsubscribe.", "Cancel", "end", "QUIT",
+                                  "stopall", "revoke", "OptOut"])  # fmt: skip
+def test_opt_out_keywords(client, django_capture_on_commit_callbacks, body):
+    receive(client, django_capture_on_commit_callbacks, inbound(body))
+    assert sms_consent() == "opted_out"
+    change = ConsentChange.objects.get()
+    assert (change.source, change.detail) == ("keyword", body.strip())
+    assert change.created_at is not None
+
+
+@pytest.mark.parametrize("body", ["stop please", "STOP STOP", "don't stop", "STOPP", "stop-it"])
+def test_sentences_are_ordinary_messages(client, django_capture_on_commit_callbacks, body):
+    receive(client, django_capture_on_commit_callbacks, inbound(body))
+    assert not Consent.objects.exists()
+    assert Task.objects.get().payload["keyword"] == ""
+
+
+@pytest.mark.parametrize("body", ["START", "unstop", "Yes."])
+def test_opt_in_keywords_after_stop(client, django_capture_on_commit_callbacks, body):
+    receive(client, django_capture_on_commit_callbacks, inbound("STOP"))
+    receive(client, django_capture_on_commit_callbacks, inbound(body))
+    assert sms_consent() == "opted_in"
+
+
+@pytest.mark.parametrize("body", ["HELP", "help?", " Info "])
+def test_help_gets_the_configured_reply_as_twiml(client, settings, django_capture_on_commit_callbacks, body):
+    settings.MESSAGING_HELP_REPLY = "Acme: reply STOP to opt out & more"
+    response = receive(client, django_capture_on_commit_callbacks, inbound(body))
+    assert response.content.decode() == (
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Message>Acme: reply STOP to opt out &amp; more'
+        "</Message></Response>"
+    )
+
+
+def test_opt_out_type_from_advanced_opt_out_is_honoured(client, django_capture_on_commit_callbacks):
+    receive(client, django_capture_on_commit_callbacks, inbound("Arrêt", OptOutType="STOP"))
+    assert sms_consent() == "opted_out"
+    response = receive(client, django_capture_on_commit_callbacks, inbound("AIDE", OptOutType="HELP"))
+    assert "<Message>" not in response.content.decode()  # Twilio answered HELP itself
+
+
+def test_sending_after_stop_fails_without_a_provider_call(
+    client, fake_twilio, django_capture_on_commit_callbacks
+):
+    receive(client, django_capture_on_commit_callbacks, inbound("Stop"))
+    with django_capture_on_commit_callbacks(execute=True):
+        task, _ = task_create(type="sms.send", payload={"to": "+14155550100", "body": "A special offer"})
+    task.refresh_from_db()
+    assert (task.status, task.error_code) == (S.FAILED, "opted_out")
+    assert fake_twilio.posts() == []
+
+
+def test_duplicate_inbound_is_stored_once(client, django_capture_on_commit_callbacks):
+    params = inbound("hello")
+    receive(client, django_capture_on_commit_callbacks, params)
+    receive(client, django_capture_on_commit_callbacks, params)
+    assert (Message.objects.count(), Task.objects.count(), WebhookEvent.objects.count()) == (1, 1, 1)
+
+
+def test_unsigned_inbound_is_refused(client):
+    response = signed_post(client, INBOUND_URL, inbound("STOP"), token="a" * 32)
+    assert response.status_code == 403
+    assert not Message.objects.exists() and not Consent.objects.exists()
+
+
+def test_whatsapp_inbound_opens_the_window_and_keeps_the_profile(client, django_capture_on_commit_callbacks):
+    params = inbound("hola", sender="whatsapp:+14155550100", ProfileName="Ada", WaId="14155550100")
+    receive(client, django_capture_on_commit_callbacks, params)
+    contact = Contact.objects.get(phone="+14155550100")
+    assert (contact.name, contact.whatsapp) == ("Ada", "whatsapp:+14155550100")
+    assert contact.last_inbound_whatsapp_at is not None
+    assert Task.objects.get().type == "whatsapp.inbound"
+    assert InboundItem.objects.get().channel == "whatsapp"
+
+
+def test_media_is_downloaded_with_basic_auth_into_artifacts(
+    client, fake_twilio, django_capture_on_commit_callbacks
+):
+    url = fake_twilio.add_media("ME1", b"\x89PNG fake image", "image/png")
+    params = inbound("look", NumMedia="1", MediaUrl0=url, MediaContentType0="image/png")
+    receive(client, django_capture_on_commit_callbacks, params)
+    media_get = [r for r in fake_twilio.requests if r.path == "/media/ME1"]
+    assert media_get and media_get[0].auth == (ACCOUNT, TOKEN)
+    artifact = Artifact.objects.get()
+    assert (artifact.kind, artifact.content_type, artifact.size, artifact.source_url) == (
+        "media",
+        "image/png",
+        15,
+        url,
+    )
+    message = Message.objects.get()
+    assert message.media == [{"url": url, "content_type": "image/png", "artifact": str(artifact.id)}]
+    assert artifact.task_id == message.task_id
+
+
+def test_token_is_never_in_the_response(client, django_capture_on_commit_callbacks):
+    response = receive(client, django_capture_on_commit_callbacks, inbound("HELP"))
+    assert TOKEN not in response.content.decode()
