@@ -48,6 +48,7 @@ def call_outbound(task: Task) -> None:
             record=bool(payload.get("record")),
             machine_detection=payload.get("machine_detection") or "",
             time_limit=int(payload.get("max_duration_seconds") or settings.VOICE_MAX_DURATION_SECONDS),
+            gather_url=links.gather_url(task.id),
         )
     )
     services.call_started(task_id=task.id, call_id=call.id, call_sid=sid, provider=provider.name)

@@ -23,6 +23,7 @@ class OutboundCall:
     record: bool = False
     machine_detection: str = ""  # "", "Enable" or "DetectMessageEnd"
     time_limit: int | None = None
+    gather_url: str = ""  # the simulated callee's fallback when no websocket server is reachable
 
 
 class VoiceProvider(Protocol):

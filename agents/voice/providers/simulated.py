@@ -22,6 +22,7 @@ from xml.etree import ElementTree
 
 import requests
 import websockets
+import websockets.exceptions
 from django.conf import settings
 from django.db import transaction
 from twilio.request_validator import RequestValidator
@@ -94,7 +95,20 @@ class SimulatedCallee:
         relay = root.find("./Connect/ConversationRelay")
         if relay is not None:
             params = {p.get("name"): p.get("value") for p in relay.findall("Parameter")}
-            asyncio.run(self.relay_session(relay.get("url"), params))
+            try:
+                asyncio.run(self.relay_session(relay.get("url"), params))
+            except (OSError, websockets.exceptions.InvalidHandshake) as exc:
+                if not self.call.gather_url:
+                    raise
+                # Only an ASGI server speaks websockets: under a WSGI-only server (gunicorn,
+                # as `manage.py smoke` runs) the simulated call goes on as <Gather> rounds,
+                # which reach the same agent logic over plain HTTP.
+                log.warning("simulated call %s: no websocket at %s (%s); continuing with <Gather> rounds",
+                            self.sid, relay.get("url"), type(exc).__name__)  # fmt: skip
+                start = ElementTree.Element("Response")
+                ElementTree.SubElement(start, "Gather", action=self.call.gather_url)
+                self.gather_session(start)
+                return
             action = root.find("./Connect").get("action")
             if action and self.ended_by_agent:
                 self.post(action, CallStatus="in-progress", HandoffData=self.handoff_data)
