@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from agents.common.heartbeats import agent_healthy
 from orchestrator import registry
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
@@ -138,6 +139,9 @@ def task_dispatch(*, task_id: Any, actor: str = "orchestrator") -> bool:
     route = registry.get_route(row["type"])
     if route is None or not route.enabled:
         log.warning("task %s waits: no enabled agent for type %s", task_id, row["type"])
+        return False
+    if not agent_healthy(agent=route.agent):  # no recent heartbeat: route it no new work
+        log.warning("task %s waits: agent %s is unhealthy (no recent heartbeat)", task_id, route.agent)
         return False
     try:
         execute_task.apply_async(args=[str(task_id)], queue=route.queue)
