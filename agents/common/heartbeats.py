@@ -4,8 +4,10 @@ A thread started on ``worker_ready`` writes ``comms:heartbeat:<agent>`` (a Unix 
 a TTL) to Redis every HEARTBEAT_INTERVAL_SECONDS and copies it to
 ``AgentRegistration.last_heartbeat_at``. An agent whose last heartbeat is older than
 HEARTBEAT_STALE_SECONDS is unhealthy: ``orchestrator.services.task_dispatch`` leaves its
-tasks pending (the sweeper sends them once a worker is back). In the embedded default (no
-Redis, tasks run in process) there is no worker to be silent, so every agent is healthy.
+tasks pending (the sweeper sends them once a worker is back). An agent never heard from
+(no key in Redis, no ``last_heartbeat_at``) is "unknown" and still gets work, so a fresh
+deployment can queue tasks before its workers are up. In the embedded default (no Redis,
+tasks run in process) there is no worker to be silent, so every agent is healthy.
 """
 
 from __future__ import annotations
@@ -123,12 +125,29 @@ _health_cache: dict[str, tuple[float, bool]] = {}
 
 
 def last_heartbeats(agents: list[str]) -> dict[str, float | None]:
+    """The last beat of each agent: from Redis, else (its key expired) from the registry."""
+    from django.db.models import Max
+
+    from orchestrator.models import AgentRegistration
+
     values = redis_client().mget([KEY.format(agent=a) for a in agents]) if agents else []
-    return {a: float(v) if v else None for a, v in zip(agents, values, strict=True)}
+    beats = {a: float(v) if v else None for a, v in zip(agents, values, strict=True)}
+    missing = [a for a, beat in beats.items() if beat is None]
+    if missing:
+        rows = (
+            AgentRegistration.objects.filter(agent__in=missing, last_heartbeat_at__isnull=False)
+            .values("agent")
+            .annotate(last=Max("last_heartbeat_at"))
+        )
+        beats.update({r["agent"]: r["last"].timestamp() for r in rows})
+    return beats
 
 
-def is_fresh(beat: float | None, now: float | None = None) -> bool:
-    return beat is not None and (now or time.time()) - beat <= settings.HEARTBEAT_STALE_SECONDS
+def health(beat: float | None, now: float | None = None) -> str:
+    if beat is None:
+        return "unknown"
+    fresh = (now or time.time()) - beat <= settings.HEARTBEAT_STALE_SECONDS
+    return "healthy" if fresh else "unhealthy"
 
 
 def agent_healthy(*, agent: str) -> bool:
@@ -144,7 +163,7 @@ def agent_healthy(*, agent: str) -> bool:
     if cached and now - cached[0] < HEALTH_CACHE_SECONDS:
         return cached[1]
     try:
-        healthy = is_fresh(last_heartbeats([agent])[agent])
+        healthy = health(last_heartbeats([agent])[agent]) != "unhealthy"
     except Exception:
         return True
     _health_cache[agent] = (now, healthy)
@@ -170,6 +189,7 @@ class AgentStatus:
     queues: list[str]
     kinds: list[str]
     enabled: bool
+    health: str
     healthy: bool
     last_heartbeat_at: datetime | None
     queue_depth: int
@@ -190,12 +210,13 @@ def agent_statuses() -> list[AgentStatus]:
     for agent, regs in grouped.items():
         db_beat = max((r.last_heartbeat_at for r in regs if r.last_heartbeat_at), default=None)
         beat = beats.get(agent)
+        state = "healthy" if embedded() else health(beat)
         agent_queues = sorted({r.queue for r in regs})
         statuses.append(
             AgentStatus(
                 agent=agent, task_types=[r.task_type for r in regs], queues=agent_queues,
                 kinds=sorted({r.kind for r in regs}), enabled=any(r.enabled for r in regs),
-                healthy=True if embedded() else is_fresh(beat),
+                health=state, healthy=state != "unhealthy",
                 last_heartbeat_at=datetime.fromtimestamp(beat, UTC) if beat else db_beat,
                 queue_depth=sum(depths[q] for q in agent_queues),
             )
