@@ -61,7 +61,7 @@ def mask_phones(
     region = region or settings.PHONE_DEFAULT_REGION
     spans = [
         (m.start, m.end)
-        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
+        for m in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
     ]
     for start, end in reversed(spans):
         found = text[start:end]
@@ -78,9 +78,9 @@ def redact(text: str, *, region: str | None = None) -> str:
 
 
 def partial_phone(found: str) -> str:
-    """For logs: keep the country code's first digits and the last two, hide the rest."""
+    """For logs: keep only the last two digits (enough to tell two numbers apart in support)."""
     digits = re.sub(r"\D", "", found)
-    return f"+{digits[:2]}{'•' * max(len(digits) - 4, 3)}{digits[-2:]}"
+    return f"[phone …{digits[-2:]}]"
 
 
 def partial_email(found: str) -> str:
