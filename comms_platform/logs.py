@@ -169,6 +169,7 @@ def configure_structlog() -> None:
 # --- Carrying the context -----------------------------------------------------------------
 
 log = structlog.get_logger("comms_platform.requests")
+task_log = structlog.get_logger("comms_platform.tasks")
 
 
 class RequestLogContextMiddleware:
@@ -204,7 +205,7 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, args: Any = Non
     if getattr(task, "name", "") == "orchestrator.execute_task" and args:
         fields.update(_task_fields(str(args[0])))
     _task_tokens[task_id] = bind_contextvars(**fields)
-    log.info("task.started")
+    task_log.info("task.started")
 
 
 def _task_fields(task_id: str) -> dict[str, Any]:
@@ -225,7 +226,7 @@ def _task_fields(task_id: str) -> dict[str, Any]:
 def on_task_postrun(
     task_id: str | None = None, retval: Any = None, state: str | None = None, **kwargs
 ) -> None:
-    log.info("task.finished", status=retval if isinstance(retval, str) else state)
+    task_log.info("task.finished", status=retval if isinstance(retval, str) else state)
     tokens = _task_tokens.pop(task_id, None)
     if tokens:
         reset_contextvars(**tokens)
