@@ -40,8 +40,10 @@ def captured():
     handler = logging.StreamHandler(stream)
     handler.setFormatter(root.handlers[0].formatter)
     root.addHandler(handler)
+    structlog.contextvars.clear_contextvars()
     yield stream
     root.removeHandler(handler)
+    structlog.contextvars.clear_contextvars()
 
 
 @pytest.fixture
@@ -108,3 +110,32 @@ def test_console_format_is_available():
     config = logging_config(level="INFO", fmt="console")
     renderer = config["formatters"]["structured"]["processors"][-1]
     assert isinstance(renderer, structlog.dev.ConsoleRenderer)
+
+
+def test_webhook_lines_carry_the_provider(client, captured):
+    from django.test import RequestFactory
+
+    from agents.common.webhooks import WebhookView
+
+    class Probe(WebhookView):
+        provider, kind = "twilio", "sms-status"
+
+        def verify(self, request):
+            return True
+
+        def dedupe_key(self, event):
+            return event["MessageSid"]
+
+        def process(self, event, record):
+            structlog.get_logger("agents.probe").info("sms.status", status=event["MessageStatus"])
+            return "applied"
+
+    request = RequestFactory().post("/webhooks/twilio/sms-status/", {"MessageSid": "SM1", "MessageStatus": "delivered",
+                                                                      "To": PHONE})  # fmt: skip
+    response = Probe.as_view()(request)
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    status_line = next(line for line in lines if line["event"] == "sms.status")
+    assert (status_line["provider"], status_line["status"]) == ("twilio", "delivered")
+    assert any(line["event"] == "webhook twilio/sms-status: applied" for line in lines)
+    assert PHONE not in captured.getvalue()
