@@ -319,3 +319,5 @@ if ARTIFACT_STORAGE == "s3":
             "file_overwrite": False,
         },
     }
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsentChannelEnum"] = "dossiers.models.ConsentChannel"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ChannelEnum"] = "orchestrator.models.Channel"
