@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="threads per worker (gthread when > 1)")
     parser.add_argument(
         "--idempotency-keys", action="store_true", help="send a unique Idempotency-Key each time"
     )
@@ -45,13 +46,14 @@ request = function()
     {idem if args.idempotency_keys else ""}return wrk.format()
 end
 """
-    with gunicorn(env, workers=args.workers) as base:
+    with gunicorn(env, workers=args.workers, threads=args.threads) as base:
         wrk(f"{base}/bench/bare", seconds=2, connections=args.connections)  # warm up
         wrk(f"{base}/api/tasks/", seconds=2, connections=args.connections, script=script)
         bare = wrk(f"{base}/bench/bare", seconds=args.seconds, connections=args.connections)
         intake = wrk(f"{base}/api/tasks/", seconds=args.seconds, connections=args.connections, script=script)
     cleanup(env)
-    print(f"\nAPI intake benchmark: gunicorn {args.workers} sync workers, PostgreSQL, Redis broker, "
+    kind = "sync" if args.threads == 1 else f"gthread x{args.threads}"
+    print(f"\nAPI intake benchmark: gunicorn {args.workers} {kind} workers, PostgreSQL, Redis broker, "
           f"wrk -c {args.connections}, {args.seconds}s each")  # fmt: skip
     print(f"{'endpoint':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>10}")
     for name, r in (("bare Django JSON view", bare), ("POST /api/tasks/", intake)):

@@ -61,12 +61,13 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 @contextmanager
-def gunicorn(env: dict[str, str], workers: int = 2):
+def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 1):
     port = free_port()
     env = {**env, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "comms_platform.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", str(workers),
-         "--worker-class", "sync", "--backlog", "2048", "--log-level", "warning"],
+         "--worker-class", "sync" if threads == 1 else "gthread", "--threads", str(threads),
+         "--backlog", "2048", "--log-level", "warning"],
         cwd=ROOT, env=env,
     )  # fmt: skip
     try:

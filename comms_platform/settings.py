@@ -59,6 +59,8 @@ INSTALLED_APPS = [
     "agents.common.apps.AgentsCommonConfig",
     "dossiers",
     "dashboard",
+    "agents.email.apps.EmailAgentConfig",
+    "agents.content.apps.ContentConfig",
 ]
 
 MIDDLEWARE = [
@@ -164,14 +166,29 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 # --- Orchestrator ---------------------------------------------------------------------
+# With a broker, committed tasks are sent by a background thread in batches so intake never
+# waits for Redis; the embedded default (in-process execution) dispatches inline.
+DISPATCH_IN_BACKGROUND = (
+    env.bool("DISPATCH_IN_BACKGROUND") if env.str("DISPATCH_IN_BACKGROUND", default="") else bool(REDIS_URL)
+)
 TASK_SWEEP_AGE_SECONDS = env.int("TASK_SWEEP_AGE_SECONDS", default=60)
 TASK_LEASE_SECONDS = env.int("TASK_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60)
 TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=5)
 TASK_RETRY_BACKOFF_SECONDS = env.float("TASK_RETRY_BACKOFF_SECONDS", default=2.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
 TASK_PAYLOAD_MAX_BYTES = env.int("TASK_PAYLOAD_MAX_BYTES", default=64 * 1024)
+API_KEY_CACHE_SECONDS = env.float("API_KEY_CACHE_SECONDS", default=10.0)
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(API_MAX_BODY_BYTES, 2_621_440)
+ROUTING_CHANNEL_TIMEOUT_SECONDS = env.int("ROUTING_CHANNEL_TIMEOUT_SECONDS", default=900)
+ROUTING_DEFAULT_EMAIL_SUBJECT = env.str("ROUTING_DEFAULT_EMAIL_SUBJECT", default="A message for you")
+# The task type a routed channel becomes (the agents register these types).
+ROUTING_CHANNEL_TASK_TYPES = {
+    "sms": "sms.send",
+    "whatsapp": "whatsapp.send",
+    "email": "email.send",
+    "voice": "call.outbound",
+}
 REMOTE_AGENT_SECRETS = [
     s for s in env.list("REMOTE_AGENT_SECRET", default=["test-mode-remote-agent-secret"]) if s
 ]
@@ -301,8 +318,21 @@ CELERY_BEAT_SCHEDULE["apply-retention"] = {
     "schedule": float(RETENTION_INTERVAL_SECONDS),
     "options": {"queue": "orchestrator"},
 }
-ARTIFACT_STORAGE = env.str("ARTIFACT_STORAGE", default="filesystem")
+
+# --- Email agent ----------------------------------------------------------------------
+# SendGrid retries a failed event webhook for up to 24 h: older signed batches are refused.
+SENDGRID_EVENT_MAX_AGE_SECONDS = env.int("SENDGRID_EVENT_MAX_AGE_SECONDS", default=86400)
+# Test mode sends through the simulated provider (events signed with a key derived from
+# SECRET_KEY); tests of the real providers turn this off and point them at local fakes.
+EMAIL_SIMULATED = TEST_MODE
+
+# --- Content agent --------------------------------------------------------------------
 ARTIFACT_URL_TTL_SECONDS = env.int("ARTIFACT_URL_TTL_SECONDS", default=3600)
+# Test mode writes content with the deterministic generator (offline, repeatable).
+CONTENT_SIMULATED = TEST_MODE
+
+# --- Dossier artifacts: storage backend (ARTIFACT_URL_TTL_SECONDS is read above) ------
+ARTIFACT_STORAGE = env.str("ARTIFACT_STORAGE", default="filesystem")
 if ARTIFACT_STORAGE == "s3":
     # django-storages' S3 backend: AWS S3 or any S3-compatible service (MinIO, R2…);
     # private objects, served through presigned URLs that expire.

@@ -2,8 +2,8 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from orchestrator import registry
-from orchestrator.api.auth import api_key_create
-from orchestrator.models import AgentRegistration, ApiKey, Task, TaskEvent
+from orchestrator.api.auth import api_key_create, key_cache
+from orchestrator.models import AgentRegistration, ApiKey, RoutingRule, Task, TaskEvent
 
 
 class TaskEventInline(admin.TabularInline):
@@ -93,4 +93,13 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        key_cache.clear()
         messages.success(request, f"Revoked {count} key(s).")
+
+
+@admin.register(RoutingRule)
+class RoutingRuleAdmin(admin.ModelAdmin):
+    list_display = ["name", "position", "enabled", "task_types", "channels", "channel_timeout_seconds",
+                    "quiet_start", "quiet_end"]  # fmt: skip
+    list_editable = ["position", "enabled"]
+    search_fields = ["name"]

@@ -159,3 +159,63 @@ class TaskEvent(models.Model):
     def __str__(self) -> str:
         mark = "" if self.applied else " (stale, not applied)"
         return f"{self.from_status} → {self.to_status}{mark}"
+
+
+ROUTABLE_CHANNELS = ("voice", "whatsapp", "sms", "email")
+
+
+class RoutingRule(models.Model):
+    """Which channels, in which order, a matching task is tried on. The first match wins."""
+
+    name = models.CharField(max_length=100, unique=True)
+    position = models.PositiveIntegerField(default=100, help_text="rules are tried in ascending order")
+    enabled = models.BooleanField(default=True)
+    task_types = models.JSONField(default=list, blank=True, help_text='e.g. ["notify"]; empty matches any')
+    min_priority = models.PositiveSmallIntegerField(default=0)
+    max_priority = models.PositiveSmallIntegerField(default=9)
+    tags = models.JSONField(
+        default=list, blank=True, help_text="match when the task's payload.tags has one of these"
+    )
+    locales = models.JSONField(
+        default=list, blank=True, help_text='contact locale prefixes, e.g. ["fr", "en-GB"]'
+    )
+    channels = models.JSONField(default=list, help_text='channel order, e.g. ["whatsapp", "sms", "email"]')
+    channel_timeout_seconds = models.PositiveIntegerField(
+        default=900, help_text="a channel still undelivered after this long falls back to the next"
+    )
+    quiet_start = models.TimeField(null=True, blank=True, help_text="contact's local time; e.g. 21:00")
+    quiet_end = models.TimeField(null=True, blank=True, help_text="contact's local time; e.g. 08:00")
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {' → '.join(self.channels)}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.full_clean()  # rules are validated on every save, from the admin or from code
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        errors: dict[str, str] = {}
+        channels = self.channels if isinstance(self.channels, list) else None
+        if not channels:
+            errors["channels"] = f"List at least one channel of: {', '.join(ROUTABLE_CHANNELS)}."
+        elif unknown := [c for c in channels if c not in ROUTABLE_CHANNELS]:
+            errors["channels"] = f"Unknown channel(s) {unknown}; use: {', '.join(ROUTABLE_CHANNELS)}."
+        elif len(set(channels)) != len(channels):
+            errors["channels"] = "A channel may appear only once."
+        for field in ("task_types", "tags", "locales"):
+            value = getattr(self, field)
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                errors[field] = "A JSON list of strings."
+        if self.min_priority > self.max_priority or self.max_priority > 9:
+            errors["max_priority"] = (
+                "Priorities go from 0 to 9, and min_priority must not exceed max_priority."
+            )
+        if (self.quiet_start is None) != (self.quiet_end is None):
+            errors["quiet_end"] = "Give both ends of the quiet hours, or neither."
+        if errors:
+            raise ValidationError(errors)

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.common.heartbeats import agent_healthy
+from comms_platform.celery import app as celery_app
 from orchestrator import registry
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
@@ -100,9 +104,15 @@ def task_create(
         parent_id=parent_id,
     )
     try:
-        with transaction.atomic():
+        # One INSERT: in autocommit it commits at once and on_commit runs right away; inside
+        # a caller's transaction the message waits for that transaction to commit, and a
+        # savepoint keeps a duplicate key from breaking the caller's transaction.
+        if transaction.get_connection().in_atomic_block:
+            with transaction.atomic():
+                task.save(force_insert=True)
+        else:
             task.save(force_insert=True)
-            transaction.on_commit(lambda: task_dispatch(task_id=task.id))
+        transaction.on_commit(lambda: request_dispatch(task))
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -123,54 +133,111 @@ def _existing_for_key(source: str, key: str, digest: str) -> Task | None:
 # --- Dispatch ---------------------------------------------------------------------------
 
 
-def task_dispatch(*, task_id: Any, actor: str = "orchestrator") -> bool:
-    """Hand a task to its agent's queue. Returns True when a message was sent.
+def request_dispatch(task: Task) -> None:
+    """Dispatch a task this process just committed: in this thread, or batched by the
+    background dispatcher, which keeps the broker round trip and the queued bookkeeping off
+    the request. If the process dies first, the task is still ``pending`` in the database
+    and the sweeper sends it (the row is the outbox)."""
+    if task.scheduled_for and task.scheduled_for > timezone.now():
+        return  # the sweeper sends it when it is due
+    if settings.DISPATCH_IN_BACKGROUND:
+        from orchestrator.dispatcher import dispatcher
 
-    Safe to call again for the same task (the sweeper does): the worker's claim is
-    conditional, so a duplicate message finds the task taken and does nothing.
+        dispatcher.submit((task.id, S.PENDING, task.type))
+    else:
+        send_tasks([(task.id, S.PENDING, task.type)])
+
+
+def task_dispatch(*, task_id: Any, actor: str = "orchestrator") -> bool:
+    """Hand one task to its agent's queue. Returns True when a message was sent."""
+    return dispatch_tasks(task_ids=[task_id], actor=actor) == 1
+
+
+def dispatch_tasks(*, task_ids: Sequence[Any], actor: str = "orchestrator") -> int:
+    """Send a Celery message for each task that is due, then record pending → routed → queued.
+
+    Returns how many messages were sent. Safe to call again for the same tasks (the sweeper
+    does): the worker's claim is conditional, so a duplicate message finds the task taken
+    and does nothing. When the broker is down the tasks keep their state (the row is the
+    outbox) and the sweeper tries again later.
     """
+    rows = (
+        Task.objects.filter(id__in=list(task_ids))
+        .exclude(status__in=FINAL)
+        .values_list("id", "status", "type", "scheduled_for")
+    )
+    now = timezone.now()
+    due = [
+        (task_id, status, task_type) for task_id, status, task_type, when in rows if not when or when <= now
+    ]
+    return send_tasks(due, actor=actor)
+
+
+def send_tasks(rows: Sequence[tuple[Any, str, str]], *, actor: str = "orchestrator") -> int:
+    """Publish (task id, status, type) rows that are due, and record what was queued."""
     from orchestrator.tasks import execute_task
 
-    row = Task.objects.filter(id=task_id).values("status", "type", "scheduled_for").first()
-    if row is None or row["status"] in FINAL:
-        return False
-    if row["scheduled_for"] and row["scheduled_for"] > timezone.now():
-        return False  # not due yet: the sweeper sends it when it is
-    route = registry.get_route(row["type"])
-    if route is None or not route.enabled:
-        log.warning("task %s waits: no enabled agent for type %s", task_id, row["type"])
-        return False
-    if not agent_healthy(agent=route.agent):  # no recent heartbeat: route it no new work
-        log.warning("task %s waits: agent %s is unhealthy (no recent heartbeat)", task_id, route.agent)
-        return False
+    newly_queued: dict[registry.Route, list[Any]] = defaultdict(list)
+    resent: list[Any] = []
     try:
-        execute_task.apply_async(args=[str(task_id)], queue=route.queue)
-    except Exception as exc:  # kombu/redis raise several types; the row stays the outbox
-        log.warning("task %s stays %s: broker unavailable (%s)", task_id, row["status"], type(exc).__name__)
-        return False
-    if row["status"] == S.PENDING:
-        _record_queued(task_id, route, actor)
-    else:
-        Task.objects.filter(id=task_id).update(updated_at=timezone.now())
-    return True
+        eager = celery_app.conf.task_always_eager
+        with contextlib.nullcontext() if eager else celery_app.producer_or_acquire() as producer:
+            for task_id, status, task_type in rows:
+                route = registry.get_route(task_type)
+                if route is None or not route.enabled:
+                    log.warning("task %s waits: no enabled agent for type %s", task_id, task_type)
+                    continue
+                if not agent_healthy(agent=route.agent):  # no recent heartbeat: route it no new work
+                    log.warning(
+                        "task %s waits: agent %s is unhealthy (no recent heartbeat)", task_id, route.agent
+                    )
+                    continue
+                execute_task.apply_async(args=[str(task_id)], queue=route.queue, producer=producer)
+                (newly_queued[route] if status == S.PENDING else resent).append(task_id)
+    except Exception as exc:  # kombu/redis raise several types; the rows stay the outbox
+        log.warning("broker unavailable (%s): unsent tasks stay as they are", type(exc).__name__)
+    for route, ids in newly_queued.items():
+        _record_queued(ids, route, actor)
+    if resent:
+        Task.objects.filter(id__in=resent).update(updated_at=timezone.now())
+    return sum(len(ids) for ids in newly_queued.values()) + len(resent)
 
 
-def _record_queued(task_id: Any, route: registry.Route, actor: str) -> None:
-    """pending → routed → queued, unless a fast worker already moved the task on."""
+_RECORD_QUEUED_SQL = """
+WITH moved AS (
+    UPDATE orchestrator_task SET status = 'queued', agent = %(agent)s, updated_at = %(now)s
+    WHERE id = ANY(%(ids)s) AND status = 'pending'
+    RETURNING id
+)
+INSERT INTO orchestrator_taskevent (task_id, from_status, to_status, applied, actor, channel, details, created_at)
+SELECT moved.id, step.from_status, step.to_status, true, %(actor)s, %(channel)s, %(details)s::jsonb, %(now)s
+FROM moved CROSS JOIN (VALUES ('pending', 'routed', 1), ('routed', 'queued', 2)) AS step(from_status, to_status, n)
+ORDER BY moved.id, step.n
+"""
+
+
+def _record_queued(task_ids: list[Any], route: registry.Route, actor: str) -> None:
+    """pending → routed → queued for each task, unless a fast worker already moved it on."""
+    details = {"agent": route.agent, "queue": route.queue}
+    now = timezone.now()
+    if connection.vendor == "postgresql":
+        # The hot path of intake: one statement (update + both events), atomic on its own.
+        params = {"agent": route.agent, "now": now, "ids": list(task_ids), "actor": actor,
+                  "channel": route.channel, "details": json.dumps(details)}  # fmt: skip
+        with connection.cursor() as cursor:
+            cursor.execute(_RECORD_QUEUED_SQL, params)
+        return
     with transaction.atomic():
-        moved = Task.objects.filter(id=task_id, status=S.PENDING).update(
-            status=S.QUEUED, agent=route.agent, updated_at=timezone.now()
-        )
-        if moved:
-            details = {"agent": route.agent, "queue": route.queue}
-            TaskEvent.objects.bulk_create(
-                [
-                    TaskEvent(task_id=task_id, from_status=S.PENDING, to_status=S.ROUTED, actor=actor,
-                              channel=route.channel, details=details),
-                    TaskEvent(task_id=task_id, from_status=S.ROUTED, to_status=S.QUEUED, actor=actor,
-                              channel=route.channel, details=details),
-                ]
-            )  # fmt: skip
+        ids = list(Task.objects.filter(id__in=task_ids, status=S.PENDING).values_list("id", flat=True))
+        if not ids:
+            return
+        Task.objects.filter(id__in=ids).update(status=S.QUEUED, agent=route.agent, updated_at=now)
+        TaskEvent.objects.bulk_create(
+            TaskEvent(task_id=task_id, from_status=frm, to_status=to, actor=actor, channel=route.channel,
+                      details=details)
+            for task_id in ids
+            for frm, to in ((S.PENDING, S.ROUTED), (S.ROUTED, S.QUEUED))
+        )  # fmt: skip
 
 
 # --- Worker side ------------------------------------------------------------------------
@@ -299,6 +366,8 @@ def task_transition(
             details=event_details,
         )  # fmt: skip
         publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "actor": actor})
+        if to in FINAL and task.parent_id:
+            _notify_parent_on_commit(task.id)
     return TransitionResult(task, applied=True)
 
 
@@ -335,6 +404,21 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
         task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
         details={"error_code": code, "attempt": task.attempts},
     )  # fmt: skip
+    if task.parent_id:
+        _notify_parent_on_commit(task.id)
+
+
+def _notify_parent_on_commit(child_id: Any) -> None:
+    """A child of a fallback chain finished: let the orchestrator move the chain on."""
+    from orchestrator.tasks import child_finished
+
+    def send() -> None:
+        try:
+            child_finished.apply_async(args=[str(child_id)], queue="orchestrator")
+        except Exception as exc:  # the sweeper's overdue check still moves the chain on
+            log.warning("child %s: parent not notified (%s)", child_id, type(exc).__name__)
+
+    transaction.on_commit(send)
 
 
 def _locked(task_id: Any) -> Task | None:
@@ -372,6 +456,9 @@ def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> S
             report.expired += 1
         except IllegalTransition:
             pass
+    from orchestrator.routing import expire_overdue_children
+
+    report.expired += expire_overdue_children(now=now)
     for task_id in _claim_stale(now, age, batch):
         if task_dispatch(task_id=task_id, actor="sweeper"):
             report.resent += 1

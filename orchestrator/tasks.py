@@ -17,7 +17,10 @@ from orchestrator.states import IllegalTransition
 log = logging.getLogger(__name__)
 
 
-@shared_task(bind=True, name="orchestrator.execute_task", acks_late=True, reject_on_worker_lost=True)
+# max_retries=None: Celery never gives up on its own; the attempt counter on the Task row decides.
+@shared_task(
+    bind=True, name="orchestrator.execute_task", acks_late=True, reject_on_worker_lost=True, max_retries=None
+)
 def execute_task(self, task_id: str) -> str:
     """Claim a task and run its agent's handler (looked up through the registry)."""
     delivery = self.request.delivery_info or {}
@@ -66,10 +69,17 @@ def _retry(celery_task, task: Task, queue: str, reason: str, retry_after: float 
     log.info("task %s retries in %.1fs: %s", task.id, countdown, reason)
     if settings.CELERY_TASK_ALWAYS_EAGER:
         countdown = 0  # in process: nothing to wait for but the clock
-    raise celery_task.retry(countdown=countdown, queue=queue, max_retries=None, exc=None)
+    raise celery_task.retry(countdown=countdown, queue=queue, exc=None)
 
 
 @shared_task(name="orchestrator.sweep_tasks", acks_late=True)
 def sweep_tasks() -> dict[str, int]:
     report = services.sweep_tasks()
     return {"resent": report.resent, "expired": report.expired, "left_pending": report.left_pending}
+
+
+@shared_task(name="orchestrator.child_finished", acks_late=True)
+def child_finished(child_id: str) -> None:
+    from orchestrator.routing import on_child_finished
+
+    on_child_finished(child_id=child_id)

@@ -5,16 +5,18 @@ from django.conf import settings
 
 from comms_platform.celery import app as celery_app
 from orchestrator import registry
-from orchestrator.api.auth import api_key_create
+from orchestrator.api.auth import api_key_create, key_cache
 from orchestrator.models import ApiKeyRole
 
 
 @pytest.fixture(autouse=True)
-def _in_process_tasks():
+def _in_process_tasks(settings):
     """Unit tests run Celery tasks in process; integration tests start real workers."""
     previous = celery_app.conf.task_always_eager
     celery_app.conf.task_always_eager = True
+    settings.DISPATCH_IN_BACKGROUND = False
     registry.invalidate()
+    key_cache.clear()
     yield
     celery_app.conf.task_always_eager = previous
     registry.invalidate()

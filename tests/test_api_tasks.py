@@ -300,3 +300,17 @@ def test_type_specific_payload_validator_gives_a_400(api):
         assert good.json()["payload"] == {"text": "hi"}
     finally:
         registry._payload_validators.pop("diagnostic.echo", None)
+
+
+def test_intake_response_matches_the_task_serializer(api):
+    from rest_framework.utils.encoders import JSONEncoder
+
+    from orchestrator.api.serializers import TaskSerializer, task_as_dict
+
+    contact = Contact.objects.create(name="Ada")
+    body = post(api, {"type": "diagnostic.echo", "contact": str(contact.id), "payload": {"a": [1, 2]},
+                      "scheduled_for": "2030-01-01T10:00:00+02:00"}).json()  # fmt: skip
+    task = Task.objects.get(id=body["id"])
+    expected = json.loads(json.dumps(TaskSerializer(task).data, cls=JSONEncoder))
+    assert json.loads(json.dumps(task_as_dict(task))) == expected
+    assert body == expected

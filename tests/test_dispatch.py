@@ -21,7 +21,7 @@ S = TaskStatus
 def sent(monkeypatch):
     """Record the Celery messages the orchestrator sends (queue and task id)."""
     calls = []
-    monkeypatch.setattr(execute_task, "apply_async", lambda args, queue: calls.append((queue, args[0])))
+    monkeypatch.setattr(execute_task, "apply_async", lambda args, queue, **kw: calls.append((queue, args[0])))
     return calls
 
 
@@ -121,14 +121,14 @@ def test_handler_errors_retry_then_fail_with_the_reason(settings, django_capture
     from orchestrator import registry
     from orchestrator.models import AgentRegistration
 
-    settings.TASK_MAX_ATTEMPTS = 3
+    settings.TASK_MAX_ATTEMPTS = 6  # more than Celery's own default of 3 retries
     AgentRegistration.objects.create(task_type="test.flaky", agent="flaky", channel="system",
                                      queue="orchestrator", handler="tests.test_dispatch.always_busy")  # fmt: skip
     registry.invalidate()
     with django_capture_on_commit_callbacks(execute=True):
         task, _ = services.task_create(type="test.flaky")
     task.refresh_from_db()
-    assert (task.status, task.attempts, task.error_code) == (S.FAILED, 3, "provider_busy")
+    assert (task.status, task.attempts, task.error_code) == (S.FAILED, 6, "provider_busy")
     assert task.error_message == "the provider said 503"
     assert TransientError  # imported for the handler below
 

@@ -46,7 +46,8 @@ def test_worker_consumes_from_redis_and_dispatches_through_the_agent(tmp_path):
         response = create(base, key, {"type": "diagnostic.echo", "payload": {"n": 1}})
         assert response.status_code == 201, response.text
         task_id = response.json()["id"]
-        assert response.json()["status"] == S.QUEUED  # sent to Redis; no worker yet
+        # Sent to Redis by the server's background dispatcher; no worker runs yet.
+        wait_until(lambda: status_of(task_id) == S.QUEUED, message="the task to be queued")
         with celery_worker(platform_env(REDIS_URL=redis_url), log_path=tmp_path / "worker.log"):
             wait_until(lambda: status_of(task_id) == S.SUCCEEDED, message="the worker to run the task")
     task = Task.objects.get(id=task_id)

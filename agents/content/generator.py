@@ -16,11 +16,22 @@ from agents.common.errors import PermanentError, TransientError
 
 
 def generate_text(
-    *, prompt: str, context: dict[str, Any] | None = None, system: str = "", max_tokens: int = 400
+    *,
+    prompt: str,
+    context: dict[str, Any] | None = None,
+    system: str = "",
+    max_tokens: int = 400,
+    stream: bool = False,
 ) -> str:
-    if settings.TEST_MODE:
+    """The model's answer to ``prompt``. ``stream=True`` reads it as server-sent events
+    (long documents: the connection never sits idle long enough to hit a proxy timeout).
+
+    Raises TransientError (429 with ``retry_after``, 5xx, no answer: code llm_timeout) or
+    PermanentError (the model refused, was filtered, or returned nothing).
+    """
+    if settings.CONTENT_SIMULATED:
         return _deterministic(prompt, context or {})
-    return _openai(prompt=prompt, context=context or {}, system=system, max_tokens=max_tokens)
+    return _openai(prompt=prompt, context=context or {}, system=system, max_tokens=max_tokens, stream=stream)
 
 
 def _deterministic(prompt: str, context: dict[str, Any]) -> str:
@@ -40,9 +51,7 @@ def openai_client():
     )
 
 
-def _openai(*, prompt: str, context: dict[str, Any], system: str, max_tokens: int) -> str:
-    import openai
-
+def _messages(prompt: str, context: dict[str, Any], system: str) -> list[dict[str, str]]:
     messages = []
     if system:
         messages.append({"role": "system", "content": system})
@@ -50,12 +59,30 @@ def _openai(*, prompt: str, context: dict[str, Any], system: str, max_tokens: in
         facts = "\n".join(f"{k}: {v}" for k, v in context.items())
         messages.append({"role": "system", "content": f"Facts about the recipient:\n{facts}"})
     messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+def _openai(
+    *, prompt: str, context: dict[str, Any], system: str, max_tokens: int, stream: bool = False
+) -> str:
+    import openai
+
+    request = {
+        "model": settings.OPENAI_MODEL,
+        "messages": _messages(prompt, context, system),
+        "max_tokens": max_tokens,
+    }
     try:
-        response = openai_client().chat.completions.create(
-            model=settings.OPENAI_MODEL, messages=messages, max_tokens=max_tokens
-        )
+        client = openai_client()
+        if stream:
+            text, refusal, finish = _read_stream(client.chat.completions.create(**request, stream=True))
+        else:
+            choice = client.chat.completions.create(**request).choices[0]
+            text, refusal, finish = choice.message.content or "", choice.message.refusal, choice.finish_reason
     except openai.RateLimitError as exc:
-        raise TransientError("the content model is rate limited (429)", code="llm_rate_limited") from exc
+        raise TransientError(
+            "the content model is rate limited (429)", code="llm_rate_limited", retry_after=_retry_after(exc)
+        ) from exc
     except (openai.APITimeoutError, openai.APIConnectionError) as exc:
         raise TransientError(
             f"the content model did not answer: {type(exc).__name__}", code="llm_timeout"
@@ -68,7 +95,36 @@ def _openai(*, prompt: str, context: dict[str, Any], system: str, max_tokens: in
         raise PermanentError(
             f"the content model refused: HTTP {exc.status_code}", code="llm_refused"
         ) from exc
-    text = (response.choices[0].message.content or "").strip()
+    if refusal:
+        raise PermanentError(f"the content model refused: {refusal[:300]}", code="llm_refused")
+    if finish == "content_filter":
+        raise PermanentError("the content model's output was filtered (content_filter)", code="llm_filtered")
+    text = text.strip()
     if not text:
         raise PermanentError("the content model returned no text", code="llm_empty")
     return text
+
+
+def _read_stream(chunks) -> tuple[str, str, str | None]:
+    parts: list[str] = []
+    refusal: list[str] = []
+    finish = None
+    for chunk in chunks:
+        for choice in chunk.choices:
+            parts.append(choice.delta.content or "")
+            refusal.append(getattr(choice.delta, "refusal", None) or "")
+            finish = choice.finish_reason or finish
+    return "".join(parts), "".join(refusal), finish
+
+
+def _retry_after(exc: Any) -> float | None:
+    """Seconds from the server's Retry-After (or retry-after-ms) header, when it sent one."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
