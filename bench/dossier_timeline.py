@@ -210,7 +210,7 @@ def time_selector(sample) -> tuple[list[float], int]:
     return times, len(ctx.captured_queries)
 
 
-def count_api_queries(contact_id) -> int:
+def count_api_queries(contact_id) -> list[str]:
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
@@ -223,7 +223,13 @@ def count_api_queries(contact_id) -> int:
     with CaptureQueriesContext(connection) as ctx:
         response = client.get(f"/api/contacts/{contact_id}/timeline/")
     assert response.status_code == 200 and len(response.json()["results"]) == PAGE
-    return len(ctx.captured_queries)
+    return [_describe(q["sql"]) for q in ctx.captured_queries]
+
+
+def _describe(sql: str) -> str:
+    if "UNION ALL" in sql:
+        return "SELECT … UNION ALL over message, email, call, artifact (the page)"
+    return sql[:90]
 
 
 def time_api(base: str, key: str, sample) -> list[float]:
