@@ -174,8 +174,10 @@ def _fetch(sql: str, params: list[Any]) -> list[tuple]:
     four-way UNION costs more than executing it (measured 1.1 ms unprepared vs 0.5 ms
     prepared on 1M rows), and the query text repeats for every page with the same filters.
     Django keeps prepared statements off by default (for transaction-mode poolers), so only
-    this query opts in; psycopg keeps the plans per connection (at most 100)."""
-    if connection.vendor != "postgresql":
+    this query opts in; psycopg keeps the plans per connection (at most 100). When queries
+    are being logged (DEBUG, tests counting queries) the plain cursor runs it, so the logged
+    SQL is the real statement."""
+    if connection.vendor != "postgresql" or connection.queries_logged:
         with connection.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall()
@@ -187,9 +189,7 @@ def _fetch(sql: str, params: list[Any]) -> list[tuple]:
         pg.prepare_threshold = 2**31 - 1
     with connection.wrap_database_errors:
         raw = _PreparedCursor(pg)
-    # Django's own wrappers, so the query is counted and logged like any other.
-    cursor = connection.make_debug_cursor(raw) if connection.queries_logged else connection.make_cursor(raw)
-    with cursor:
+    with connection.make_cursor(raw) as cursor:  # Django's wrapper: its error translation
         cursor.execute(sql, params)
         return cursor.fetchall()
 

@@ -199,3 +199,25 @@ def test_artifact_detail_gives_a_signed_url_that_expires(api, settings, tmp_path
 
     token = Yesterday(salt="dossiers.artifact-download").sign(str(stored.id))
     assert api.get(f"/artifacts/{stored.id}/download/?token={token}").status_code == 403
+
+
+def test_prepared_and_plain_paths_give_the_same_pages():
+    """On PostgreSQL the page query is prepared unless queries are being logged."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    a = alice()
+    interleaved(a)
+    filters = selectors.TimelineFilters(directions=("outbound",), since=at(1))
+    first = selectors.timeline_for_contact(contact_id=a.id, filters=filters, page_size=3)
+    second = selectors.timeline_for_contact(
+        contact_id=a.id, filters=filters, cursor=first.next_cursor, page_size=3
+    )
+    with CaptureQueriesContext(connection) as ctx:
+        plain_first = selectors.timeline_for_contact(contact_id=a.id, filters=filters, page_size=3)
+        plain_second = selectors.timeline_for_contact(
+            contact_id=a.id, filters=filters, cursor=plain_first.next_cursor, page_size=3
+        )
+    assert "UNION ALL" in ctx.captured_queries[0]["sql"]
+    assert (first.entries, second.entries) == (plain_first.entries, plain_second.entries)
+    assert first.next_cursor == plain_first.next_cursor and len(first.entries + second.entries) == 6
