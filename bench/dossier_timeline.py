@@ -98,10 +98,9 @@ def main() -> None:
     print(
         f"selector p95 / raw p95 = {ratio:.2f}x (target <= 2x); API p95 {pct(api, 95):.2f} ms (target < 15 ms)"
     )
-    print(
-        f"queries: selector {queries_selector} per page; whole API request {api_queries} "
-        "(key lookup, contact check, the UNION ALL page, audit insert)"
-    )
+    print(f"queries: selector {queries_selector} per page; whole API request {len(api_queries)}:")
+    for sql in api_queries:
+        print(f"  {sql}")
 
 
 def seeded(conn) -> bool:

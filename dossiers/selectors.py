@@ -170,7 +170,8 @@ def _timeline(
 
 
 def _fetch(sql: str, params: list[Any]) -> list[tuple]:
-    """Run the page query. On PostgreSQL it is bound server-side and prepared: planning the
+    """Run the page query. On PostgreSQL it is bound server-side, prepared and read in binary
+    (timestamps decode faster than from text): planning the
     four-way UNION costs more than executing it (measured 1.1 ms unprepared vs 0.5 ms
     prepared on 1M rows), and the query text repeats for every page with the same filters.
     Django keeps prepared statements off by default (for transaction-mode poolers), so only
@@ -199,7 +200,7 @@ def _prepared_cursor_class():
 
     class PreparedCursor(psycopg.Cursor):
         def execute(self, query, params=None, **kwargs):
-            return super().execute(query, params, prepare=True, **kwargs)
+            return super().execute(query, params, prepare=True, binary=True, **kwargs)
 
     return PreparedCursor
 
