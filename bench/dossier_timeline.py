@@ -75,21 +75,21 @@ def main() -> None:
         if args.reseed or not seeded(conn):
             seed(conn)
         contacts = [r[0] for r in conn.execute("SELECT id FROM dossiers_contact")]
-        rng = random.Random(7)
-        sample = [rng.choice(contacts) for _ in range(args.samples)]
-        raw = time_raw(conn, sample)
+    rng = random.Random(7)
+    sample = [rng.choice(contacts) for _ in range(args.samples)]
 
     import django
 
     django.setup()
-    selector, queries_selector = time_selector(sample)
+    with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
+        raw, selector, queries_selector = time_raw_and_selector(conn, sample)
     api_queries = count_api_queries(sample[0])
     key = manage(env, "create_api_key", "bench-dossier", "--quiet").strip()
     with gunicorn(env, workers=2) as base:
         api = time_api(base, key, sample)
 
     print(f"\nDossier timeline benchmark: {sum(COUNTS.values()):,} records, {CONTACTS:,} contacts, "
-          f"first page of {PAGE}, {args.samples} random contacts")  # fmt: skip
+          f"first page of {PAGE}, {args.samples} random contacts; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"{'level':<44}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for name, r in (("raw SQL (one UNION ALL, psycopg)", raw), ("selector timeline_for_contact (in process)", selector),
                     ("API GET /api/contacts/<id>/timeline/", api)):  # fmt: skip
@@ -185,28 +185,33 @@ def timed(fn, sample) -> list[float]:
     return times
 
 
-def time_raw(conn, sample) -> list[float]:
-    def run(cid):
-        rows = conn.execute(RAW_SQL, {"c": cid, "n": PAGE + 1, "page": PAGE + 1}).fetchall()
-        assert rows
-
-    return timed(run, sample)
-
-
-def time_selector(sample) -> tuple[list[float], int]:
+def time_raw_and_selector(conn, sample) -> tuple[list[float], list[float], int]:
+    """Both levels on the same contacts, alternating, so machine noise hits them alike."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from dossiers.selectors import timeline_for_contact
 
-    def run(cid):
+    def raw(cid):
+        rows = conn.execute(RAW_SQL, {"c": cid, "n": PAGE + 1, "page": PAGE + 1}).fetchall()
+        assert len(rows) == PAGE + 1
+
+    def selector(cid):
         page = timeline_for_contact(contact_id=cid, page_size=PAGE)
         assert len(page.entries) == PAGE
 
-    times = timed(run, sample)
+    for cid in sample[:50]:  # warm caches, connections and prepared plans
+        raw(cid)
+        selector(cid)
+    raw_times, selector_times = [], []
+    for cid in sample:
+        for fn, times in ((raw, raw_times), (selector, selector_times)):
+            t = time.perf_counter()
+            fn(cid)
+            times.append((time.perf_counter() - t) * 1000)
     with CaptureQueriesContext(connection) as ctx:
-        run(sample[0])
-    return times, len(ctx.captured_queries)
+        selector(sample[0])
+    return raw_times, selector_times, len(ctx.captured_queries)
 
 
 def count_api_queries(contact_id) -> list[str]:
