@@ -86,13 +86,13 @@ def main() -> None:
     api_queries = count_api_queries(sample[0])
     key = manage(env, "create_api_key", "bench-dossier", "--quiet").strip()
     with gunicorn(env, workers=2) as base:
-        api = time_api(base, key, sample)
+        api, bare = time_api(base, key, sample)
 
     print(f"\nDossier timeline benchmark: {sum(COUNTS.values()):,} records, {CONTACTS:,} contacts, "
           f"first page of {PAGE}, {args.samples} random contacts; load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"{'level':<44}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
     for name, r in (("raw SQL (one UNION ALL, psycopg)", raw), ("selector timeline_for_contact (in process)", selector),
-                    ("API GET /api/contacts/<id>/timeline/", api)):  # fmt: skip
+                    ("API GET /api/contacts/<id>/timeline/", api), ("  same server, bare Django JSON view", bare)):  # fmt: skip
         print(f"{name:<44}{pct(r, 50):>9.2f}{pct(r, 95):>9.2f}{pct(r, 99):>9.2f}")
     ratio = pct(selector, 95) / pct(raw, 95)
     print(
@@ -238,18 +238,32 @@ def _describe(sql: str) -> str:
     return sql[:90]
 
 
-def time_api(base: str, key: str, sample) -> list[float]:
+def time_api(base: str, key: str, sample) -> tuple[list[float], list[float]]:
+    """The timeline request and, alternately, the bare Django JSON view of bench/urls.py
+    (the server's floor on this machine at this moment)."""
     import requests
 
     session = requests.Session()
     session.headers["Authorization"] = f"Api-Key {key}"
 
-    def run(cid):
+    def timeline(cid):
         response = session.get(f"{base}/api/contacts/{cid}/timeline/", timeout=10)
         assert response.status_code == 200, response.text
         assert len(response.json()["results"]) == PAGE
 
-    return timed(run, sample)
+    def bare(cid):
+        assert session.get(f"{base}/bench/bare", timeout=10).status_code == 200
+
+    for cid in sample[:50]:
+        timeline(cid)
+        bare(cid)
+    api_times, bare_times = [], []
+    for cid in sample:
+        for fn, times in ((timeline, api_times), (bare, bare_times)):
+            t = time.perf_counter()
+            fn(cid)
+            times.append((time.perf_counter() - t) * 1000)
+    return api_times, bare_times
 
 
 def pct(values: list[float], p: int) -> float:
