@@ -345,6 +345,7 @@ if ARTIFACT_STORAGE == "s3":
             "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default=None),
             "default_acl": None,
             "querystring_auth": True,
+            "signature_version": "s3v4",  # what S3-compatible services (MinIO, R2) require
             "querystring_expire": ARTIFACT_URL_TTL_SECONDS,
             "file_overwrite": False,
         },
