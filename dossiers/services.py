@@ -47,8 +47,15 @@ def contact_get_or_create_by_phone(
     try:
         with transaction.atomic():
             return Contact.objects.create(phone=phone, **(defaults or {})), True
-    except IntegrityError:  # a concurrent request created it: the constraint decided
-        return Contact.objects.filter(phone=phone).order_by("created_at").first(), False
+    except IntegrityError:  # a concurrent request created it, or the email belongs to another contact
+        existing = Contact.objects.filter(phone=phone).order_by("created_at").first()
+        if existing is not None:
+            return existing, False
+        if not (defaults or {}).get("email"):
+            raise
+        # The email is another contact's (unique): this number becomes a contact without it.
+        rest = {k: v for k, v in defaults.items() if k != "email"}
+        return contact_get_or_create_by_phone(phone=phone, defaults=rest)
 
 
 def contact_get_or_create(

@@ -185,3 +185,15 @@ def test_export_returns_the_dossier_and_is_audited(api):
     audit = AuditLog.objects.get(action="export")
     assert audit.details["messages"] == 1
     assert "+14155550134" not in str(audit.details) and "see you" not in str(audit.details)
+
+
+def test_get_or_create_by_phone_with_an_email_taken_by_another_contact():
+    from dossiers.services import contact_get_or_create_by_phone
+
+    bob = Contact.objects.create(phone="+442071838750", email="shared@example.com")
+    contact, created = contact_get_or_create_by_phone(phone="+14155550134",
+                                                      defaults={"email": "shared@example.com", "name": "Al"})  # fmt: skip
+    assert created and contact.pk != bob.pk
+    assert (contact.phone, contact.email, contact.name) == ("+14155550134", "", "Al")
+    again, created_again = contact_get_or_create_by_phone(phone="+14155550134")
+    assert again.pk == contact.pk and not created_again
