@@ -259,6 +259,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "orchestrator.states.TaskStatus"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "orchestrator.api.schema.add_error_responses",
+    ],
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------

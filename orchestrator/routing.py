@@ -120,9 +120,11 @@ def child_payload(parent: Task, contact: Contact, channel: str) -> dict[str, Any
     if channel == "email":
         payload = {"to": contact.email, "subject": p.get("subject") or settings.ROUTING_DEFAULT_EMAIL_SUBJECT}
         payload["text"] = p.get("text") or body
-        for key in ("html", "template", "variables", "artifact"):
+        for key in ("html", "template", "artifact", "artifact_as", "reply_to"):
             if key in p:
                 payload[key] = p[key]
+        if "context" in p or "variables" in p:
+            payload["context"] = p.get("context") or p.get("variables")
         return payload
     return {"to": contact.phone, "greeting": p.get("greeting") or body, "goal": p.get("goal") or body}
 

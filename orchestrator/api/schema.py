@@ -14,3 +14,59 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Api-Key <key>` (or `Bearer <key>`); create one with `manage.py create_api_key NAME`.",
         }
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "example": "invalid"},
+                "message": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": True},
+            },
+            "additionalProperties": True,
+        }
+    },
+}
+
+# The error answers every API operation can give (orchestrator/api/errors.py shapes them).
+COMMON_ERRORS = {
+    "400": "Invalid input: the message and `fields` say what is wrong.",
+    "401": "No API key, or a wrong or revoked one.",
+    "403": "The key may not do this.",
+    "404": "No such resource.",
+    "405": "Method not allowed.",
+    "406": "Not acceptable.",
+    "413": "The request body is too large.",
+    "415": "Unsupported media type.",
+    "429": "Too many requests for this API key.",
+}
+
+
+def add_error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: document the shared error answers everywhere."""
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components["Error"] = ERROR_SCHEMA
+    ref = {"$ref": "#/components/schemas/Error"}
+    for path, operations in result.get("paths", {}).items():
+        if not path.startswith("/api/"):
+            continue
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in COMMON_ERRORS.items():
+                if status not in responses or not responses[status].get("content"):
+                    responses[status] = {"description": responses.get(status, {}).get("description") or description,
+                                         "content": {"application/json": {"schema": ref}}}  # fmt: skip
+            if (
+                method in {"post", "patch", "put"}
+                and "409" in responses
+                and not responses["409"].get("content")
+            ):
+                responses["409"]["content"] = {"application/json": {"schema": ref}}
+    return result
