@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import zoneinfo
+from datetime import UTC
 
 from django.conf import settings
 from django.urls import reverse
@@ -98,8 +99,22 @@ class TimelineQuerySerializer(serializers.Serializer):
             )
         return items
 
+    def _utc(self, value, name: str):
+        """In UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts."""
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise serializers.ValidationError({name: ["Out of range."]}) from None
+
     def validate(self, attrs):
         from dossiers.selectors import CHANNELS, DIRECTIONS, KINDS
+
+        attrs["since"], attrs["until"] = (
+            self._utc(attrs["since"], "since"),
+            self._utc(attrs["until"], "until"),
+        )
 
         attrs["channel"] = self._split(attrs["channel"], CHANNELS, "channel")
         attrs["direction"] = self._split(attrs["direction"], DIRECTIONS, "direction")
