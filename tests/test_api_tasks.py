@@ -314,3 +314,14 @@ def test_intake_response_matches_the_task_serializer(api):
     expected = json.loads(json.dumps(TaskSerializer(task).data, cls=JSONEncoder))
     assert json.loads(json.dumps(task_as_dict(task))) == expected
     assert body == expected
+
+
+def test_nul_characters_are_refused_not_a_500(api):
+    response = post(api, '{"type": "diagnostic.echo", "payload": {"text": "a\\u0000b"}}')
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]["message"]
+    assert api.get("/api/tasks/?correlation_id=a%00b").status_code == 400
+
+
+def test_far_offsets_in_date_filters_are_compared_in_utc(api):
+    assert api.get("/api/tasks/?created_after=0212-04-16T13:38:31-22:24").status_code == 200

@@ -26,6 +26,20 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         try:
-            return json.loads(raw.decode(settings.DEFAULT_CHARSET))
+            data = json.loads(raw.decode(settings.DEFAULT_CHARSET))
         except (ValueError, UnicodeDecodeError) as exc:
             raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
+        if b"\\u0000" in raw and _has_nul(data):
+            # PostgreSQL cannot store NUL in text or jsonb: refuse it here, not with a 500.
+            raise exceptions.ParseError("Malformed JSON: strings must not contain NUL (\\u0000) characters.")
+        return data
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
