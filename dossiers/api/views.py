@@ -27,6 +27,13 @@ from dossiers.exports import contact_export
 from dossiers.models import Artifact, AuditAction, Contact
 
 
+def _text_param(value: str, name: str) -> str:
+    """PostgreSQL cannot compare text containing NUL: a 400, not a 500."""
+    if "\x00" in value:
+        raise ValidationError({name: ["must not contain NUL characters"]})
+    return value
+
+
 class ContactPagination(CursorPagination):
     ordering = ("-created_at", "id")
     page_size = 50
@@ -40,9 +47,8 @@ class ContactListCreateView(generics.ListAPIView):
     filter_backends = []
 
     def get_queryset(self):
-        return selectors.contact_list(search=self.request.query_params.get("search", "")).prefetch_related(
-            "consents"
-        )
+        search = _text_param(self.request.query_params.get("search", ""), "search")
+        return selectors.contact_list(search=search).prefetch_related("consents")
 
     @extend_schema(
         parameters=[OpenApiParameter("search", str, description="name, email or phone contains")],
@@ -155,7 +161,7 @@ class CorrelationTimelineView(_TimelineView):
     @extend_schema(parameters=[TimelineQuerySerializer], responses={200: dict})
     def get(self, request: Request, correlation_id: str) -> Response:
         """Everything of one correlation id, across contacts, newest first."""
-        return self.page(request, correlation_id=correlation_id)
+        return self.page(request, correlation_id=_text_param(correlation_id, "correlation_id"))
 
 
 class ContactExportView(APIView):

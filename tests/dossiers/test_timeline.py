@@ -151,6 +151,8 @@ def test_bad_filters_and_cursors_are_400s(api):
     assert api.get("/api/contacts/00000000-0000-0000-0000-000000000000/timeline/").status_code == 404
     # Python accepts offsets PostgreSQL refuses (found by schemathesis): normalised to UTC.
     assert api.get(url, {"since": "0503-12-22T19:39:20-22:40"}).status_code == 200
+    assert api.get("/api/correlations/a%00b/timeline/").status_code == 400
+    assert api.get("/api/contacts/", {"search": "a\x00b"}).status_code == 400
 
 
 def test_correlation_timeline_spans_contacts_and_is_audited(api):
