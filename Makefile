@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test worker beat lint format check bench-intake clean
+.PHONY: install run test worker beat lint format check bench-intake bench-dossier clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { $(PYTHON) -m pip install --user -q virtualenv && $(PYTHON) -m virtualenv $(VENV); }
@@ -49,6 +49,10 @@ check: install
 
 bench-intake: install
 	$(BIN)/python bench/api_intake.py
+
+## make bench-dossier: contact timeline at 1M records (seeds comms_bench_dossier once).
+bench-dossier: install
+	$(BIN)/python bench/dossier_timeline.py
 
 clean:
 	rm -rf $(VENV) var/db.sqlite3* var/staticfiles

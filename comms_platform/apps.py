@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class CommsPlatformConfig(AppConfig):
     name = "comms_platform"
     verbose_name = "Platform"
+
+    def ready(self) -> None:
+        # Celery signals: log context per task, heartbeats per worker (no-ops on the web).
+        from agents.common.heartbeats import connect_worker_signals
+        from comms_platform.logs import connect_celery_signals
+
+        connect_celery_signals()
+        connect_worker_signals()

@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.signals import setup_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
 
@@ -20,3 +21,13 @@ def _configure_queues(sender: Celery, **kwargs) -> None:
     # Read by celery.fixups.django under its old name: keep the DB connection
     # across tasks (Celery otherwise closes it around every task).
     sender.conf.CELERY_DB_REUSE_MAX = settings.CELERY_DB_REUSE_MAX
+
+
+@setup_logging.connect
+def _use_django_logging(**kwargs) -> None:
+    """Keep Django's LOGGING (structlog, JSON) in workers instead of Celery's own setup."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)

@@ -15,6 +15,7 @@ from pathlib import Path
 import environ
 
 from comms_platform import config as platform_config
+from comms_platform import logs as comms_logs
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -304,14 +305,23 @@ if not TEST_MODE:
 X_FRAME_OPTIONS = "DENY"
 
 # --- Logging --------------------------------------------------------------------------
+# structlog renders every line (ours, Django's, Celery's) with the fixed taxonomy and
+# masks phone numbers, emails and secret values (comms_platform/logs.py).
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOGGING = comms_logs.logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
+comms_logs.configure_structlog()
+
+# --- Dossiers, retention, heartbeats, audit ---------------------------------------------
+PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="US")
+MIDDLEWARE.insert(0, "comms_platform.logs.RequestLogContextMiddleware")
+HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=5)
+HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=30)
+RETENTION_INTERVAL_SECONDS = env.int("RETENTION_INTERVAL_SECONDS", default=3600)
+CELERY_BEAT_SCHEDULE["apply-retention"] = {
+    "task": "dossiers.apply_retention",
+    "schedule": float(RETENTION_INTERVAL_SECONDS),
+    "options": {"queue": "orchestrator"},
 }
 
 # --- Email agent ----------------------------------------------------------------------
@@ -365,6 +375,28 @@ CELERY_BEAT_SCHEDULE["messaging-drain-status-events"] = {
 # --- Monitoring (issue 8) -------------------------------------------------------------
 # /metrics answers only to "Authorization: Bearer <METRICS_TOKEN>" when it is set.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
+# --- Dossier artifacts: storage backend (ARTIFACT_URL_TTL_SECONDS is read above) ------
+ARTIFACT_STORAGE = env.str("ARTIFACT_STORAGE", default="filesystem")
+if ARTIFACT_STORAGE == "s3":
+    # django-storages' S3 backend: AWS S3 or any S3-compatible service (MinIO, R2…);
+    # private objects, served through presigned URLs that expire.
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("AWS_STORAGE_BUCKET_NAME", default=None),
+            "endpoint_url": env.str("AWS_S3_ENDPOINT_URL", default="") or None,
+            "access_key": env.str("AWS_ACCESS_KEY_ID", default=None),
+            "secret_key": env.str("AWS_SECRET_ACCESS_KEY", default=None),
+            "default_acl": None,
+            "querystring_auth": True,
+            "signature_version": "s3v4",  # what S3-compatible services (MinIO, R2) require
+            "querystring_expire": ARTIFACT_URL_TTL_SECONDS,
+            "file_overwrite": False,
+        },
+    }
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsentChannelEnum"] = "dossiers.models.ConsentChannel"
+SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ChannelEnum"] = "orchestrator.models.Channel"
 
 # --- Voice agent ----------------------------------------------------------------------
 VOICE_MODE = env.str("VOICE_MODE", default="conversationrelay")

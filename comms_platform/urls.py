@@ -2,8 +2,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from agents.common.api import AgentListView
 from agents.voice.api import CallCreateView
 from comms_platform import health, metrics_view
+from dossiers.api.views import artifact_download
 
 handler400 = "orchestrator.api.errors.handler400"
 handler404 = "orchestrator.api.errors.handler404"
@@ -15,6 +17,9 @@ urlpatterns = [
     path("metrics", metrics_view.metrics, name="metrics"),
     path("api/calls/", CallCreateView.as_view(), name="call-create"),
     path("api/", include("orchestrator.api.urls")),
+    path("api/", include("dossiers.api.urls")),
+    path("api/agents/", AgentListView.as_view(), name="agent-list"),
+    path("artifacts/<uuid:pk>/download/", artifact_download, name="artifact-download"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("webhooks/twilio/voice/", include("agents.voice.urls")),

@@ -11,6 +11,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 
 class Contact(models.Model):
@@ -25,12 +26,20 @@ class Contact(models.Model):
     last_inbound_whatsapp_at = models.DateTimeField(
         null=True, blank=True, help_text="opens WhatsApp's 24-hour customer-service window"
     )
+    # A plain FileField (content type checked on upload) rather than ImageField, which
+    # would need Pillow; without an upload the API renders an initials avatar as SVG.
+    avatar = models.FileField(upload_to="avatars/", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
         indexes = [models.Index(fields=["phone"]), models.Index(fields=["email"])]
+        constraints = [
+            # Unique when set: contacts without a phone (or an email) are many.
+            models.UniqueConstraint(fields=["phone"], condition=~Q(phone=""), name="contact_unique_phone"),
+            models.UniqueConstraint(Lower("email"), condition=~Q(email=""), name="contact_unique_email_ci"),
+        ]
 
     def __str__(self) -> str:
         return self.name or self.phone or self.email or str(self.id)
@@ -259,3 +268,31 @@ class EmailEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} at {self.occurred_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AuditAction(models.TextChoices):
+    VIEW_DOSSIER = "view_dossier", "viewed a dossier"
+    VIEW_CONTACT = "view_contact", "viewed a contact"
+    EXPORT = "export", "exported a dossier"
+    ERASE = "erase", "erased a contact"
+    CONSENT_CHANGE = "consent_change", "changed consent"
+    RETENTION = "retention", "applied retention"
+
+
+class AuditLog(models.Model):
+    """An operator action on personal data. ``details`` never holds the data itself:
+    ids, counts and channel names only, so the audit trail survives an erasure."""
+
+    actor = models.CharField(max_length=150, help_text="user name, api-key:<name> or a command")
+    action = models.CharField(max_length=32, choices=AuditAction.choices)
+    object_type = models.CharField(max_length=32, help_text="contact, correlation, …")
+    object_id = models.CharField(max_length=128)
+    details = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["object_type", "object_id", "-at"], name="audit_object_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.action} {self.object_type}:{self.object_id}"

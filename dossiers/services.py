@@ -7,12 +7,16 @@ import uuid
 from typing import Any
 
 import phonenumbers
+import structlog
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from dossiers.models import Artifact, Consent, ConsentChange, ConsentStatus, Contact
+from dossiers.models import Artifact, AuditLog, Consent, ConsentChange, ConsentStatus, Contact
+
+log = structlog.get_logger(__name__)
 
 
 class InvalidPhoneNumber(ValueError):
@@ -43,8 +47,74 @@ def contact_get_or_create_by_phone(
     try:
         with transaction.atomic():
             return Contact.objects.create(phone=phone, **(defaults or {})), True
-    except IntegrityError:  # pragma: no cover - only with a unique constraint on phone
-        return Contact.objects.filter(phone=phone).order_by("created_at").first(), False
+    except IntegrityError:  # a concurrent request created it, or the email belongs to another contact
+        existing = Contact.objects.filter(phone=phone).order_by("created_at").first()
+        if existing is not None:
+            return existing, False
+        if not (defaults or {}).get("email"):
+            raise
+        # The email is another contact's (unique): this number becomes a contact without it.
+        rest = {k: v for k, v in defaults.items() if k != "email"}
+        return contact_get_or_create_by_phone(phone=phone, defaults=rest)
+
+
+def contact_get_or_create(
+    *,
+    phone: str = "",
+    email: str = "",
+    name: str = "",
+    whatsapp: str = "",
+    locale: str = "",
+    timezone_name: str = "",
+) -> tuple[Contact, bool]:
+    """The contact with this phone or this email, or a new one. Returns (contact, created).
+
+    ``phone`` must already be E.164 (``normalize_phone``). Contacts are unique by phone
+    and by (case-insensitive) email; an existing match is returned unchanged, so creating
+    a contact twice is safe. Concurrent creators race on the unique constraints and the
+    losers read the winner's row.
+    """
+    email = email.strip().lower()
+    existing = _contact_matching(phone, email)
+    if existing is not None:
+        return existing, False
+    fields = {"phone": phone, "email": email, "name": name, "whatsapp": whatsapp}
+    if phone and not whatsapp:
+        fields["whatsapp"] = f"whatsapp:{phone}"
+    if locale:
+        fields["locale"] = locale
+    if timezone_name:
+        fields["timezone"] = timezone_name
+    try:
+        with transaction.atomic():
+            return Contact.objects.create(**fields), True
+    except IntegrityError:
+        existing = _contact_matching(phone, email)
+        if existing is None:  # pragma: no cover - the constraint fired, so the row exists
+            raise
+        return existing, False
+
+
+def _contact_matching(phone: str, email: str) -> Contact | None:
+    match = Q(pk__in=[])
+    if phone:
+        match |= Q(phone=phone)
+    if email:
+        match |= Q(email__iexact=email)
+    return Contact.objects.filter(match).order_by("created_at").first()
+
+
+def audit_record(
+    *, actor: str, action: str, object_type: str, object_id: Any, details: dict[str, Any] | None = None
+) -> AuditLog:
+    """Record an operator action on personal data. Pass ids and counts, never the data."""
+    return AuditLog.objects.create(
+        actor=str(actor)[:150],
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        details=details or {},
+    )
 
 
 def consent_status(*, contact_id: Any, channel: str) -> str:
@@ -97,6 +167,7 @@ def artifact_store(
     artifact_id = uuid.uuid4()
     now = timezone.now()
     key = default_storage.save(f"artifacts/{now:%Y/%m}/{artifact_id}", ContentFile(content))
+    log.info("artifact.stored", artifact_id=str(artifact_id), kind=kind, size=len(content), task_id=task_id)
     return Artifact.objects.create(
         id=artifact_id,
         contact_id=contact_id,
@@ -110,3 +181,29 @@ def artifact_store(
         source_url=source_url,
         occurred_at=now,
     )
+
+
+def artifact_delete(*, artifact: Artifact) -> None:
+    """Delete the blob, then the row (a missing blob is not an error: it is gone either way)."""
+    default_storage.delete(artifact.storage_key)
+    artifact.delete()
+
+
+def artifact_signed_url(*, artifact_id: Any) -> str:
+    """A download URL that expires after ARTIFACT_URL_TTL_SECONDS.
+
+    S3 storage presigns its own URLs; the file system is served by our download view,
+    which checks a timestamped signature instead of a session.
+    """
+    from django.conf import settings
+    from django.core import signing
+    from django.urls import reverse
+
+    artifact = Artifact.objects.only("storage_key").get(id=artifact_id)
+    if settings.ARTIFACT_STORAGE == "s3":
+        return default_storage.url(artifact.storage_key, expire=settings.ARTIFACT_URL_TTL_SECONDS)
+    token = signing.TimestampSigner(salt=ARTIFACT_SALT).sign(str(artifact_id))
+    return f"{settings.PUBLIC_BASE_URL}{reverse('artifact-download', args=[artifact_id])}?token={token}"
+
+
+ARTIFACT_SALT = "dossiers.artifact-download"

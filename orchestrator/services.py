@@ -27,6 +27,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.common import metrics
+from agents.common.heartbeats import agent_healthy
 from comms_platform.celery import app as celery_app
 from orchestrator import registry
 from orchestrator.live import publish_task_update
@@ -187,6 +188,11 @@ def send_tasks(rows: Sequence[tuple[Any, str, str]], *, actor: str = "orchestrat
                 route = registry.get_route(task_type)
                 if route is None or not route.enabled:
                     log.warning("task %s waits: no enabled agent for type %s", task_id, task_type)
+                    continue
+                if not agent_healthy(agent=route.agent):  # no recent heartbeat: route it no new work
+                    log.warning(
+                        "task %s waits: agent %s is unhealthy (no recent heartbeat)", task_id, route.agent
+                    )
                     continue
                 execute_task.apply_async(args=[str(task_id)], queue=route.queue, producer=producer)
                 (newly_queued[route] if status == S.PENDING else resent).append(task_id)

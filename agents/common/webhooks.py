@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
+from structlog.contextvars import bind_contextvars
 
 from agents.common.models import WebhookEvent
 
@@ -66,6 +67,7 @@ class WebhookView(View, metaclass=ABCMeta):
     # --- the fixed pipeline -----------------------------------------------------------------
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         self.args, self.kwargs = args, kwargs
+        bind_contextvars(provider=self.provider, webhook_kind=self.kind)  # every line of this request
         if not self.verify(request):
             log.warning("webhook refused: %s/%s signature missing or invalid", self.provider, self.kind)
             on_refused(self.provider, self.kind)
@@ -80,6 +82,7 @@ class WebhookView(View, metaclass=ABCMeta):
             return JsonResponse({"error": {"code": "bad_request", "message": str(exc)}}, status=400)
         outcomes = [self._store_and_process(event) for event in events]
         on_accepted(self.provider, self.kind)
+        log.info("webhook %s/%s: %s", self.provider, self.kind, ", ".join(outcomes))
         return self.respond(request, outcomes)
 
     def _store_and_process(self, event: dict[str, Any]) -> str:

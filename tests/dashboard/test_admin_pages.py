@@ -16,7 +16,8 @@ pytestmark = pytest.mark.usefixtures("console_types")
 
 def make_tasks(n: int) -> list[Task]:
     tasks = []
-    for i in range(n):
+    first = Contact.objects.count()  # contacts are unique by phone and email
+    for i in range(first, first + n):
         contact = Contact.objects.create(
             name=f"Person {i}", phone=f"+1415555{i:04d}", email=f"p{i}@example.com"
         )

@@ -1,0 +1,239 @@
+"""Structured logs: structlog renders every line (ours, Django's, Celery's) as JSON or console.
+
+Every line carries the fixed taxonomy — ``event``, ``task_id``, ``correlation_id``,
+``channel``, ``agent``, ``provider``, ``status`` (null when unknown) — taken from context
+variables that the request middleware, the Celery task signals and the webhook base view
+bind. Before rendering, ``scrub`` drops secret-looking keys, replaces any configured secret
+value with ``[secret]`` and masks phone numbers and email addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import uuid
+from functools import lru_cache
+from typing import Any
+
+import structlog
+from structlog.contextvars import bind_contextvars, clear_contextvars, reset_contextvars
+
+TAXONOMY = ("event", "task_id", "correlation_id", "channel", "agent", "provider", "status")
+SECRET_KEY_NAMES = re.compile(
+    r"(secret|password|passwd|token|api_?key|authorization|signature|credential)", re.I
+)
+# Identifiers and bookkeeping fields: never personal data, and masking could mangle them.
+UNMASKED = {"task_id", "timestamp", "level", "logger", "request_id", "celery_id", "artifact_id", "contact_id"}
+MIN_SECRET_LENGTH = 6
+
+# Settings that hold secrets (and the schema's x-secret variables, read from the environment).
+SECRET_SETTINGS = (
+    "SECRET_KEY", "TWILIO_AUTH_TOKEN", "TWILIO_PREVIOUS_AUTH_TOKENS", "SENDGRID_API_KEY", "EMAIL_HOST_PASSWORD",
+    "OPENAI_API_KEY", "REMOTE_AGENT_SECRETS", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+)  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _environment_secrets() -> frozenset[str]:
+    from comms_platform import config
+
+    names = [name for name, prop in config.load_schema()["properties"].items() if prop.get("x-secret")]
+    values = set()
+    for name in names:
+        raw = os.environ.get(name, "")
+        values.update(v for v in [raw, *raw.split(",")] if v)
+        if "://" in raw:  # a URL's password (DATABASE_URL, REDIS_URL)
+            match = re.match(r"^[a-z0-9+]+://[^:/@]*:([^@]+)@", raw)
+            if match:
+                values.add(match.group(1))
+    return frozenset(v for v in values if len(v) >= MIN_SECRET_LENGTH)
+
+
+def secret_values() -> list[str]:
+    """Every configured secret value, longest first (so a secret containing another goes whole)."""
+    from django.conf import settings
+
+    values = set(_environment_secrets())
+    if settings.configured:
+        for name in SECRET_SETTINGS:
+            value = getattr(settings, name, "")
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                if isinstance(item, str) and len(item) >= MIN_SECRET_LENGTH:
+                    values.add(item)
+    return sorted(values, key=len, reverse=True)
+
+
+def _scrub_text(text: str, secrets: list[str]) -> str:
+    from dossiers.redaction import mask_for_logs
+
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "[secret]")
+    return mask_for_logs(text)
+
+
+def _scrub_value(value: Any, secrets: list[str], depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _scrub_text(value, secrets)
+    if depth > 4:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: _scrub_value(v, secrets, depth + 1)
+            for k, v in value.items()
+            if not (isinstance(k, str) and SECRET_KEY_NAMES.search(k))
+        }
+    if isinstance(value, (list, tuple)):
+        return [_scrub_value(v, secrets, depth + 1) for v in value]
+    return value
+
+
+def scrub(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Drop secret-looking keys; mask secret values, phone numbers and emails everywhere else."""
+    secrets = secret_values()
+    for key in list(event_dict):
+        if SECRET_KEY_NAMES.search(key):
+            del event_dict[key]
+        elif key not in UNMASKED and key != "exc_info":
+            event_dict[key] = _scrub_value(event_dict[key], secrets)
+    return event_dict
+
+
+def scrub_rendered(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """Tracebacks are rendered late (after ``scrub``): clean them too."""
+    if isinstance(event_dict.get("exception"), str):
+        event_dict["exception"] = _scrub_text(event_dict["exception"], secret_values())
+    return event_dict
+
+
+def add_taxonomy(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key in TAXONOMY:
+        event_dict.setdefault(key, None)
+    return event_dict
+
+
+def _pre_chain() -> list:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        scrub,
+        add_taxonomy,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+
+
+def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
+    """The LOGGING dict: one handler whose formatter is structlog's, for every logger."""
+    renderer = (
+        structlog.processors.JSONRenderer(default=str)
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": structlog.stdlib.ProcessorFormatter,
+                "foreign_pre_chain": _pre_chain(),
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info,
+                    scrub_rendered,
+                    renderer,
+                ],
+            }
+        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {"django.db.backends": {"level": "WARNING"}},
+    }
+
+
+def configure_structlog() -> None:
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_pre_chain(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+
+
+# --- Carrying the context -----------------------------------------------------------------
+
+log = structlog.get_logger("comms_platform.requests")
+task_log = structlog.get_logger("comms_platform.tasks")
+
+
+class RequestLogContextMiddleware:
+    """Binds a request id and the caller's correlation id (``X-Correlation-Id``) for every
+    line logged while the request runs, including tasks run in process."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        clear_contextvars()
+        request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        bind_contextvars(
+            request_id=request_id, correlation_id=request.headers.get("X-Correlation-Id", "")[:128] or None
+        )
+        started = time.monotonic()
+        try:
+            response = self.get_response(request)
+            log.info("http.request", method=request.method, path=request.path, http_status=response.status_code,
+                     duration_ms=round((time.monotonic() - started) * 1000, 2))  # fmt: skip
+            response["X-Request-Id"] = request_id
+            return response
+        finally:
+            clear_contextvars()
+
+
+_task_tokens: dict[str, Any] = {}
+
+
+def on_task_prerun(task_id: str | None = None, task: Any = None, args: Any = None, **kwargs) -> None:
+    """Bind the orchestrator task's id (the message's first argument) and what its row says."""
+    fields: dict[str, Any] = {"celery_task": getattr(task, "name", None), "celery_id": task_id}
+    if getattr(task, "name", "") == "orchestrator.execute_task" and args:
+        fields.update(_task_fields(str(args[0])))
+    _task_tokens[task_id] = bind_contextvars(**fields)
+    task_log.info("task.started")
+
+
+def _task_fields(task_id: str) -> dict[str, Any]:
+    from orchestrator import registry
+    from orchestrator.models import Task
+
+    fields: dict[str, Any] = {"task_id": task_id}
+    row = Task.objects.filter(id=task_id).values("type", "channel", "correlation_id", "status").first()
+    if row is not None:
+        route = registry.get_route(row["type"])
+        fields.update(
+            task_type=row["type"], channel=row["channel"], correlation_id=row["correlation_id"] or None,
+            status=row["status"], agent=route.agent if route else None,
+        )  # fmt: skip
+    return fields
+
+
+def on_task_postrun(
+    task_id: str | None = None, retval: Any = None, state: str | None = None, **kwargs
+) -> None:
+    task_log.info("task.finished", status=retval if isinstance(retval, str) else state)
+    tokens = _task_tokens.pop(task_id, None)
+    if tokens:
+        reset_contextvars(**tokens)
+
+
+def connect_celery_signals() -> None:
+    from celery.signals import task_postrun, task_prerun
+
+    task_prerun.connect(on_task_prerun, weak=False, dispatch_uid="comms-logs-prerun")
+    task_postrun.connect(on_task_postrun, weak=False, dispatch_uid="comms-logs-postrun")
