@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -278,15 +279,20 @@ def recording_reference_store(*, task_id: Any, recording_url: str, content_type:
             return "unknown_call"
         if call.recording_id is not None:
             return "duplicate_recording"
+        artifact_id = uuid.uuid4()
+        now = timezone.now()
         artifact = Artifact.objects.create(
+            id=artifact_id,
             contact_id=call.contact_id,
             task_id=task_id,
             correlation_id=call.correlation_id,
             kind="recording",
-            storage_key="",
+            # Where the media will be stored once downloaded (never empty: retention and
+            # erasure delete blobs by key); size and sha256 stay empty until then.
+            storage_key=f"artifacts/{now:%Y/%m}/{artifact_id}",
             content_type=content_type,
             source_url=recording_url,
-            occurred_at=timezone.now(),
+            occurred_at=now,
         )
         call.recording = artifact
         call.save(update_fields=["recording", "updated_at"])
@@ -315,7 +321,7 @@ def recording_fetch(*, artifact_id: Any) -> str:
     from agents.voice.providers.twilio import TWILIO_HOST
 
     artifact = Artifact.objects.get(id=artifact_id)
-    if artifact.storage_key:
+    if artifact.sha256:
         return "already_stored"
     url = artifact.source_url + ".wav"  # Twilio serves the media at the recording URL + extension
     if settings.TWILIO_API_BASE_URL:
@@ -324,8 +330,8 @@ def recording_fetch(*, artifact_id: Any) -> str:
     response = requests.get(url, auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30)
     response.raise_for_status()
     content = response.content
-    key = default_storage.save(f"artifacts/{artifact.occurred_at:%Y/%m}/{artifact.id}", ContentFile(content))
-    Artifact.objects.filter(id=artifact.id, storage_key="").update(
+    key = default_storage.save(artifact.storage_key, ContentFile(content))
+    Artifact.objects.filter(id=artifact.id, sha256="").update(
         storage_key=key,
         size=len(content),
         sha256=hashlib.sha256(content).hexdigest(),
