@@ -5,21 +5,24 @@ success check on the final task (``GET /api/tasks/<id>/``). A new agent adds a r
 whose type the platform does not serve fails with "no agent registered for <type>" — the
 API refuses unknown and disabled types with a 400 — it never passes silently.
 
-Two drivers speak to the API: ``HttpApi`` (``requests`` against ``--base-url``, e.g. a
-deployment) and ``InProcessApi`` (``django.test.Client`` against this process's app, with an
-API key created for the run and revoked afterwards).
+The flows speak HTTP to the API (``HttpApi``): of a deployment (``--base-url``), or of this
+checkout served by ``local_server()`` in test mode, with an API key created for the run and
+revoked afterwards. The inbound and WhatsApp flows also sign a Twilio inbound webhook, as
+Twilio would, with the configured auth token.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 FINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
+WAITING_FOR_OPERATOR = frozenset({"in_progress"})
 
 
 class SmokeFailure(Exception):
@@ -61,29 +64,15 @@ class HttpApi:
     def get(self, path: str) -> tuple[int, dict[str, Any]]:
         return self._call("GET", path)
 
+    def post_form(self, path: str, data: dict[str, str], headers: dict[str, str]) -> int:
+        """A provider's callback: form-encoded, no API key."""
+        import requests
 
-class InProcessApi:
-    """This process's app through ``django.test.Client`` (no server, no network)."""
-
-    def __init__(self, api_key: str) -> None:
-        from django.test import Client
-
-        self.client = Client(HTTP_AUTHORIZATION=f"Api-Key {api_key}")
-
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        response = self.client.post(path, body, content_type="application/json")
-        return response.status_code, _json(response)
-
-    def get(self, path: str) -> tuple[int, dict[str, Any]]:
-        response = self.client.get(path)
-        return response.status_code, _json(response)
-
-
-def _json(response) -> dict[str, Any]:
-    try:
-        return response.json()
-    except ValueError:
-        return {}
+        try:
+            response = requests.post(self.base_url + path, data=data, headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise SmokeFailure(f"POST {path}: {type(exc).__name__}") from None
+        return response.status_code
 
 
 # --- One run ----------------------------------------------------------------------------
@@ -99,7 +88,35 @@ class Context:
     email: str
     contact_factory: Callable[[Context], str] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    twilio_auth_token: str = ""
+    twilio_account_sid: str = ""
     _contact_id: str | None = None
+
+    def twilio_webhook(self, path: str, params: dict[str, str]) -> None:
+        """POST ``params`` to our Twilio webhook, signed as Twilio signs (X-Twilio-Signature)."""
+        from twilio.request_validator import RequestValidator
+
+        post_form = getattr(self.api, "post_form", None)
+        if post_form is None or not self.twilio_auth_token:
+            raise SmokeFailure("needs a Twilio auth token (--twilio-auth-token) to sign the inbound webhook")
+        url = self.api.base_url + path
+        signature = RequestValidator(self.twilio_auth_token).compute_signature(url, params)
+        status = post_form(path, params, {"X-Twilio-Signature": signature})
+        if status != 200:
+            raise SmokeFailure(f"the inbound webhook answered {status} (is --base-url the PUBLIC_BASE_URL?)")
+
+    def find_task(self, query: str, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+        """Poll ``GET /api/tasks/?<query>`` until a task matches."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            status, page = self.api.get(f"/api/tasks/?{query}")
+            if status != 200:
+                raise SmokeFailure(f"GET /api/tasks/?{query} answered {status}")
+            for task in page.get("results", []):
+                if match(task):
+                    return task
+            time.sleep(0.1)
+        raise SmokeFailure(f"no task matching {query} after {self.timeout:g}s")
 
     def contact(self) -> str:
         """The smoke contact's id, created once per run (see ``ensure_contact``)."""
@@ -211,6 +228,8 @@ class Flow:
     needs_contact: bool = False
     # The statuses the flow waits for (an inbound message waits for an operator: in_progress).
     done: frozenset[str] = FINAL
+    # Instead of POST /api/tasks/: start the flow another way; returns (task, payload).
+    start: Callable[[Context], tuple[dict[str, Any], dict[str, Any]]] | None = None
 
 
 def _succeeded(task: dict[str, Any]) -> None:
@@ -271,6 +290,35 @@ def check_inbound(task: dict[str, Any], payload: dict[str, Any]) -> str:
     return f"inbound from {payload['from']} waits in the inbound queue"
 
 
+def inbound_message(ctx: Context, channel: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A message from the smoke contact through the real inbound webhook; its parked task."""
+    from django.conf import settings
+
+    contact_id = ctx.contact()
+    body = f"SMOKE {ctx.run_id} {channel}"
+    sender = f"whatsapp:{ctx.phone}" if channel == "whatsapp" else ctx.phone
+    to = settings.TWILIO_WHATSAPP_FROM if channel == "whatsapp" else settings.TWILIO_SMS_FROM
+    params = {"MessageSid": "SM" + uuid.uuid4().hex, "AccountSid": ctx.twilio_account_sid, "From": sender,
+              "To": to or "", "Body": body, "NumMedia": "0", "NumSegments": "1"}  # fmt: skip
+    if channel == "whatsapp":
+        params.update({"WaId": ctx.phone.lstrip("+"), "ProfileName": "Smoke test"})
+    ctx.twilio_webhook("/webhooks/twilio/messaging/inbound/", params)
+    task = ctx.find_task(f"type={channel}.inbound&contact={contact_id}",
+                         lambda t: (t.get("payload") or {}).get("body") == body)  # fmt: skip
+    return ctx.wait(task["id"], WAITING_FOR_OPERATOR), {"from": sender, "body": body}
+
+
+def start_inbound(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
+    return inbound_message(ctx, "sms")
+
+
+def start_whatsapp(ctx: Context) -> tuple[dict[str, Any], dict[str, Any]]:
+    """WhatsApp delivers free text only inside the 24-hour window: the contact writes first."""
+    inbound_message(ctx, "whatsapp")
+    payload = {"to": f"whatsapp:{ctx.phone}", "body": f"Smoke test {ctx.run_id}"}
+    return ctx.run_task("whatsapp.send", payload, contact=ctx.contact()), payload
+
+
 def check_notify(task: dict[str, Any], payload: dict[str, Any]) -> str:
     chain = (task.get("result") or {}).get("chain") or {}
     steps = " → ".join(f"{a['channel']}: {a['status']}" for a in chain.get("attempts", []))
@@ -304,12 +352,7 @@ FLOWS: list[Flow] = [
         lambda ctx: {"to": ctx.phone, "body": f"Smoke test {ctx.run_id}"},
         _provider_id("SM"),
     ),
-    Flow(
-        "whatsapp",
-        "whatsapp.send",
-        lambda ctx: {"to": f"whatsapp:{ctx.phone}", "body": f"Smoke test {ctx.run_id}"},
-        _provider_id("SM"),
-    ),
+    Flow("whatsapp", "whatsapp.send", lambda ctx: {}, _provider_id("SM"), start=start_whatsapp),
     Flow(
         "call",
         "call.outbound",
@@ -324,12 +367,10 @@ FLOWS: list[Flow] = [
     Flow(
         "inbound",
         "sms.inbound",
-        lambda ctx: {
-            "from": ctx.phone,
-            "body": f"SMOKE {ctx.run_id}",
-            "message_sid": "SM" + uuid.uuid4().hex,
-        },
+        lambda ctx: {},
         check_inbound,
+        start=start_inbound,
+        done=WAITING_FOR_OPERATOR,
     ),
     Flow(
         "notify",
@@ -352,9 +393,12 @@ class Row:
 def run_flow(ctx: Context, flow: Flow) -> Row:
     started = time.monotonic()
     try:
-        payload = flow.payload(ctx)
-        extra = {"contact": ctx.contact()} if flow.needs_contact else {}
-        task = ctx.run_task(flow.task_type, payload, done=flow.done, **extra)
+        if flow.start is not None:
+            task, payload = flow.start(ctx)
+        else:
+            payload = flow.payload(ctx)
+            extra = {"contact": ctx.contact()} if flow.needs_contact else {}
+            task = ctx.run_task(flow.task_type, payload, done=flow.done, **extra)
         try:
             detail = flow.check(task, payload)
         finally:
@@ -385,3 +429,69 @@ def render(rows: list[Row]) -> str:
     passed = sum(r.result == "PASS" for r in rows)
     out.append(f"{passed}/{len(rows)} passed")
     return "\n".join(out)
+
+
+def _database_url() -> str:
+    """The URL of the database this process uses (the server must share it)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        if db["NAME"] in ("", ":memory:") or str(db["NAME"]).startswith("file:memorydb"):
+            raise SmokeFailure("the smoke server cannot share an in-memory SQLite database")
+        return f"sqlite:///{db['NAME']}"
+    auth = quote(db.get("USER") or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{auth}@{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+@contextmanager
+def local_server(*, timeout: float = 30.0) -> Iterator[str]:
+    """This checkout served by uvicorn on a free port, in test mode, for a run without --base-url.
+
+    The simulated providers call back to ``PUBLIC_BASE_URL`` and the simulated callee speaks to
+    the voice websocket, so the flows need a real server. It runs tasks in process (no broker)
+    on the same database as this command; yields its base URL.
+    """
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    env["COMMS_MODE"] = "test"
+    env["PUBLIC_BASE_URL"] = base
+    env["DJANGO_SETTINGS_MODULE"] = "comms_platform.settings"
+    env["DATABASE_URL"] = _database_url()
+    uvicorn = Path(sys.executable).parent / "uvicorn"
+    proc = subprocess.Popen(
+        [str(uvicorn), "comms_platform.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning"],
+        cwd=Path(__file__).resolve().parent.parent, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SmokeFailure(f"the local server exited with {proc.returncode}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            raise SmokeFailure(f"the local server did not listen within {timeout:g}s")
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()

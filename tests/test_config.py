@@ -396,7 +396,7 @@ PLACEHOLDER_FORMS = [
     "change-me",
     "Change_Me",
     "xxx",
-    "XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX",
+    "X" * 32,
     "xxx-my-token",
     "your-api-key",
     "YOUR_TOKEN_HERE",

@@ -17,7 +17,7 @@ from django.core.management import call_command
 from comms_platform import smoke
 from orchestrator.api.auth import api_key_create
 from orchestrator.models import AgentRegistration
-from tests.support.services import platform_env, transactional_db, web_server
+from tests.support.services import platform_env, transactional_db, unavailable, web_server
 
 pytestmark = transactional_db
 
@@ -123,9 +123,18 @@ def test_whole_run_exits_zero_only_when_every_flow_passed():
     assert text.strip().endswith(f"{sum(r[1] == 'PASS' for r in rows)}/{len(rows)} passed")
 
 
-def test_in_process_mode_needs_no_server():
-    code, rows, text = run_smoke("diagnostic")
-    assert code == 0 and rows[0][:2] == ["diagnostic", "PASS"], text
+@transactional_db
+@pytest.mark.services
+def test_without_base_url_it_starts_its_own_server():
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        unavailable("needs PostgreSQL: the smoke server shares the test database")
+    code, rows, text = run_smoke("diagnostic", "inbound", "whatsapp")
+    assert code == 0, text
+    assert [row[:2] for row in rows] == [["diagnostic", "PASS"], ["whatsapp", "PASS"], ["inbound", "PASS"]], (
+        text
+    )
 
 
 def test_base_url_without_api_key_is_refused():

@@ -2,6 +2,8 @@
 
 from django.db import migrations
 
+from orchestrator.migration_ops import seed_registrations
+
 
 def _row(task_type, channel, handler, description):
     return {"task_type": task_type, "agent": "messaging", "channel": channel, "kind": "in_process",
@@ -21,18 +23,7 @@ ROWS = [
 ]
 
 
-def seed(apps, schema_editor):
-    AgentRegistration = apps.get_model("orchestrator", "AgentRegistration")
-    for row in ROWS:
-        AgentRegistration.objects.update_or_create(task_type=row["task_type"], defaults=row)
-
-
-def unseed(apps, schema_editor):
-    AgentRegistration = apps.get_model("orchestrator", "AgentRegistration")
-    AgentRegistration.objects.filter(task_type__in=[r["task_type"] for r in ROWS]).delete()
-
-
 class Migration(migrations.Migration):
     dependencies = [("messaging", "0001_initial"), ("orchestrator", "0002_seed_registry")]
 
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [seed_registrations(ROWS)]

@@ -2,8 +2,9 @@
 
 Runs one end-to-end flow per channel (``comms_platform.smoke.FLOWS``) through the tasks API
 and prints a table: flow, PASS/FAIL, seconds, detail. Exit code 0 only when every flow
-passed. Without ``--base-url`` it drives this process's app in process (test mode, simulated
-providers); with ``--base-url`` and ``--api-key`` it drives a running instance over HTTP.
+passed. Without ``--base-url`` (test mode only) it starts this checkout under uvicorn on a free
+port, with simulated providers and in-process tasks, and drives it over HTTP; with
+``--base-url`` and ``--api-key`` it drives a running instance.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--phone", default="+14155550100", help="the smoke contact's phone (E.164)")
         parser.add_argument("--email", default="smoke@example.com", help="the smoke contact's email address")
+        parser.add_argument(
+            "--twilio-auth-token",
+            default=None,
+            help="signs the inbound Twilio webhooks of the inbound and WhatsApp flows (default: TWILIO_AUTH_TOKEN)",
+        )
 
     def handle(self, *args, **options) -> None:
         flows = [f for f in smoke.FLOWS if not options["flow"] or f.name in options["flow"]]
@@ -50,9 +56,14 @@ class Command(BaseCommand):
             from orchestrator.api.auth import api_key_create
             from orchestrator.models import ApiKey
 
-            record, key = api_key_create(name="smoke (in process)")
+            record, key = api_key_create(name="smoke (local server)")
             try:
-                rows = self._run(smoke.InProcessApi(key), smoke.contact_in_database, flows, options)
+                with smoke.local_server() as base:
+                    rows = self._run(
+                        smoke.HttpApi(base, key), smoke.contact_via_api_or_database, flows, options
+                    )
+            except smoke.SmokeFailure as exc:
+                raise CommandError(str(exc)) from None
             finally:
                 ApiKey.objects.filter(id=record.id).update(revoked_at=timezone.now())
         self.stdout.write(smoke.render(rows))
@@ -61,8 +72,10 @@ class Command(BaseCommand):
 
     @staticmethod
     def _run(api, factory, flows, options):
+        token = options["twilio_auth_token"]
         ctx = smoke.Context(
             api=api, timeout=options["timeout"], phone=options["phone"], email=options["email"],
-            contact_factory=factory,
+            contact_factory=factory, twilio_account_sid=settings.TWILIO_ACCOUNT_SID,
+            twilio_auth_token=settings.TWILIO_AUTH_TOKEN if token is None else token,
         )  # fmt: skip
         return smoke.run(ctx, flows)
