@@ -3,6 +3,8 @@ hand-off queue that a call's ``transfer_to_human`` tool feeds."""
 
 from django.db import migrations
 
+from orchestrator.migration_ops import seed_registrations
+
 ROWS = [
     {
         "task_type": "call.outbound",
@@ -25,18 +27,7 @@ ROWS = [
 ]
 
 
-def seed(apps, schema_editor):
-    AgentRegistration = apps.get_model("orchestrator", "AgentRegistration")
-    for row in ROWS:
-        AgentRegistration.objects.update_or_create(task_type=row["task_type"], defaults=row)
-
-
-def unseed(apps, schema_editor):
-    AgentRegistration = apps.get_model("orchestrator", "AgentRegistration")
-    AgentRegistration.objects.filter(task_type__in=[r["task_type"] for r in ROWS]).delete()
-
-
 class Migration(migrations.Migration):
     dependencies = [("orchestrator", "0002_seed_registry")]
 
-    operations = [migrations.RunPython(seed, unseed)]
+    operations = [seed_registrations(ROWS)]
