@@ -20,8 +20,8 @@ install: $(STAMP)
 run: install
 	COMMS_MODE=test $(BIN)/python manage.py migrate --noinput
 	COMMS_MODE=test $(BIN)/python manage.py ensure_operator
-	COMMS_MODE=test $(BIN)/python manage.py seed_demo
-	COMMS_MODE=test HOST=$(HOST) PORT=$(PORT) $(BIN)/python bin/devserver
+	COMMS_MODE=test LOG_LEVEL=$${LOG_LEVEL:-WARNING} $(BIN)/python manage.py seed_demo
+	COMMS_MODE=test LOG_FORMAT=$${LOG_FORMAT:-console} HOST=$(HOST) PORT=$(PORT) $(BIN)/python bin/devserver
 
 ## make test: the whole suite, on PostgreSQL + Redis when reachable, else the embedded default.
 test: install
