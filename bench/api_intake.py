@@ -26,7 +26,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4, help="threads per worker (gthread when > 1, as bin/render-web)")
+    parser.add_argument(
+        "--threads", type=int, default=4, help="threads per worker (gthread when > 1, as bin/render-web)"
+    )
     parser.add_argument(
         "--idempotency-keys", action="store_true", help="send a unique Idempotency-Key each time"
     )

@@ -26,6 +26,9 @@ COMMS_MODE = env.str("COMMS_MODE", default="test")
 if COMMS_MODE not in ("test", "production"):
     sys.exit(f"COMMS_MODE must be 'test' or 'production', not {COMMS_MODE!r}.")
 TEST_MODE = COMMS_MODE == "test"
+if TEST_MODE and os.environ.get("RENDER"):  # Render sets RENDER=true in every service
+    # Test mode uses simulated providers and a public default SECRET_KEY: never on a deployment.
+    sys.exit("COMMS_MODE is unset or 'test' on Render: set COMMS_MODE=production (render.yaml does).")
 
 # The commands that diagnose the configuration must run even when it is wrong.
 _DIAGNOSTIC_COMMANDS = {"config_report", "validate_blueprint"}

@@ -729,3 +729,15 @@ def test_production_process_with_complete_environment_gets_past_the_check():
     assert "Refusing to start" not in result.stderr
     assert result.returncode == 0, result.stderr
     assert "STARTED" in result.stdout
+
+
+def test_test_mode_refuses_to_start_on_render():
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ.get("PATH", ""), "COMMS_MODE": "test", "RENDER": "true",
+           "DJANGO_SETTINGS_MODULE": "comms_platform.settings"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode != 0
+    assert "set COMMS_MODE=production" in done.stderr
