@@ -250,7 +250,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orchestrator.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_CLASSES": [],
+    "DEFAULT_THROTTLE_CLASSES": ["orchestrator.api.throttling.ApiKeyRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Comms Platform API",
@@ -396,3 +396,7 @@ if ARTIFACT_STORAGE == "s3":
     }
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsentChannelEnum"] = "dossiers.models.ConsentChannel"
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ChannelEnum"] = "orchestrator.models.Channel"
+
+# --- Reliability and security (issue 9) -----------------------------------------------
+# Requests per API key (token bucket shared through Redis; "0" turns throttling off).
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
