@@ -45,6 +45,11 @@ class FakeTwilio:
     script: list[Scripted] = field(default_factory=list)  # answers for the next POSTs, in order
     messages: list[dict] = field(default_factory=list)
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    # Fault tests: when ``hold`` is set, a send is accepted (stored, as Twilio would) and the
+    # answer is held back until ``release`` is set; ``holding`` tells the test it happened.
+    hold: bool = False
+    holding: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> FakeTwilio:
         fake = self
@@ -91,7 +96,14 @@ class FakeTwilio:
                             "code": answer.code, "message": answer.message or "error", "status": answer.status,
                             "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
                         })  # fmt: skip
-                self._json(201, fake._create(form))
+                created = fake._create(form)
+                if fake.hold:
+                    fake.holding.set()
+                    fake.release.wait(60)
+                try:
+                    self._json(201, created)
+                except OSError:
+                    pass  # the client is gone (killed while waiting)
 
             def do_GET(self) -> None:
                 item = self._record({})
