@@ -10,6 +10,7 @@ Twilio's do. It records every request so tests can assert the exact fields that 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import threading
@@ -100,10 +101,8 @@ class FakeTwilio:
                 if fake.hold:
                     fake.holding.set()
                     fake.release.wait(60)
-                try:
+                with contextlib.suppress(OSError):  # the client may be gone (killed while waiting)
                     self._json(201, created)
-                except OSError:
-                    pass  # the client is gone (killed while waiting)
 
             def do_GET(self) -> None:
                 item = self._record({})

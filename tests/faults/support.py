@@ -8,7 +8,7 @@ import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.support.services import BIN, ROOT, free_port, stop_process, unavailable, wait_for_port
@@ -36,10 +36,8 @@ def children_of(pid: int) -> list[int]:
 def sigkill_tree(proc: subprocess.Popen) -> None:
     """SIGKILL a worker and its pool processes at once, as the OOM killer or a lost host would."""
     for pid in [proc.pid, *children_of(proc.pid)]:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     proc.wait(timeout=10)
 
 
@@ -82,4 +80,4 @@ def pg_stop(datadir: str) -> None:
     subprocess.run(["pg_ctl", "-D", datadir, "-m", "fast", "-w", "stop"], check=True, capture_output=True)
 
 
-__all__ = ["children_of", "sigkill_tree", "sweep", "postgres_server", "pg_stop", "stop_process"]
+__all__ = ["children_of", "pg_stop", "postgres_server", "sigkill_tree", "stop_process", "sweep"]
