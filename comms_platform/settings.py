@@ -400,3 +400,6 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ChannelEnum"] = "orchestrator.model
 # --- Reliability and security (issue 9) -----------------------------------------------
 # Requests per API key (token bucket shared through Redis; "0" turns throttling off).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
+# Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
+# Twilio whether the message arrived (agents/messaging/services.py _reconcile).
+TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)

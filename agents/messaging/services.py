@@ -161,6 +161,10 @@ def _call_provider(*, task: Task, message: Message, outbound: OutboundMessage) -
     try:
         result = provider.send(outbound)
     except (TransientError, PermanentError) as exc:
+        if getattr(exc, "maybe_sent", False):
+            # No answer after the request left: the next attempt asks Twilio before sending.
+            SendAttempt.objects.filter(id=attempt.id).update(detail=f"no answer: {exc.message}"[:300])
+            raise
         _finish_attempt(attempt, SendAttempt.Outcome.RETRY if not exc.permanent else SendAttempt.Outcome.REFUSED,
                         detail=exc.message)  # fmt: skip
         _after_refusal(task=task, message=message, exc=exc)

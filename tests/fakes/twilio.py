@@ -14,6 +14,7 @@ import contextlib
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -29,6 +30,7 @@ class Received:
     query: dict[str, list[str]]
     auth: tuple[str, str] | None
     authorized: bool
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Scripted:
     status: int
     code: int | None = None
     message: str = ""
+    retry_after: str | None = None  # a Retry-After header on the answer
+    hang: float = 0.0  # accept the message, then answer only after this many seconds
 
 
 @dataclass
@@ -66,10 +70,12 @@ class FakeTwilio:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
                 return user, password
 
-            def _json(self, status: int, body: dict) -> None:
+            def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -90,14 +96,16 @@ class FakeTwilio:
                     return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
                 if item.path != f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json":
                     return self._json(404, {"code": 20404, "message": "not found", "status": 404})
-                if fake.script:
-                    answer = fake.script.pop(0)
-                    if answer.status >= 300:
-                        return self._json(answer.status, {
-                            "code": answer.code, "message": answer.message or "error", "status": answer.status,
-                            "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
-                        })  # fmt: skip
+                answer = fake.script.pop(0) if fake.script else None
+                if answer is not None and answer.status >= 300:
+                    headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+                    return self._json(answer.status, {
+                        "code": answer.code, "message": answer.message or "error", "status": answer.status,
+                        "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
+                    }, headers)  # fmt: skip
                 created = fake._create(form)
+                if answer is not None and answer.hang:
+                    time.sleep(answer.hang)  # accepted, but the answer comes too late
                 if fake.hold:
                     fake.holding.set()
                     fake.release.wait(60)

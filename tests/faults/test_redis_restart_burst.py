@@ -68,26 +68,29 @@ def test_every_accepted_task_finishes_once_across_a_redis_restart(tmp_path):
 
     with redis_server() as (redis_url, port, redis_proc):
         env = platform_env(REDIS_URL=redis_url, API_THROTTLE_RATE="0")
-        with web_server(env) as base, celery_worker(env, concurrency=2, log_path=tmp_path / "worker.log"):
-            with ThreadPoolExecutor(8) as pool:
-                futures = [pool.submit(intake, base, n) for n in range(INTAKES)]
-                for _ in range(INTAKES // 3):
-                    assert sent.acquire(timeout=60)
-                stop_process(redis_proc)
-                time.sleep(1.0)
-                with redis_server(port):
-                    for future in futures:
-                        future.result(timeout=120)
-                    restarted_at = time.monotonic()
+        with (
+            web_server(env) as base,
+            celery_worker(env, concurrency=2, log_path=tmp_path / "worker.log"),
+            ThreadPoolExecutor(8) as pool,
+        ):
+            futures = [pool.submit(intake, base, n) for n in range(INTAKES)]
+            for _ in range(INTAKES // 3):
+                assert sent.acquire(timeout=60)
+            stop_process(redis_proc)
+            time.sleep(1.0)
+            with redis_server(port):
+                for future in futures:
+                    future.result(timeout=120)
+                restarted_at = time.monotonic()
 
-                    def all_final() -> bool:
-                        if Task.objects.exclude(status=S.SUCCEEDED).exists():
-                            sweep(env)
-                            return False
-                        return True
+                def all_final() -> bool:
+                    if Task.objects.exclude(status=S.SUCCEEDED).exists():
+                        sweep(env)
+                        return False
+                    return True
 
-                    wait_until(all_final, timeout=90, interval=1.0, message="every task to finish")
-                    drained = time.monotonic() - restarted_at
+                wait_until(all_final, timeout=90, interval=1.0, message="every task to finish")
+                drained = time.monotonic() - restarted_at
     ids = set(accepted.values())
     assert len(ids) == len(accepted) == INTAKES  # one task per intake, retries included
     assert Task.objects.count() == INTAKES
