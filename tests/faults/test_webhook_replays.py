@@ -27,8 +27,14 @@ from orchestrator.states import TaskStatus
 from tests.email.conftest import ada  # noqa: F401 (fixture)
 from tests.email.test_webhook import URL as SENDGRID_URL
 from tests.email.test_webhook import email, ev, key, post, state  # noqa: F401 (fixtures)
-from tests.messaging.conftest import INBOUND_URL, PUBLIC, STATUS_URL, TOKEN, signed_post
-from tests.messaging.conftest import messaging_settings  # noqa: F401 (fixture)
+from tests.messaging.conftest import (
+    INBOUND_URL,
+    PUBLIC,
+    STATUS_URL,
+    TOKEN,
+    messaging_settings,  # noqa: F401 (fixture)
+    signed_post,
+)
 from tests.messaging.test_inbound import inbound
 from tests.messaging.test_status_webhook import callback, in_flight, url_for
 
