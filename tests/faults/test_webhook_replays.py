@@ -38,13 +38,8 @@ from tests.messaging.conftest import (
 from tests.messaging.test_inbound import inbound
 from tests.messaging.test_status_webhook import callback, in_flight, url_for
 
-pytestmark = [pytest.mark.django_db, pytest.mark.faults]
+pytestmark = [pytest.mark.django_db, pytest.mark.faults, pytest.mark.usefixtures("messaging_settings")]
 S = TaskStatus
-
-
-@pytest.fixture(autouse=True)
-def _messaging(messaging_settings):
-    return messaging_settings
 
 
 def test_status_callback_signed_for_the_inbound_url_is_refused(client):
