@@ -9,7 +9,6 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from pathlib import Path
 
 from tests.support.services import BIN, ROOT, free_port, stop_process, unavailable, wait_for_port
 
@@ -48,6 +47,21 @@ def sweep(env: dict[str, str]) -> str:
     return done.stdout
 
 
+def _pg(cmd: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the ``postgres`` user then."""
+    if os.geteuid() != 0:
+        return cmd
+    if not shutil.which("runuser"):
+        unavailable("running as root and no runuser to start PostgreSQL as another user")
+    return ["runuser", "-u", "postgres", "--", *cmd]
+
+
+def pg_start(datadir: str, port: int) -> None:
+    opts = f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+    subprocess.run(_pg(["pg_ctl", "-D", datadir, "-l", f"{datadir}/server.log", "-o", opts, "-w", "start"]),
+                   check=True, capture_output=True)  # fmt: skip
+
+
 @contextmanager
 def postgres_server(port: int | None = None, datadir: str | None = None) -> Iterator[tuple[str, int, str]]:
     """A private PostgreSQL (initdb + pg_ctl in a temporary folder) on its own port.
@@ -61,23 +75,25 @@ def postgres_server(port: int | None = None, datadir: str | None = None) -> Iter
     port = port or free_port()
     if datadir is None:
         datadir = tempfile.mkdtemp(prefix="pg-fault-")
-        done = subprocess.run(["initdb", "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+        if os.geteuid() == 0:
+            shutil.chown(datadir, "postgres", "postgres")
+        done = subprocess.run(_pg(["initdb", "-D", datadir, "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
                               capture_output=True, text=True)  # fmt: skip
         if done.returncode != 0:
             unavailable(f"initdb failed: {done.stderr[-300:]}")
-    log = Path(datadir) / "server.log"
-    opts = f"-p {port} -k {datadir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-    subprocess.run(["pg_ctl", "-D", datadir, "-l", str(log), "-o", opts, "-w", "start"], check=True,
-                   capture_output=True)  # fmt: skip
+    pg_start(datadir, port)
     try:
         wait_for_port(port)
         yield f"postgres://postgres@127.0.0.1:{port}/postgres", port, datadir
     finally:
-        subprocess.run(["pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"], capture_output=True)
+        subprocess.run(_pg(["pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"]), capture_output=True)
+        shutil.rmtree(datadir, ignore_errors=True)
 
 
 def pg_stop(datadir: str) -> None:
-    subprocess.run(["pg_ctl", "-D", datadir, "-m", "fast", "-w", "stop"], check=True, capture_output=True)
+    subprocess.run(
+        _pg(["pg_ctl", "-D", datadir, "-m", "fast", "-w", "stop"]), check=True, capture_output=True
+    )
 
 
-__all__ = ["children_of", "pg_stop", "postgres_server", "sigkill_tree", "stop_process", "sweep"]
+__all__ = ["children_of", "pg_start", "pg_stop", "postgres_server", "sigkill_tree", "stop_process", "sweep"]
