@@ -111,7 +111,10 @@ def test_a_provider_that_keeps_failing_fails_the_task_with_the_reason(platform):
 def test_a_deadline_passing_during_backoff_expires_the_task_unsent(platform):
     fake, _ = platform
     fake.script = [Scripted(429, 20429, "Too Many Requests", retry_after="4")]
-    task_id = send(expires_at=timezone.now() + timedelta(seconds=2))
+    task_id = send(expires_at=timezone.now() + timedelta(minutes=5))
+    wait_until(lambda: len(fake.posts()) == 1, timeout=30, message="the first send")
+    # The deadline passes while the task waits out the 429's Retry-After.
+    Task.objects.filter(id=task_id).update(expires_at=timezone.now() + timedelta(seconds=1))
     wait_until(lambda: status(task_id) == S.EXPIRED, timeout=30, message="the task to expire")
     assert len(fake.posts()) == 1
     assert not Task.objects.filter(status__in=[S.QUEUED, S.DISPATCHED, S.PENDING, S.ROUTED]).exists()
