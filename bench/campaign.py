@@ -44,7 +44,9 @@ DB_NAME, REDIS_DB = "comms_bench_rel", 12
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipients", type=int, default=10_000)
     parser.add_argument("--noop", type=int, default=5_000)
     parser.add_argument("--workers", type=int, default=2, help="Celery worker processes")
@@ -90,8 +92,10 @@ def main() -> None:
           f"{rate:.0f} messages/s")  # fmt: skip
     print(f"no-op drain, same workers: {noop_rate:.0f} tasks/s; campaign / no-op = {rate / noop_rate:.0%} "
           f"(target ≥ 40%)")  # fmt: skip
-    print("checks: final == accepted, each succeeded once, one message and SID each, "
-          f"{result['callbacks']} callbacks stored and applied, none lost or duplicated: OK")
+    print(
+        "checks: final == accepted, each succeeded once, one message and SID each, "
+        f"{result['callbacks']} callbacks stored and applied, none lost or duplicated: OK"
+    )
 
 
 def start_worker(env: dict[str, str], args, n: int) -> subprocess.Popen:
@@ -129,8 +133,17 @@ def noop_drain(count: int, timeout: float) -> float:
 
     batch = f"noop-{uuid.uuid4().hex[:8]}"
     tasks = Task.objects.bulk_create(
-        [Task(type="diagnostic.echo", channel="system", status=TaskStatus.QUEUED, correlation_id=batch,
-              payload={"n": n}, agent="diagnostic") for n in range(count)],  # fmt: skip
+        [
+            Task(
+                type="diagnostic.echo",
+                channel="system",
+                status=TaskStatus.QUEUED,
+                correlation_id=batch,
+                payload={"n": n},
+                agent="diagnostic",
+            )
+            for n in range(count)
+        ],  # fmt: skip
         batch_size=1000,
     )
     ids = [str(t.id) for t in tasks]
@@ -152,7 +165,9 @@ def campaign(base: str, key: str, args) -> dict:
 
     batch = f"campaign-{uuid.uuid4().hex[:8]}"
     phones = [f"+1415{200 + n // 10_000}{n % 10_000:04d}" for n in range(args.recipients * 2)]
-    phones = [p for p in phones if p[-4:] not in {"0003", "0004", "0005", "0006", "0007", "0008"}][: args.recipients]
+    phones = [p for p in phones if p[-4:] not in {"0003", "0004", "0005", "0006", "0007", "0008"}][
+        : args.recipients
+    ]
     accepted: list[str] = []
     lock = threading.Lock()
     local = threading.local()
