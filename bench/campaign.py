@@ -143,7 +143,7 @@ def noop_drain(count: int, timeout: float) -> float:
                 agent="diagnostic",
             )
             for n in range(count)
-        ],  # fmt: skip
+        ],
         batch_size=1000,
     )
     ids = [str(t.id) for t in tasks]
