@@ -99,3 +99,14 @@ def test_sendgrid_batch_replayed_with_a_fresh_timestamp_is_refused(client, key, 
                            HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP=fresh)  # fmt: skip
     assert response.status_code == 403
     assert state(email) == before
+
+
+def test_a_lower_status_applied_from_a_stale_read_does_not_overwrite_a_higher_one():
+    """Two callbacks applied at once: 'sent' read the row before 'delivered' was written."""
+    from agents.messaging.services import _message_status
+
+    task = in_flight()
+    stale = Message.objects.get(task=task)  # status "queued"
+    _message_status(Message.objects.get(task=task), stale.provider_sid, "delivered", "", "")
+    _message_status(stale, stale.provider_sid, "sent", "", "")
+    assert Message.objects.get(task=task).status == "delivered"
