@@ -64,12 +64,19 @@ def secret_values() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
+# API keys are not settings (only their digests are stored), so they are masked by shape:
+# ``orchestrator.api.auth.KEY_PREFIX`` followed by token_urlsafe(32).
+API_KEY_PATTERN = re.compile(r"\bcp_[A-Za-z0-9_-]{20,}")
+
+
 def _scrub_text(text: str, secrets: list[str]) -> str:
     from dossiers.redaction import mask_for_logs
 
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, "[secret]")
+    if "cp_" in text:
+        text = API_KEY_PATTERN.sub("cp_[secret]", text)
     return mask_for_logs(text)
 
 

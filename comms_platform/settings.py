@@ -245,7 +245,7 @@ RETENTION_DAYS = {
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "orchestrator.api.auth.ApiKeyAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "orchestrator.api.auth.StaffSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -254,7 +254,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "orchestrator.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
-    "DEFAULT_THROTTLE_CLASSES": [],
+    "DEFAULT_THROTTLE_CLASSES": ["orchestrator.api.throttling.ApiKeyRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Comms Platform API",
@@ -412,3 +412,10 @@ VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
 # account SID and token set in the messaging block above; calls come from this number.
 if TEST_MODE and not TWILIO_VOICE_CALLER_ID:
     TWILIO_VOICE_CALLER_ID = "+15005550006"
+
+# --- Reliability and security (issue 9) -----------------------------------------------
+# Requests per API key (token bucket shared through Redis; "0" turns throttling off).
+API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
+# Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
+# Twilio whether the message arrived (agents/messaging/services.py _reconcile).
+TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)

@@ -245,20 +245,28 @@ def _record_queued(task_ids: list[Any], route: registry.Route, actor: str) -> No
 # --- Worker side ------------------------------------------------------------------------
 
 
-def task_claim(*, task_id: Any, worker: str, redelivered: bool = False) -> Task | None:
+def task_claim(*, task_id: Any, worker: str, redelivered: bool = False, early_by: float = 0.0) -> Task | None:
     """Take a task for execution (→ dispatched) and count the attempt.
 
     Returns None when there is nothing to do: the task is final, already taken by a live
     worker, or was just dead-lettered. A task already ``dispatched`` is taken again only
-    when its lease ran out or the broker redelivered the message (its worker died).
+    when its lease ran out or the broker redelivered the message (its worker died); a retry
+    message may take it ``early_by`` seconds before (see RETRY_CLOCK_SLACK_SECONDS). A task
+    past its ``expires_at`` is expired instead of run: it is never sent after its deadline.
     """
     now = timezone.now()
     with transaction.atomic():
         task = _locked(task_id)
         if task is None or task.status in FINAL:
             return None
+        if task.expires_at is not None and task.expires_at <= now and task.status != S.IN_PROGRESS:
+            _finish(task, S.EXPIRED, actor=f"worker:{worker}", code="expired",
+                    message="expired before it could be delivered")  # fmt: skip
+            return None
         if task.status == S.DISPATCHED:
-            lease_over = task.lease_expires_at is None or task.lease_expires_at <= now
+            lease_over = task.lease_expires_at is None or task.lease_expires_at <= now + timedelta(
+                seconds=early_by
+            )
             if not (lease_over or redelivered):
                 return None
             steps = [S.DISPATCHED]
@@ -297,10 +305,22 @@ def task_claim(*, task_id: Any, worker: str, redelivered: bool = False) -> Task 
     return task
 
 
-def task_release(*, task_id: Any, reason: str) -> None:
-    """Let a dispatched task be claimed again at once (before a retry is scheduled)."""
+# A retry message may arrive this much before its countdown ends (clocks of the worker
+# that scheduled it and the one that runs it): it may still take the task.
+RETRY_CLOCK_SLACK_SECONDS = 1.0
+
+
+def task_release(*, task_id: Any, reason: str, retry_in: float = 0.0) -> None:
+    """Let a dispatched task be claimed again once its retry is due.
+
+    The lease runs until then, so neither the sweeper nor a stray message retakes the task
+    during its backoff (a 429's Retry-After included); after it, either may, and the claim
+    lets only one of them run it.
+    """
+    now = timezone.now()
+    due = now + timedelta(seconds=max(0.0, retry_in))
     Task.objects.filter(id=task_id, status=S.DISPATCHED).update(
-        lease_expires_at=timezone.now(), error_message=reason[:2000], updated_at=timezone.now()
+        lease_expires_at=due, error_message=reason[:2000], updated_at=now
     )
 
 
@@ -472,7 +492,10 @@ def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> S
 
 
 def _claim_expired(now: datetime, batch: int) -> list[Any]:
-    qs = Task.objects.filter(status__in=PRE_DISPATCH, expires_at__lte=now).values_list("id", flat=True)
+    # Dispatched tasks whose lease ran out are not running (their worker died, or they wait
+    # for a retry that is due): past their deadline they expire too.
+    waiting = Q(status__in=PRE_DISPATCH) | Q(status=S.DISPATCHED, lease_expires_at__lte=now)
+    qs = Task.objects.filter(waiting, expires_at__lte=now).values_list("id", flat=True)
     return list(qs[:batch])
 
 

@@ -25,7 +25,8 @@ def execute_task(self, task_id: str) -> str:
     """Claim a task and run its agent's handler (looked up through the registry)."""
     delivery = self.request.delivery_info or {}
     worker = self.request.hostname or "eager"
-    task = services.task_claim(task_id=task_id, worker=worker, redelivered=bool(delivery.get("redelivered")))
+    task = services.task_claim(task_id=task_id, worker=worker, redelivered=bool(delivery.get("redelivered")),
+                               early_by=services.RETRY_CLOCK_SLACK_SECONDS if self.request.retries else 0.0)  # fmt: skip
     if task is None:
         return "skipped"
     route = registry.get_route(task.type)
@@ -64,11 +65,11 @@ def backoff_seconds(attempt: int) -> float:
 
 
 def _retry(celery_task, task: Task, queue: str, reason: str, retry_after: float | None) -> None:
-    services.task_release(task_id=task.id, reason=reason)
     countdown = max(retry_after or 0.0, backoff_seconds(task.attempts))
     log.info("task %s retries in %.1fs: %s", task.id, countdown, reason)
-    if settings.CELERY_TASK_ALWAYS_EAGER:
+    if settings.CELERY_TASK_ALWAYS_EAGER or celery_task.request.is_eager:
         countdown = 0  # in process: nothing to wait for but the clock
+    services.task_release(task_id=task.id, reason=reason, retry_in=countdown)
     raise celery_task.retry(countdown=countdown, queue=queue, exc=None)
 
 

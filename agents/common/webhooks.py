@@ -77,6 +77,9 @@ class WebhookView(View, metaclass=ABCMeta):
             )
         try:
             events = self.parse(request)
+            if any(_has_nul(event) for event in events):
+                # PostgreSQL cannot store U+0000 in text or jsonb: refuse it here, not with a 500.
+                raise BadWebhook("NUL characters are not allowed.")
         except BadWebhook as exc:
             on_bad_request(self.provider, self.kind)
             return JsonResponse({"error": {"code": "bad_request", "message": str(exc)}}, status=400)
@@ -105,6 +108,18 @@ class WebhookView(View, metaclass=ABCMeta):
         except IntegrityError:
             return "duplicate"
         return outcome
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 32:
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
 
 
 def store_once(*, provider: str, kind: str, dedupe_key: str, payload: dict[str, Any]) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.common import ratelimit
@@ -161,6 +161,10 @@ def _call_provider(*, task: Task, message: Message, outbound: OutboundMessage) -
     try:
         result = provider.send(outbound)
     except (TransientError, PermanentError) as exc:
+        if getattr(exc, "maybe_sent", False):
+            # No answer after the request left: the next attempt asks Twilio before sending.
+            SendAttempt.objects.filter(id=attempt.id).update(detail=f"no answer: {exc.message}"[:300])
+            raise
         _finish_attempt(attempt, SendAttempt.Outcome.RETRY if not exc.permanent else SendAttempt.Outcome.REFUSED,
                         detail=exc.message)  # fmt: skip
         _after_refusal(task=task, message=message, exc=exc)
@@ -347,15 +351,21 @@ def _message_for(*, sid: str, task_id: str | None) -> Message | None:
 
 
 def _message_status(message: Message, sid: str, status: str, code: str, reason: str) -> None:
-    fields: dict[str, Any] = {}
+    now = timezone.now()
     if not message.provider_sid and sid:
-        fields["provider_sid"] = sid
-    if RANK.get(status, 0) > RANK.get(message.status, 0):
-        fields["status"] = status
+        Message.objects.filter(Q(provider_sid__isnull=True) | Q(provider_sid=""), id=message.id).update(
+            provider_sid=sid, updated_at=now
+        )
+    rank = RANK.get(status, 0)
+    if rank > RANK.get(message.status, 0):
+        # The rank is checked again in the UPDATE itself: two callbacks applied at once
+        # (e.g. sent and delivered) must not let the lower one overwrite the higher one.
+        # PostgreSQL re-evaluates the WHERE on the row it waited for.
+        fields: dict[str, Any] = {"status": status}
         if code:
             fields.update(error_code=code[:16], error_message=reason[:300])
-    if fields:
-        Message.objects.filter(id=message.id).update(**fields, updated_at=timezone.now())
+        not_lower = [name for name, r in RANK.items() if r >= rank]
+        Message.objects.filter(id=message.id).exclude(status__in=not_lower).update(**fields, updated_at=now)
 
 
 # --- Inbound -----------------------------------------------------------------------------

@@ -120,3 +120,17 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return 'Api-Key realm="api"'
+
+
+class StaffSessionAuthentication(authentication.SessionAuthentication):
+    """The console's browser session, for staff only: any other logged-in user needs a key.
+
+    Plain SessionAuthentication would let every Django user (not only operators) read and
+    create tasks through the API.
+    """
+
+    def authenticate(self, request):
+        result = super().authenticate(request)
+        if result is None or not result[0].is_staff:
+            return None
+        return result

@@ -1,6 +1,13 @@
 """OpenAPI pieces drf-spectacular cannot infer on its own."""
 
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+
+class StaffSessionScheme(SessionScheme):
+    """The console's staff session cookie (SessionAuthentication restricted to staff)."""
+
+    target_class = "orchestrator.api.auth.StaffSessionAuthentication"
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

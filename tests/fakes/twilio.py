@@ -10,9 +10,11 @@ Twilio's do. It records every request so tests can assert the exact fields that 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -28,6 +30,7 @@ class Received:
     query: dict[str, list[str]]
     auth: tuple[str, str] | None
     authorized: bool
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -35,6 +38,8 @@ class Scripted:
     status: int
     code: int | None = None
     message: str = ""
+    retry_after: str | None = None  # a Retry-After header on the answer
+    hang: float = 0.0  # accept the message, then answer only after this many seconds
 
 
 @dataclass
@@ -45,6 +50,11 @@ class FakeTwilio:
     script: list[Scripted] = field(default_factory=list)  # answers for the next POSTs, in order
     messages: list[dict] = field(default_factory=list)
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    # Fault tests: when ``hold`` is set, a send is accepted (stored, as Twilio would) and the
+    # answer is held back until ``release`` is set; ``holding`` tells the test it happened.
+    hold: bool = False
+    holding: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> FakeTwilio:
         fake = self
@@ -60,10 +70,12 @@ class FakeTwilio:
                 user, _, password = base64.b64decode(header[6:]).decode().partition(":")
                 return user, password
 
-            def _json(self, status: int, body: dict) -> None:
+            def _json(self, status: int, body: dict, headers: dict | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -84,14 +96,21 @@ class FakeTwilio:
                     return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
                 if item.path != f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json":
                     return self._json(404, {"code": 20404, "message": "not found", "status": 404})
-                if fake.script:
-                    answer = fake.script.pop(0)
-                    if answer.status >= 300:
-                        return self._json(answer.status, {
-                            "code": answer.code, "message": answer.message or "error", "status": answer.status,
-                            "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
-                        })  # fmt: skip
-                self._json(201, fake._create(form))
+                answer = fake.script.pop(0) if fake.script else None
+                if answer is not None and answer.status >= 300:
+                    headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+                    return self._json(answer.status, {
+                        "code": answer.code, "message": answer.message or "error", "status": answer.status,
+                        "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
+                    }, headers)  # fmt: skip
+                created = fake._create(form)
+                if answer is not None and answer.hang:
+                    time.sleep(answer.hang)  # accepted, but the answer comes too late
+                if fake.hold:
+                    fake.holding.set()
+                    fake.release.wait(60)
+                with contextlib.suppress(OSError):  # the client may be gone (killed while waiting)
+                    self._json(201, created)
 
             def do_GET(self) -> None:
                 item = self._record({})

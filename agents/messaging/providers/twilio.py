@@ -22,10 +22,20 @@ from agents.messaging.providers.base import MessagingProvider, OutboundMessage, 
 from agents.messaging.statuses import error_reason
 
 log = logging.getLogger(__name__)
-TIMEOUT_SECONDS = 10.0
 
 
-class BaseUrlHttpClient(TwilioHttpClient):
+class HeaderKeepingHttpClient(TwilioHttpClient):
+    """Keeps the last answer's headers: TwilioRestException carries no Retry-After."""
+
+    last_headers: dict = {}
+
+    def request(self, method, url, *args, **kwargs):
+        response = super().request(method, url, *args, **kwargs)
+        self.last_headers = dict(response.headers or {})
+        return response
+
+
+class BaseUrlHttpClient(HeaderKeepingHttpClient):
     """Sends every ``https://*.twilio.com`` request to ``base_url`` instead."""
 
     def __init__(self, base_url: str, **kwargs) -> None:
@@ -42,17 +52,28 @@ class BaseUrlHttpClient(TwilioHttpClient):
 
 def twilio_client() -> Client:
     if settings.TWILIO_API_BASE_URL:
-        http_client = BaseUrlHttpClient(settings.TWILIO_API_BASE_URL, timeout=TIMEOUT_SECONDS)
+        http_client = BaseUrlHttpClient(settings.TWILIO_API_BASE_URL, timeout=settings.TWILIO_TIMEOUT_SECONDS)
     else:
-        http_client = TwilioHttpClient(timeout=TIMEOUT_SECONDS)
+        http_client = HeaderKeepingHttpClient(timeout=settings.TWILIO_TIMEOUT_SECONDS)
     return Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client)
 
 
-def _translate(exc: TwilioRestException) -> Exception:
+def _retry_after(client: Client) -> float | None:
+    """The Retry-After header (seconds) of Twilio's last answer, when it sent one."""
+    headers = getattr(client.http_client, "last_headers", None) or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: the orchestrator's own backoff applies
+
+
+def _translate(exc: TwilioRestException, client: Client) -> Exception:
     code = str(exc.code or "")
     reason = error_reason(code, fallback=f"Twilio answered HTTP {exc.status}")
     if exc.status == 429 or exc.status >= 500:
-        return TransientError(f"{reason} (HTTP {exc.status})", code=f"twilio_{code or exc.status}")
+        return TransientError(f"{reason} (HTTP {exc.status})", code=f"twilio_{code or exc.status}",
+                              retry_after=_retry_after(client))  # fmt: skip
     return PermanentError(reason, code=code or f"http_{exc.status}")
 
 
@@ -73,13 +94,17 @@ class TwilioProvider(MessagingProvider):
         if message.media_urls:
             kwargs["media_url"] = message.media_urls
         try:
-            created = twilio_client().messages.create(**kwargs)
+            client = twilio_client()
+            created = client.messages.create(**kwargs)
         except TwilioRestException as exc:
-            raise _translate(exc) from None
+            raise _translate(exc, client) from None
         except requests.RequestException as exc:
-            raise TransientError(
-                f"Twilio did not answer: {type(exc).__name__}", code="twilio_unreachable"
-            ) from None
+            error = TransientError(f"Twilio did not answer: {type(exc).__name__}", code="twilio_unreachable")
+            # Unless the connection never opened, Twilio may have accepted the message without
+            # our hearing back: the attempt stays open and the retry asks Twilio first (one
+            # Messages list; harmless when nothing was sent). See services._reconcile.
+            error.maybe_sent = not isinstance(exc, requests.ConnectTimeout)
+            raise error from None
         return SendResult(sid=created.sid, status=created.status or "queued")
 
     def find_recent(self, *, to: str, since: datetime, body: str) -> str | None:
