@@ -22,7 +22,7 @@ from dossiers.models import ConsentStatus, Contact
 from dossiers.services import InvalidPhoneNumber, consent_status, normalize_phone
 from orchestrator import services as task_services
 from orchestrator.api.errors import error_body
-from orchestrator.api.serializers import StrictFieldsMixin, TaskSerializer
+from orchestrator.api.serializers import ContactFieldMixin, StrictFieldsMixin, TaskSerializer
 from orchestrator.api.views import IDEMPOTENCY_HEADER, source_of
 
 LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -77,18 +77,9 @@ class CallPayloadSerializer(StrictFieldsMixin, serializers.Serializer):
         return attrs
 
 
-class CallCreateSerializer(CallPayloadSerializer):
+class CallCreateSerializer(ContactFieldMixin, CallPayloadSerializer):
     contact = serializers.UUIDField(required=False, allow_null=True, default=None)
     correlation_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
-
-    def validate_contact(self, value):
-        if value is None:
-            return None
-        contact = Contact.objects.filter(id=value).first()
-        if contact is None:
-            raise serializers.ValidationError(f"No contact with id {value}.")
-        self.context["contact"] = contact
-        return value
 
 
 def validate_call_payload(payload: dict, contact: Contact | None) -> dict:

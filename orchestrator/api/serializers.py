@@ -29,7 +29,21 @@ class StrictFieldsMixin:
         return super().to_internal_value(data)
 
 
-class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
+class ContactFieldMixin:
+    """An optional ``contact`` id that must exist; the contact is kept in the context for the
+    type-specific validators."""
+
+    def validate_contact(self, value):
+        if value is None:
+            return None
+        contact = Contact.objects.filter(id=value).first()
+        if contact is None:
+            raise serializers.ValidationError(f"No contact with id {value}.")
+        self.context["contact"] = contact
+        return value
+
+
+class TaskCreateSerializer(StrictFieldsMixin, ContactFieldMixin, serializers.Serializer):
     type = serializers.CharField(max_length=64, help_text="A registered task type, e.g. sms.send.")
     contact = serializers.UUIDField(required=False, allow_null=True, default=None)
     correlation_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
@@ -45,15 +59,6 @@ class TaskCreateSerializer(StrictFieldsMixin, serializers.Serializer):
         if route is None or not route.enabled:
             known = ", ".join(registry.known_task_types()) or "(none)"
             raise serializers.ValidationError(f"Unknown task type {value!r}. Known types: {known}.")
-        return value
-
-    def validate_contact(self, value):
-        if value is None:
-            return None
-        contact = Contact.objects.filter(id=value).first()
-        if contact is None:
-            raise serializers.ValidationError(f"No contact with id {value}.")
-        self.context["contact"] = contact
         return value
 
     def validate_payload(self, value: dict) -> dict:
