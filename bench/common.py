@@ -67,7 +67,7 @@ def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 1):
     proc = subprocess.Popen(
         [str(BIN / "gunicorn"), "comms_platform.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", str(workers),
          "--worker-class", "sync" if threads == 1 else "gthread", "--threads", str(threads),
-         "--backlog", "2048", "--log-level", "warning"],
+         "--worker-connections", str(2 * threads), "--backlog", "2048", "--log-level", "warning"],
         cwd=ROOT, env=env,
     )  # fmt: skip
     try:

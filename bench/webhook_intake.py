@@ -114,6 +114,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=4, help="threads per worker (gthread when > 1, as bin/render-web)"
+    )
     parser.add_argument("--messages", type=int, default=6000, help="in-flight messages per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
@@ -125,7 +128,7 @@ def main() -> None:
     sets = [make_messages(args.messages) for _ in range(args.rounds)]
     steady_set = make_messages(args.messages)
     rounds: list[tuple[dict, dict]] = []
-    with gunicorn(env, workers=args.workers) as base:
+    with gunicorn(env, workers=args.workers, threads=args.threads) as base:
         warm_script, warm_data = wrk_script(signed_requests(base, warm))
         scripts = [wrk_script(signed_requests(base, s)) for s in sets]
         wrk(f"{base}/bench/bare", seconds=2, connections=args.connections)  # warm up

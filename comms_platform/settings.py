@@ -104,6 +104,8 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # The same backend, with a health check that polls the socket instead of a SELECT 1.
+    DATABASES["default"]["ENGINE"] = "comms_platform.pgbackend"
 else:
     # SQLite: wait for the writer lock instead of failing at once, and use WAL so
     # readers never block the writer (several threads write in the embedded default).

@@ -12,11 +12,14 @@ handler404 = "orchestrator.api.errors.handler404"
 handler500 = "orchestrator.api.errors.handler500"
 
 urlpatterns = [
+    # The busiest endpoints first: Django tries the patterns in order, and task intake and
+    # the status callbacks should not be matched against the admin's patterns first.
+    path("api/calls/", CallCreateView.as_view(), name="call-create"),
+    path("api/", include("orchestrator.api.urls")),
+    path("webhooks/twilio/messaging/", include("agents.messaging.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view.metrics, name="metrics"),
-    path("api/calls/", CallCreateView.as_view(), name="call-create"),
-    path("api/", include("orchestrator.api.urls")),
     path("api/", include("dossiers.api.urls")),
     path("api/agents/", AgentListView.as_view(), name="agent-list"),
     path("artifacts/<uuid:pk>/download/", artifact_download, name="artifact-download"),
@@ -27,5 +30,4 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("agents.email.urls")),
     path("", include("agents.content.urls")),
-    path("webhooks/twilio/messaging/", include("agents.messaging.urls")),
 ]

@@ -13,7 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from twilio.twiml.messaging_response import MessagingResponse
 
 from agents.common.models import WebhookEvent
-from agents.common.twilio_security import is_valid_twilio_request
+from agents.common.twilio_security import form_dict, is_valid_twilio_request
 from agents.common.webhooks import BadWebhook, WebhookView
 from agents.messaging import services
 from dossiers.services import InvalidPhoneNumber
@@ -31,7 +31,7 @@ class StatusCallbackView(WebhookView):
         return is_valid_twilio_request(request)
 
     def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
-        event = request.POST.dict()
+        event = form_dict(request)
         if not (event.get("MessageSid") or event.get("SmsSid")) or not (
             event.get("MessageStatus") or event.get("SmsStatus")
         ):
@@ -66,7 +66,7 @@ class InboundView(WebhookView):
         return is_valid_twilio_request(request)
 
     def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
-        event = request.POST.dict()
+        event = form_dict(request)
         if not event.get("MessageSid") or not event.get("From"):
             raise BadWebhook("MessageSid and From are required")
         self.reply = ""

@@ -1,9 +1,11 @@
 """Per-API-key request throttling (API_THROTTLE_RATE, e.g. "50/s").
 
 One token bucket per key, taken from ``agents.common.ratelimit``: with REDIS_URL the bucket
-lives in Redis and is shared by every web process, and a request costs exactly one Redis
-round trip (one EVALSHA of the bucket script; the script is loaded once per process).
-Without Redis each process keeps its own buckets in memory. The bucket holds one period's
+lives in Redis and is shared by every web process. A quiet key costs one Redis round trip
+per request (one EVALSHA of the bucket script); a busy key's tokens are leased to each
+process in small chunks (at most a tenth of a second's worth, ``acquire_leased``), so
+under load most requests cost no round trip at all while the limit still holds across
+processes. Without Redis each process keeps its own buckets in memory. The bucket holds one period's
 worth of requests, so "50/s" allows bursts of 50 and 50 requests a second sustained.
 
 A refused request gets 429 ``{"error": {"code": "throttled", ...}}`` and ``Retry-After``
@@ -64,7 +66,7 @@ class ApiKeyRateThrottle(BaseThrottle):
             return True
         rate, burst = parsed
         try:
-            wait = ratelimit.acquire(f"api:{self._ident(request)}", rate=rate, burst=burst)
+            wait = ratelimit.acquire_leased(f"api:{self._ident(request)}", rate=rate, burst=burst)
         except Exception as exc:  # Redis unreachable: fail open, say so
             log.warning("API throttle unavailable, request let through: %s", type(exc).__name__)
             return True
