@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.db import transaction
+
+from orchestrator.live import send_group
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +26,5 @@ def publish_inbox_update(task_id: Any, *, reason: str = "changed") -> None:
     it on claim, reply and resolve. A failure to publish is logged, never raised.
     """
 
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(
-                INBOX_GROUP, {"type": "inbox.update", "task_id": str(task_id), "reason": reason}
-            )
-        except Exception:
-            log.warning("inbox update for task %s not sent", task_id, exc_info=True)
-
-    transaction.on_commit(send)
+    message = {"type": "inbox.update", "task_id": str(task_id), "reason": reason}
+    transaction.on_commit(lambda: send_group(INBOX_GROUP, message))

@@ -1,12 +1,22 @@
-"""Push task changes to the console's websocket groups, after the change is committed."""
+"""Push task changes to the console's websocket groups, after the change is committed.
+
+With the Redis channel layer, updates go through one long-lived event loop per process
+(a daemon thread) that sends them in order over the layer's pooled connections. Calling
+``async_to_sync(layer.group_send)`` per update instead builds a new event loop and opens a
+new Redis connection every time, which cost a worker more than the database work of the
+transition it reports. The in-memory layer (embedded default) is sent to directly.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 log = logging.getLogger(__name__)
@@ -21,14 +31,55 @@ def publish_task_update(task_id: Any, data: dict[str, Any]) -> None:
 
     Live updates are a convenience: a failure to publish is logged, never raised.
     """
+    transaction.on_commit(lambda: send_group(task_group(task_id), {"type": "task.update", "data": data}))
 
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
+
+def send_group(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    if isinstance(layer, InMemoryChannelLayer):
         try:
-            async_to_sync(layer.group_send)(task_group(task_id), {"type": "task.update", "data": data})
+            async_to_sync(layer.group_send)(group, message)
         except Exception:
-            log.warning("live update for task %s not sent", task_id, exc_info=True)
+            log.warning("live update to %s not sent", group, exc_info=True)
+        return
+    _sender.send(layer, group, message)
 
-    transaction.on_commit(send)
+
+class _OrderedSender:
+    """One event loop thread per process; updates are sent one after another, in order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._drainer: asyncio.Task | None = None
+
+    def send(self, layer, group: str, message: dict[str, Any]) -> None:
+        loop, queue = self._ensure()
+        loop.call_soon_threadsafe(queue.put_nowait, (layer, group, message))
+
+    def _ensure(self) -> tuple[asyncio.AbstractEventLoop, asyncio.Queue]:
+        if self._pid != os.getpid() or self._loop is None:  # new process (fork): new loop
+            with self._lock:
+                if self._pid != os.getpid() or self._loop is None:
+                    loop = asyncio.new_event_loop()
+                    queue: asyncio.Queue = asyncio.Queue()
+                    self._drainer = loop.create_task(self._drain(queue))  # referenced: not collected
+                    threading.Thread(target=loop.run_forever, name="live-updates", daemon=True).start()
+                    self._loop, self._queue, self._pid = loop, queue, os.getpid()
+        return self._loop, self._queue
+
+    @staticmethod
+    async def _drain(queue: asyncio.Queue) -> None:
+        while True:
+            layer, group, message = await queue.get()
+            try:
+                await layer.group_send(group, message)
+            except Exception:
+                log.warning("live update to %s not sent", group, exc_info=True)
+
+
+_sender = _OrderedSender()

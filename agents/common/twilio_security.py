@@ -62,14 +62,18 @@ def form_params(request: HttpRequest) -> QueryDict | dict[str, str]:
     if cached is not None:
         return cached
     pairs = None
-    if request.content_type == "application/x-www-form-urlencoded":
+    # Only the common case: UTF-8 (declared or by default) that decodes cleanly. Any other
+    # charset or stray bytes go to Django's QueryDict, which has its own rules for them.
+    charset = (request.encoding or settings.DEFAULT_CHARSET).lower().replace("_", "-")
+    if request.content_type == "application/x-www-form-urlencoded" and charset in ("utf-8", "utf8"):
         try:
             pairs = parse_qsl(
-                request.body.decode(request.encoding or settings.DEFAULT_CHARSET, errors="replace"),
+                request.body.decode("utf-8"),
                 keep_blank_values=True,
+                errors="strict",
                 max_num_fields=settings.DATA_UPLOAD_MAX_NUMBER_FIELDS,
             )
-        except ValueError:
+        except ValueError:  # UnicodeDecodeError included: bytes or escapes that are not UTF-8
             pairs = None
     cached = dict(pairs) if pairs is not None else None
     if cached is None or len(cached) != len(pairs):

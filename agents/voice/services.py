@@ -15,8 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import requests
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -24,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dossiers.models import Artifact, Call, Direction, TranscriptTurn
+from orchestrator.live import send_group
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
 from orchestrator.states import IllegalTransition, TaskStatus
@@ -149,16 +148,7 @@ def _update_call_row(call: Call, update: StatusUpdate) -> None:
 def _publish_call_status(task_id: Any, status: str) -> None:
     """Tell the live call view (group ``call.<task>``) after commit; never raises."""
 
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        try:
-            async_to_sync(layer.group_send)(f"call.{task_id}", {"type": "call.status", "status": status})
-        except Exception:
-            log.warning("live call status for task %s not sent", task_id, exc_info=True)
-
-    transaction.on_commit(send)
+    transaction.on_commit(lambda: send_group(f"call.{task_id}", {"type": "call.status", "status": status}))
 
 
 def _ensure_in_progress(task_id: Any, call_sid: str) -> None:
