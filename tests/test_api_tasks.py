@@ -223,6 +223,93 @@ def test_keys_are_per_client(api, client):
     assert a.json()["id"] != b.json()["id"]
 
 
+# --- The intake INSERT (services.insert_row) -------------------------------------------
+
+
+def _created(**overrides):
+    from datetime import timedelta
+
+    from orchestrator import services
+
+    parent = Task.objects.create(type="diagnostic.echo", channel="system")
+    contact = Contact.objects.create(name="Ada", phone="+14155550101")
+    now = timezone.now()
+    fields = {"type": "diagnostic.echo", "contact_id": contact.id, "correlation_id": "corr-1", "priority": 8,
+              "payload": {"text": "héllo 👋", "n": 3, "ratio": 0.25, "ok": True, "none": None,
+                          "nested": {"list": [1, "two", {"three": []}]}, "quote": "it's \"quoted\""},
+              "scheduled_for": now + timedelta(hours=1), "expires_at": now + timedelta(days=1),
+              "source": "key:7", "idempotency_key": "order-77", "digest": "d" * 64,
+              "parent_id": parent.id, **overrides}  # fmt: skip
+    before = timezone.now()
+    task, created = services.task_create(**fields)
+    return task, created, fields, before
+
+
+def test_task_create_stores_every_field_as_the_orm_reads_it(django_assert_num_queries):
+    task, created, fields, before = _created()
+    assert created
+    stored = Task.objects.get(id=task.id)
+    for field in Task._meta.concrete_fields:
+        assert getattr(stored, field.attname) == getattr(task, field.attname), field.name
+    assert stored.payload == fields["payload"]
+    assert (stored.scheduled_for, stored.expires_at) == (fields["scheduled_for"], fields["expires_at"])
+    assert (stored.idempotency_key, stored.request_digest, stored.source) == ("order-77", "d" * 64, "key:7")
+    assert (stored.contact_id, stored.parent_id) == (fields["contact_id"], fields["parent_id"])
+    assert (stored.status, stored.channel, stored.priority, stored.attempts) == (S.PENDING, "system", 8, 0)
+    assert before <= stored.created_at <= timezone.now()
+    assert before <= stored.updated_at <= timezone.now()
+    # The JSON is stored as JSON (an object the database can query), not as a quoted string.
+    assert Task.objects.filter(id=task.id, payload__nested__list__1="two").exists()
+    # The instance knows it is saved: a later save() updates the row instead of inserting it.
+    assert (task._state.adding, task._state.db) == (False, "default")
+    task.priority = 2
+    with django_assert_num_queries(1):
+        task.save(update_fields=["priority"])
+    assert Task.objects.get(id=task.id).priority == 2
+
+
+def test_task_create_stores_what_an_orm_insert_would():
+    from orchestrator import services
+
+    task, _, fields, _ = _created(payload={}, scheduled_for=None, expires_at=None, idempotency_key=None,
+                                  contact_id=None, parent_id=None)  # fmt: skip
+    twin = Task(type=fields["type"], channel="system", correlation_id=fields["correlation_id"],
+                priority=fields["priority"], source=fields["source"], request_digest=fields["digest"])  # fmt: skip
+    twin.save(force_insert=True)
+    mine, orm = Task.objects.get(id=task.id), Task.objects.get(id=twin.id)
+    differing = {"id", "created_at", "updated_at"}
+    for field in Task._meta.concrete_fields:
+        if field.name not in differing:
+            assert getattr(mine, field.attname) == getattr(orm, field.attname), field.name
+    assert mine.idempotency_key is None  # NULL, not "": keyless tasks stay out of the unique constraint
+    assert Task.objects.filter(id=task.id, payload={}).exists()
+    assert services.task_create(type="diagnostic.echo", source=fields["source"])[1]  # another keyless one
+
+
+def test_duplicate_key_racing_past_the_lookup_returns_the_first_task(monkeypatch):
+    """Two requests with one key both find nothing, both INSERT: the unique constraint raises
+    IntegrityError (Django's, from the raw INSERT too), the loser returns the winner's task and
+    the caller's transaction goes on (the INSERT ran in a savepoint)."""
+    from django.db import transaction
+
+    from orchestrator import services
+
+    first, _, fields, _ = _created()
+    lookup = services._existing_for_key
+    calls = []
+
+    def late_lookup(source, key, digest):
+        calls.append(key)
+        return None if len(calls) == 1 else lookup(source, key, digest)  # the first look misses the row
+
+    monkeypatch.setattr(services, "_existing_for_key", late_lookup)
+    assert transaction.get_connection().in_atomic_block  # the test's transaction: the savepoint path
+    again, created = services.task_create(**fields)
+    assert (again.id, created) == (first.id, False)
+    assert len(calls) == 2
+    assert Task.objects.filter(idempotency_key="order-77").count() == 1  # the transaction still works
+
+
 # --- Agent callbacks and cancellation ---------------------------------------------------
 
 

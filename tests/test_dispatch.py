@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orchestrator import services
-from orchestrator.models import Task
+from orchestrator.models import Task, TaskEvent
 from orchestrator.states import TaskStatus
 from orchestrator.tasks import execute_task
 from tests.support.services import transactional_db
@@ -137,3 +138,161 @@ def always_busy(task):
     from agents.common.errors import TransientError
 
     raise TransientError("the provider said 503", code="provider_busy")
+
+
+@transactional_db
+def test_duplicate_key_in_autocommit_returns_the_first_task(monkeypatch, sent):
+    """task_create outside any transaction (no savepoint): the raw INSERT's IntegrityError is
+    caught the same way and the first task is returned; nothing is sent twice."""
+    from django.db import connection
+
+    assert not connection.in_atomic_block
+    first, created = services.task_create(type="diagnostic.echo", source="key:1", idempotency_key="k-1")
+    assert created and sent == [("orchestrator", str(first.id))]
+    lookup, lookups = services._existing_for_key, []
+
+    def late_lookup(*args):
+        lookups.append(args)
+        return None if len(lookups) == 1 else lookup(*args)  # the first look misses the row
+
+    monkeypatch.setattr(services, "_existing_for_key", late_lookup)
+    again, created = services.task_create(type="diagnostic.echo", source="key:1", idempotency_key="k-1")
+    assert (again.id, created, len(lookups)) == (first.id, False, 2)
+    assert Task.objects.count() == 1
+    assert sent == [("orchestrator", str(first.id))]
+
+
+# --- Publishing through a real Redis broker (one pipeline per batch) ---------------------
+
+
+@pytest.fixture
+def redis_broker(settings, monkeypatch):
+    """Celery publishes to a private Redis (not in-process): yields (client, server process)."""
+    import redis
+    from kombu.transport import redis as kombu_redis
+
+    from comms_platform.celery import app as celery_app
+    from tests.support.services import redis_server
+
+    with redis_server() as (url, _port, proc):
+        previous = celery_app.conf.broker_url
+        celery_app.conf.broker_url = url
+        celery_app.conf.task_always_eager = False  # conftest puts it back after the test
+        monkeypatch.setattr(celery_app, "_pool", None)  # pools for the private broker
+        monkeypatch.setattr(celery_app.amqp, "_producer_pool", None)
+        settings.REDIS_URL = url  # agent heartbeats too
+        assert kombu_redis.Channel.supports_batch_publish  # what the pipeline needs (no retry policy)
+        try:
+            yield redis.Redis.from_url(url), proc
+        finally:
+            celery_app.conf.broker_url = previous
+            celery_app._pool = None
+            celery_app.amqp._producer_pool = None
+
+
+def pending_tasks(n: int) -> list[Task]:
+    return [Task.objects.create(type="diagnostic.echo", channel="system") for _ in range(n)]
+
+
+def rows(tasks: list[Task]) -> list[tuple]:
+    return [(t.id, S.PENDING, t.type) for t in tasks]
+
+
+@pytest.fixture
+def redis_writes(monkeypatch):
+    """Each write of commands to Redis (a pipeline is one write), as the bytes sent."""
+    from redis.connection import AbstractConnection
+
+    writes: list[bytes] = []
+    original = AbstractConnection.send_packed_command
+
+    def send(self, command, check_health=True):
+        writes.append(command if isinstance(command, bytes) else b"".join(command))
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", send)
+    return writes
+
+
+@pytest.mark.django_db
+@pytest.mark.services
+def test_a_batch_is_published_in_one_redis_pipeline_and_recorded_queued(redis_broker, redis_writes):
+    client, _ = redis_broker
+    warm = pending_tasks(1)  # connects, declares the queue
+    assert services.send_tasks(rows(warm)) == 1
+    tasks = pending_tasks(50)
+    redis_writes.clear()
+    assert services.send_tasks(rows(tasks)) == 50
+    assert client.llen("orchestrator") == 51  # one message per task, on the agent's queue
+    pushes = [w for w in redis_writes if b"LPUSH" in w]
+    assert len(pushes) == 1, f"{len(pushes)} writes carried the 50 messages"
+    assert pushes[0].count(b"LPUSH") == 50
+    queued = {json.loads(m)["headers"]["argsrepr"] for m in client.lrange("orchestrator", 0, -1)}
+    assert queued == {repr([str(t.id)]) for t in [*warm, *tasks]}
+    statuses = set(Task.objects.filter(id__in=[t.id for t in tasks]).values_list("status", flat=True))
+    assert statuses == {S.QUEUED}
+    assert TaskEvent.objects.filter(task__in=tasks, to_status=S.QUEUED).count() == 50
+
+
+@pytest.mark.django_db
+@pytest.mark.services
+def test_failed_pipeline_flush_records_nothing_queued(redis_broker):
+    """Redis goes away after the batch was buffered: the flush fails, every task stays pending."""
+    _, proc = redis_broker
+    assert services.send_tasks(rows(pending_tasks(1))) == 1  # the connection is up and pooled
+    proc.terminate()
+    proc.wait()
+    tasks = pending_tasks(50)
+    assert services.send_tasks(rows(tasks)) == 0
+    assert set(Task.objects.filter(id__in=[t.id for t in tasks]).values_list("status", flat=True)) == {
+        S.PENDING
+    }
+    assert not TaskEvent.objects.filter(task__in=tasks).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.services
+def test_partly_flushed_batch_records_none_of_it(redis_broker, monkeypatch):
+    """The pipeline flushes every PUBLISH_BATCH commands; Redis dies before the third flush.
+    Twenty messages went out, but no task is recorded queued: all stay pending for the sweeper
+    (a message sent twice is run once: the worker's claim is conditional)."""
+    from kombu.transport.redis import PublishBatch
+
+    client, proc = redis_broker
+    assert services.send_tasks(rows(pending_tasks(1))) == 1
+    client.delete("orchestrator")
+    monkeypatch.setattr(services, "PUBLISH_BATCH", 10)
+    flushes: list[int] = []
+    original = PublishBatch.flush
+
+    def flush(self):
+        if self._buffered and len(flushes) == 2:  # the outage, between two flushes
+            flushes.append(client.llen("orchestrator"))
+            proc.terminate()
+            proc.wait()
+        elif self._buffered:
+            flushes.append(0)
+        return original(self)
+
+    monkeypatch.setattr(PublishBatch, "flush", flush)
+    tasks = pending_tasks(50)
+    assert services.send_tasks(rows(tasks)) == 0
+    assert flushes == [0, 0, 20]  # two flushes of ten went out before the outage
+    assert set(Task.objects.filter(id__in=[t.id for t in tasks]).values_list("status", flat=True)) == {
+        S.PENDING
+    }
+    assert not TaskEvent.objects.filter(task__in=tasks).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.services
+def test_broker_down_from_the_start_leaves_tasks_pending(redis_broker):
+    _, proc = redis_broker
+    proc.terminate()
+    proc.wait()
+    tasks = pending_tasks(5)
+    assert services.send_tasks(rows(tasks)) == 0
+    assert set(Task.objects.filter(id__in=[t.id for t in tasks]).values_list("status", flat=True)) == {
+        S.PENDING
+    }
+    assert not TaskEvent.objects.filter(task__in=tasks).exists()

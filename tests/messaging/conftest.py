@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 import pytest
 from twilio.request_validator import RequestValidator
 
@@ -11,6 +13,7 @@ STATUS_URL = f"{PUBLIC}/webhooks/twilio/messaging/status/"
 INBOUND_URL = f"{PUBLIC}/webhooks/twilio/messaging/inbound/"
 TOKEN = "0123456789abcdef0123456789abcdef"
 ACCOUNT = "AC" + "0" * 31 + "1"
+FORM = "application/x-www-form-urlencoded"  # what Twilio sends
 
 
 @pytest.fixture(autouse=True)
@@ -38,10 +41,15 @@ def fake_twilio(settings):
     fake.stop()
 
 
-def signed_post(client, url: str, params: dict, *, token: str = TOKEN, signature: str | None = None):
-    """POST form params to our webhook as Twilio would, signed with Twilio's own validator."""
+def signed_post(client, url: str, params: dict, *, token: str = TOKEN, signature: str | None = None,
+                multipart: bool = False, **headers):  # fmt: skip
+    """POST form params to our webhook as Twilio would (application/x-www-form-urlencoded),
+    signed with Twilio's own validator. ``multipart`` posts the test client's default encoding."""
     if signature is None:
         signature = RequestValidator(token).compute_signature(url, params)
     path = url.removeprefix(PUBLIC)
-    headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
-    return client.post(path, params, **headers)
+    if signature:
+        headers["HTTP_X_TWILIO_SIGNATURE"] = signature
+    if multipart:
+        return client.post(path, params, **headers)
+    return client.post(path, urlencode(params, doseq=True), content_type=FORM, **headers)

@@ -4,12 +4,13 @@ import itertools
 import os
 
 import pytest
+from django.core.exceptions import BadRequest
 
 from agents.common.models import WebhookEvent
 from dossiers.models import Consent, Contact, Message
 from orchestrator.models import Task, TaskEvent
 from orchestrator.states import TaskStatus
-from tests.messaging.conftest import PUBLIC, STATUS_URL, TOKEN, signed_post
+from tests.messaging.conftest import FORM, PUBLIC, STATUS_URL, TOKEN, signed_post
 from tests.support.services import unavailable
 
 pytestmark = pytest.mark.django_db
@@ -56,6 +57,7 @@ def test_previous_token_is_accepted_during_rotation(client, settings):
     assert signed_post(client, url_for(task), callback("sent"), token=old).status_code == 204
 
 
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
 @pytest.mark.parametrize(
     ("case", "kwargs"),
     [
@@ -63,9 +65,15 @@ def test_previous_token_is_accepted_during_rotation(client, settings):
         ("missing header", {"signature": ""}),
         ("signed for another host", {"url": "https://evil.example.com/webhooks/twilio/messaging/status/"}),
         ("signed for another query", {"query": "?task=00000000-0000-0000-0000-000000000000"}),
+        ("signed over other values", {"params": {"MessageStatus": "sent"}}),
+        ("signed over a missing value", {"params": {"ErrorCode": "30006"}}),
+        (
+            "signed for another port",
+            {"url": "https://comms.example.com:8443/webhooks/twilio/messaging/status/"},
+        ),
     ],
 )
-def test_bad_signatures_are_403_and_store_nothing(client, case, kwargs):
+def test_bad_signatures_are_403_and_store_nothing(client, case, kwargs, encoding):
     from prometheus_client import REGISTRY
 
     task = in_flight()
@@ -77,16 +85,21 @@ def test_bad_signatures_are_403_and_store_nothing(client, case, kwargs):
         or 0
     )
     signed_url = kwargs.get("url", url_for(task))
+    if "url" in kwargs:
+        signed_url += f"?task={task.id}"
     if "query" in kwargs:
         signed_url = f"{STATUS_URL}{kwargs['query']}"
     from twilio.request_validator import RequestValidator
 
     signature = kwargs.get("signature")
     if signature is None:
-        signature = RequestValidator(kwargs.get("token", TOKEN)).compute_signature(signed_url, params)
-    headers = {"HTTP_X_TWILIO_SIGNATURE": signature} if signature else {}
-    response = client.post(url_for(task).removeprefix(PUBLIC), params, **headers)
+        signed_params = {**params, **kwargs.get("params", {})}
+        signature = RequestValidator(kwargs.get("token", TOKEN)).compute_signature(signed_url, signed_params)
+    response = signed_post(
+        client, url_for(task), params, signature=signature, multipart=encoding == "multipart"
+    )
     assert response.status_code == 403, case
+    assert response.json()["error"]["code"] == "invalid_signature"
     assert WebhookEvent.objects.count() == 0
     task.refresh_from_db()
     assert task.status == S.IN_PROGRESS
@@ -107,6 +120,185 @@ def test_proxy_host_does_not_matter_public_url_does(client, settings):
     response = client.post(url_for(task).removeprefix(PUBLIC), params, HTTP_X_TWILIO_SIGNATURE=signature,
                            HTTP_HOST="10.0.0.7:10000", HTTP_X_FORWARDED_PROTO="https")  # fmt: skip
     assert response.status_code == 204
+
+
+@pytest.fixture
+def validator_calls(monkeypatch):
+    """How often Twilio's validator computed a signature and ran its full validate()."""
+    from twilio.request_validator import RequestValidator
+
+    calls = {"compute_signature": 0, "validate": 0}
+    for name in calls:
+        original = getattr(RequestValidator, name)
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(RequestValidator, name, counted)
+    return calls
+
+
+def test_twilio_signed_form_is_accepted_with_one_hmac(client, validator_calls):
+    from twilio.request_validator import RequestValidator
+
+    task = in_flight()
+    params = callback("delivered")
+    signature = RequestValidator(TOKEN).compute_signature(url_for(task), params)
+    validator_calls.update(compute_signature=0, validate=0)  # not the test's own signing
+    assert signed_post(client, url_for(task), params, signature=signature).status_code == 204
+    # The fast path: one HMAC over the URL as configured; validate() (two HMACs, two URL
+    # parses) is not needed when the signature matches.
+    assert validator_calls == {"compute_signature": 1, "validate": 0}
+    assert WebhookEvent.objects.get().payload["MessageStatus"] == "delivered"
+
+
+def test_hmac_sha256_signature_from_a_webhooks_rule_is_accepted(client):
+    from twilio.request_validator import HMAC_SHA256, RequestValidator
+
+    task = in_flight()
+    params = callback("sent")
+    header = {"HTTP_X_TWILIO_WEBHOOKS_SIGNATURE_SETTINGS": "key=webhooks_sharedkey_1,algorithm=HMAC_SHA256"}
+    signature = RequestValidator(TOKEN).compute_signature(url_for(task), params, HMAC_SHA256)
+    assert signed_post(client, url_for(task), params, signature=signature, **header).status_code == 204
+    # An SHA-1 signature where the header says SHA-256 is refused.
+    sha1 = RequestValidator(TOKEN).compute_signature(url_for(task), callback("delivered"))
+    assert (
+        signed_post(client, url_for(task), callback("delivered"), signature=sha1, **header).status_code == 403
+    )
+
+
+def test_signature_over_the_url_with_its_default_port_still_passes(client, validator_calls):
+    """PUBLIC_BASE_URL has no port; Twilio may sign https://host:443/…: validate() tries both."""
+    from twilio.request_validator import RequestValidator
+
+    task = in_flight()
+    params = callback("delivered")
+    with_port = url_for(task).replace(PUBLIC, "https://comms.example.com:443")
+    signature = RequestValidator(TOKEN).compute_signature(with_port, params)
+    response = signed_post(client, url_for(task), params, signature=signature)
+    assert response.status_code == 204
+    assert validator_calls["validate"] == 1  # the fast path missed; the full check found it
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_repeated_parameter_is_signed_over_every_value(client):
+    """A name that repeats: parsed by Django's QueryDict, signed (as Twilio does) over all values."""
+    from django.http import QueryDict
+    from twilio.request_validator import RequestValidator
+
+    task = in_flight()
+    params = {**callback("delivered"), "MediaUrl": ["https://a.example/1", "https://a.example/2"]}
+    signed_over = QueryDict(mutable=True)
+    for name, value in params.items():
+        signed_over.setlist(name, value if isinstance(value, list) else [value])
+    signature = RequestValidator(TOKEN).compute_signature(url_for(task), signed_over)
+    assert signed_post(client, url_for(task), params, signature=signature).status_code == 204
+    # Stored as QueryDict.dict() has it: the last value of the repeated name.
+    assert WebhookEvent.objects.get().payload["MediaUrl"] == "https://a.example/2"
+    # A signature over the last value only does not cover the body that was sent.
+    last_only = RequestValidator(TOKEN).compute_signature(url_for(task), signed_over.dict())
+    response = signed_post(client, url_for(task), {**params, "MessageStatus": "sent"}, signature=last_only)
+    assert response.status_code == 403
+
+
+def test_form_params_parse_repeated_names_with_django():
+    from django.http import QueryDict
+    from django.test import RequestFactory
+
+    from agents.common.twilio_security import form_dict, form_params
+
+    request = RequestFactory().post("/", "To=%2B1415&Tag=a&Tag=b", content_type=FORM)
+    params = form_params(request)
+    assert isinstance(params, QueryDict)
+    assert params.getlist("Tag") == ["a", "b"]
+    assert form_dict(request) == {"To": "+1415", "Tag": "b"}
+    assert form_params(request) is params  # parsed once per request
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (FORM, b"Body=h%C3%A9llo+w%C3%B6rld+%2B1&To=%2B14155550100&Empty=&Flag"),
+        (FORM, "Body=héllo wörld 👋".encode()),
+        (FORM, b"Body=%E9t%E9&Bad=%ZZ&=nameless&&a=1;b=2"),
+        (FORM, b"Body=%00"),
+        (FORM, b""),
+        (f"{FORM}; charset=utf-8", b"Body=%C3%A9"),
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="Body"\r\n\r\nhi\r\n--B--\r\n',
+        ),
+        # Not UTF-8: raw bytes (Django reads them as ISO-8859-1), a declared charset (Django
+        # refuses the form with a 400). The fast parse must leave both to Django.
+        (FORM, b"Body=\xe9t\xe9"),
+        (f"{FORM}; charset=ISO-8859-1", b"Body=%E9"),
+    ],
+)
+def test_form_dict_reads_a_form_as_django_does(content_type, body):
+    from django.test import RequestFactory
+
+    from agents.common.twilio_security import form_dict
+
+    def read(parse):
+        try:
+            return parse(RequestFactory().post("/", body, content_type=content_type))
+        except BadRequest as exc:
+            return type(exc)
+
+    assert read(form_dict) == read(lambda request: request.POST.dict())
+
+
+def test_body_that_is_not_utf8_is_verified_as_django_reads_it(client):
+    """Raw ISO-8859-1 bytes (never Twilio's, but a signed body all the same): verified and
+    stored as Django's QueryDict reads them, as before the fast parse."""
+    from urllib.parse import urlencode
+
+    from twilio.request_validator import RequestValidator
+
+    task = in_flight()
+    params = callback("delivered", ErrorMessage="été")
+    signature = RequestValidator(TOKEN).compute_signature(url_for(task), params)
+    body = (
+        urlencode({k: v for k, v in params.items() if k != "ErrorMessage"}).encode()
+        + b"&ErrorMessage=\xe9t\xe9"
+    )
+    response = client.post(url_for(task).removeprefix(PUBLIC), body, content_type=FORM,
+                           HTTP_X_TWILIO_SIGNATURE=signature)  # fmt: skip
+    assert response.status_code == 204
+    assert WebhookEvent.objects.get().payload["ErrorMessage"] == "été"
+
+
+def test_webhook_posts_need_no_csrf_token():
+    """Twilio sends no CSRF token: with CSRF checks on, a signed callback is taken and a bad
+    signature gets the webhook's own JSON 403, never Django's CSRF failure page."""
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    task = in_flight()
+    assert signed_post(strict, url_for(task), callback("delivered")).status_code == 204
+    refused = signed_post(strict, url_for(task), callback("failed"), token="e" * 32)
+    assert refused.status_code == 403
+    assert refused["Content-Type"] == "application/json"
+    assert refused.json()["error"]["code"] == "invalid_signature"
+    assert WebhookEvent.objects.count() == 1
+
+
+def test_every_webhook_view_is_csrf_exempt():
+    from django.urls import get_resolver
+
+    from agents.common.webhooks import WebhookView
+
+    def views(resolver):
+        for pattern in resolver.url_patterns:
+            if hasattr(pattern, "url_patterns"):
+                yield from views(pattern)
+            else:
+                yield pattern.callback
+
+    webhooks = [v for v in views(get_resolver()) if issubclass(getattr(v, "view_class", object), WebhookView)]
+    assert len(webhooks) >= 2  # messaging status and inbound at least
+    assert all(getattr(v, "csrf_exempt", False) for v in webhooks), [v.view_class for v in webhooks]
 
 
 DELIVERED_EVENTS = ["queued", "sending", "sent", "delivered"]
