@@ -30,6 +30,7 @@ from django.utils import timezone
 from agents.common import metrics
 from agents.common.heartbeats import agent_healthy
 from comms_platform.celery import app as celery_app
+from comms_platform.pgbackend.base import execute_prepared
 from orchestrator import registry
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
@@ -140,12 +141,11 @@ def _insert_statement(model: type[models.Model]) -> tuple[str, tuple[models.Fiel
 def insert_row(obj: models.Model) -> None:
     """``obj.save(force_insert=True)`` without building the query each time: the same
     column values (``pre_save`` and ``get_db_prep_save`` of every field, so ``auto_now_add``
-    and JSON adaptation work as in the ORM) in one prepared-once INSERT. Intake's hot path;
+    and JSON adaptation work as in the ORM) in one INSERT, prepared once per connection. Intake's hot path;
     for models without save signals (Task has none) and with a client-side primary key."""
     sql, fields = _insert_statement(type(obj))
     params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    execute_prepared(connection, sql, params)
     obj._state.adding = False
     obj._state.db = connection.alias
 

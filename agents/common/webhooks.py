@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from structlog.contextvars import bind_contextvars
 
 from agents.common.models import WebhookEvent
+from comms_platform.pgbackend.base import execute_prepared
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +130,17 @@ def _has_nul(value: Any, depth: int = 0) -> bool:
 def store_once(*, provider: str, kind: str, dedupe_key: str, payload: dict[str, Any]) -> int | None:
     """Insert an event unless its dedupe key is known; its id, or None for a duplicate.
 
-    One statement (no savepoint, no exception round trip), which is what keeps a
-    high-volume webhook cheap.
+    One statement (no savepoint, no exception round trip), prepared once per connection,
+    which is what keeps a high-volume webhook cheap.
     """
     table = WebhookEvent._meta.db_table
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (provider, kind, dedupe_key, payload, received_at, outcome) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s, %s, '') ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
-            [provider, kind, dedupe_key, json.dumps(payload), timezone.now()],
-        )
-        row = cursor.fetchone()
-    return row[0] if row else None
+    rows = execute_prepared(
+        connection,
+        f"INSERT INTO {table} (provider, kind, dedupe_key, payload, received_at, outcome) "  # noqa: S608
+        "VALUES (%s, %s, %s, %s, %s, '') ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
+        [provider, kind, dedupe_key, json.dumps(payload), timezone.now()],
+    )
+    return rows[0][0] if rows else None
 
 
 def on_refused(provider: str, kind: str) -> None:
