@@ -151,3 +151,22 @@ def test_midday_timezone_puts_the_contact_near_noon(hour):
     now = datetime(2026, 3, 29, hour, 30, tzinfo=UTC)
     local = now.astimezone(ZoneInfo(smoke.midday_timezone(now)))
     assert 8 <= local.hour <= 20  # outside the default 21:00-08:00 quiet hours
+
+
+def test_a_reused_contact_gets_the_smoke_time_zone():
+    """An inbound smoke message creates the contact first (time zone UTC); the contacts API then
+    returns it unchanged (200). The local run must still move it near noon, or the notify flow
+    is deferred by quiet hours whenever it is night in UTC."""
+    from dossiers.models import Contact
+
+    existing = Contact.objects.create(phone="+14155550100", timezone="UTC")
+
+    class ExistingContactApi:
+        def post(self, path, body):
+            assert path == "/api/contacts/"
+            return 200, {"id": str(existing.id)}
+
+    ctx = smoke.Context(api=ExistingContactApi(), timeout=1, phone="+14155550100", email="smoke@example.com")
+    assert smoke.contact_via_api_or_database(ctx) == str(existing.id)
+    existing.refresh_from_db()
+    assert existing.timezone == smoke.midday_timezone()
