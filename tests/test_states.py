@@ -106,3 +106,37 @@ def test_late_in_progress_after_success_does_not_regress():
         (S.SUCCEEDED, True),
         (S.IN_PROGRESS, False),
     ]
+
+
+@pytest.mark.django_db
+def test_many_transitions_apply_in_order_as_one_at_a_time_would():
+    """task_transition_many: the same rules, in order, per task; an illegal change or a missing
+    task comes back as the exception task_transition would raise, with nothing written."""
+    import uuid
+
+    from orchestrator.services import Transition, task_transition_many
+
+    a, b = make_task(S.DISPATCHED), make_task(S.PENDING)
+    missing = uuid.uuid4()
+    results = task_transition_many([
+        Transition(task_id=a.id, to=S.IN_PROGRESS, actor="t", provider_id="SM1"),
+        Transition(task_id=b.id, to=S.SUCCEEDED, actor="t"),  # pending → succeeded: illegal
+        Transition(task_id=a.id, to=S.SUCCEEDED, actor="t", result={"k": 1}),
+        Transition(task_id=missing, to=S.FAILED, actor="t"),
+        Transition(task_id=a.id, to=S.IN_PROGRESS, actor="t"),  # late: recorded, not applied
+    ])  # fmt: skip
+    assert [r.applied if not isinstance(r, Exception) else type(r) for r in results] == [
+        True, IllegalTransition, True, Task.DoesNotExist, False,
+    ]  # fmt: skip
+    a.refresh_from_db()
+    b.refresh_from_db()
+    assert (a.status, a.provider_id, a.result, a.finished_at is not None) == (
+        S.SUCCEEDED,
+        "SM1",
+        {"k": 1},
+        True,
+    )
+    assert b.status == S.PENDING and not TaskEvent.objects.filter(task=b).exists()
+    assert list(TaskEvent.objects.filter(task=a).order_by("id").values_list("from_status", "to_status", "applied")) == [
+        (S.DISPATCHED, S.IN_PROGRESS, True), (S.IN_PROGRESS, S.SUCCEEDED, True), (S.SUCCEEDED, S.IN_PROGRESS, False),
+    ]  # fmt: skip

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS,
 from dossiers.models import ConsentStatus, Contact, Direction, Message
 from dossiers.services import consent_set, consent_status, contact_get_or_create_by_phone, normalize_phone
 from orchestrator.models import Task
-from orchestrator.services import task_create, task_transition
+from orchestrator.services import Transition, task_create, task_transition, task_transition_many
 from orchestrator.states import IllegalTransition, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -283,9 +284,18 @@ def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
                 .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
                 .order_by("id")[:batch]
             )
-            for record in events:
-                record.outcome = _apply_stored(record)[:64]
-                record.processed_at = timezone.now()
+            try:
+                with transaction.atomic():
+                    outcomes = _apply_batch(events)
+            except Exception:
+                # Something in the batch broke the set-based path (a deadlock, a bad row): apply
+                # the batch one event at a time, each on its own, as before.
+                log.warning("status callbacks %s…: batch failed, one at a time", events[0].id, exc_info=True)
+                outcomes = [_apply_stored(record) for record in events]
+            now = timezone.now()
+            for record, outcome in zip(events, outcomes, strict=True):
+                record.outcome = outcome[:64]
+                record.processed_at = now
             WebhookEvent.objects.bulk_update(events, ["outcome", "processed_at"])
         done += len(events)
         if events:
@@ -295,6 +305,81 @@ def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
         _redis().delete(DRAIN_FLAG)
         flag_cleared = True
         time.sleep(DRAIN_GRACE_SECONDS)
+
+
+def _apply_batch(records: list) -> list[str]:
+    """``status_apply`` for a batch of stored callbacks, in arrival order, set-based: the
+    messages in two queries, one UPDATE per message (its highest-ranked status of the batch,
+    under the same rank guard), the tasks' transitions through ``task_transition_many`` (one
+    lock query, one write per task, one INSERT of the events). The same records and
+    outcomes as applying them one by one; one event per callback."""
+    outcomes: list[str | None] = [None] * len(records)
+    parsed: list[tuple[int, dict[str, str], str, str]] = []
+    for i, record in enumerate(records):
+        event = record.payload
+        status = event.get("MessageStatus") or event.get("SmsStatus") or ""
+        if status in IGNORED:
+            outcomes[i] = "ignored"
+        elif status not in TASK_STATUS:
+            log.warning("status callback %s: unknown MessageStatus %r", record.id, status)
+            outcomes[i] = "error"
+        else:
+            parsed.append((i, event, status, event.get("MessageSid") or event.get("SmsSid") or ""))
+    by_sid = {
+        m.provider_sid: m for m in Message.objects.filter(provider_sid__in={p[3] for p in parsed if p[3]})
+    }
+    hints = {_uuid_or_none(event.get(TASK_KEY)) for _, event, _, sid in parsed if sid not in by_sid} - {None}
+    by_task = {
+        str(m.task_id): m
+        for m in Message.objects.filter(task_id__in=hints, direction=Direction.OUTBOUND).order_by("-id")
+    }
+    best: dict[
+        int, tuple[Message, str, str, str, str]
+    ] = {}  # message id → (message, sid, status, code, reason)
+    changes: list[tuple[int, str, Transition]] = []
+    for i, event, status, sid in parsed:
+        message = by_sid.get(sid) or by_task.get(str(_uuid_or_none(event.get(TASK_KEY))))
+        if message is None:
+            log.warning("status callback for unknown message %s (%s)", sid, status)
+            outcomes[i] = "unknown_message"
+            continue
+        code = event.get("ErrorCode") or ""
+        reason = error_reason(code, event.get("ErrorMessage", "")) if code else ""
+        current = best.get(message.id)
+        if current is None or RANK.get(status, 0) > RANK.get(current[2], 0):
+            best[message.id] = (message, sid, status, code, reason)
+        if code == OPT_OUT_ERROR and message.contact_id:
+            consent_set(contact_id=message.contact_id, channel="sms", status=ConsentStatus.OPTED_OUT,
+                        source="provider_error", detail=f"Twilio {code}", actor="webhook:twilio")  # fmt: skip
+        if message.task_id is None:
+            outcomes[i] = status
+            continue
+        target = TASK_STATUS[status]
+        failed = target in (S.FAILED, S.CANCELLED)
+        changes.append((i, status, Transition(
+            task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            details={"message_status": status, **({"error_code": code} if code else {})},
+            result={"message_status": status} if not failed else None,
+            error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
+        )))  # fmt: skip
+    for _, (message, sid, status, code, reason) in sorted(best.items()):  # id order: no deadlocks
+        _message_status(message, sid, status, code, reason)
+    results = task_transition_many([change for _, _, change in changes])
+    for (i, status, _), result in zip(changes, results, strict=True):
+        if isinstance(result, IllegalTransition):
+            outcomes[i] = f"{status}:not_applied"
+        elif isinstance(result, Exception):
+            outcomes[i] = "error"
+        else:
+            outcomes[i] = status if result.applied else f"{status}:stale"
+    return [outcome or "error" for outcome in outcomes]
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _apply_stored(record) -> str:
