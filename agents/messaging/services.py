@@ -5,7 +5,6 @@ Keyword-only and typed; handlers and webhook views call these.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import time
@@ -15,7 +14,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.common import ratelimit
@@ -141,15 +141,20 @@ def _check_body(rendered: bodies.Rendered, channel: str) -> segments.SegmentInfo
 
 
 def _dossier_message(task, contact, channel, from_, to, text, info) -> Message:
-    message, _ = Message.objects.update_or_create(
-        task=task, direction=Direction.OUTBOUND,
-        defaults={
-            "contact": contact, "correlation_id": task.correlation_id, "channel": channel,
-            "from_address": from_, "to_address": to, "body": text, "status": "pending",
-            "segments": info.segments if info else 1, "encoding": info.encoding if info else "",
-            "occurred_at": timezone.now(),
-        },
-    )  # fmt: skip
+    """The task's outbound message: created on the first attempt, rewritten on a retry (the
+    claim's lease keeps one worker on a task, so no lock is needed)."""
+    fields = {
+        "contact": contact, "correlation_id": task.correlation_id, "channel": channel,
+        "from_address": from_, "to_address": to, "body": text, "status": "pending",
+        "segments": info.segments if info else 1, "encoding": info.encoding if info else "",
+        "occurred_at": timezone.now(),
+    }  # fmt: skip
+    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    if message is None:
+        return Message.objects.create(task=task, direction=Direction.OUTBOUND, **fields)
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.save(update_fields=[*fields, "updated_at"])
     return message
 
 
@@ -193,17 +198,27 @@ def _finish_attempt(attempt: SendAttempt, outcome: str, *, sid: str = "", detail
 
 def _accepted(*, task: Task, message: Message, sid: str, status: str, via: str) -> None:
     with transaction.atomic():
-        Message.objects.filter(id=message.id, provider_sid__isnull=True).update(provider_sid=sid)
-        Message.objects.filter(id=message.id, status="pending").update(status=status)
-        with contextlib.suppress(IllegalTransition):
-            task_transition(task_id=task.id, to=S.IN_PROGRESS, actor=f"agent:{task.agent or 'messaging'}",
-                            provider_id=sid, details={"provider": via, "sid": sid, "status": status})  # fmt: skip
-        # A fast callback may have finished the task already: keep the SID on it anyway.
-        Task.objects.filter(id=task.id, provider_id="").update(provider_id=sid)
+        # One UPDATE: the SID unless a callback put it there first, the status unless a
+        # callback already moved the message on.
+        Message.objects.filter(id=message.id).update(
+            provider_sid=Coalesce("provider_sid", Value(sid)),
+            status=Case(When(status="pending", then=Value(status)), default=F("status")),
+        )
+        try:
+            applied = task_transition(
+                task_id=task.id, to=S.IN_PROGRESS, actor=f"agent:{task.agent or 'messaging'}",
+                provider_id=sid, details={"provider": via, "sid": sid, "status": status},
+            ).applied  # fmt: skip
+        except IllegalTransition:
+            applied = False
+        if not applied:  # a fast callback finished the task already: keep the SID on it anyway
+            Task.objects.filter(id=task.id, provider_id="").update(provider_id=sid)
 
 
 def _reconcile(*, task: Task) -> bool:
     """True when an earlier attempt of this task already reached Twilio (nothing to send)."""
+    if task.attempts <= 1:
+        return False  # the first attempt: there is no earlier one (attempt rows carry the count)
     open_attempt = task.send_attempts.filter(outcome=SendAttempt.Outcome.STARTED).order_by("-number").first()
     if open_attempt is None:
         return False
