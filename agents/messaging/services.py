@@ -58,12 +58,13 @@ def _sender(channel: str) -> tuple[str, str]:
     return settings.TWILIO_SMS_FROM, ""
 
 
-def _contact_for(task: Task, phone: str) -> Contact:
+def _contact_for(task: Task, phone: str) -> tuple[Contact, bool]:
+    """The task's contact, found or created by the number; True when it was just created."""
     if task.contact_id:
-        return task.contact
-    contact, _ = contact_get_or_create_by_phone(phone=phone)
+        return task.contact, False
+    contact, created = contact_get_or_create_by_phone(phone=phone)
     Task.objects.filter(id=task.id, contact__isnull=True).update(contact=contact)
-    return contact
+    return contact, created
 
 
 def _check_window(contact: Contact, rendered: bodies.Rendered) -> None:
@@ -98,8 +99,9 @@ def message_send(*, task: Task, channel: str) -> None:
     """Send the task's message (the handler of sms.send / whatsapp.send)."""
     payload = task.payload
     phone = normalize_phone(payload["to"])
-    contact = _contact_for(task, phone)
-    if consent_status(contact_id=contact.id, channel=channel) == ConsentStatus.OPTED_OUT:
+    contact, created = _contact_for(task, phone)
+    # A contact created a moment ago has no consent record to look up (a campaign's usual case).
+    if not created and consent_status(contact_id=contact.id, channel=channel) == ConsentStatus.OPTED_OUT:
         raise PermanentError(f"the contact opted out of {channel}", code="opted_out")
     if _reconcile(task=task):
         return
