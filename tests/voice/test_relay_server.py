@@ -190,6 +190,8 @@ def test_a_test_mode_call_runs_end_to_end_with_live_updates(django_user_model, c
             while not (live and live[-1]["type"] == "call.status" and live[-1]["status"] == "completed"):
                 live.append(json.loads(ws.recv(timeout=20)))
         wait_until(lambda: Task.objects.get(id=task_id).status != "in_progress", message="the final state")
+        # Like Twilio's, the simulated recording callback comes after the call's final status.
+        wait_until(lambda: Call.objects.get(task_id=task_id).recording_id, message="the recording callback")
         task = Task.objects.get(id=task_id)
     assert task.status == "succeeded", (task.error_code, task.error_message)
     call = Call.objects.get(task=task)
