@@ -216,18 +216,33 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, args: Any = Non
 
 
 def _task_fields(task_id: str) -> dict[str, Any]:
+    from django.core.exceptions import ValidationError
+    from django.db import connection
+
+    from comms_platform.pgbackend.base import execute_prepared
     from orchestrator import registry
     from orchestrator.models import Task
 
     fields: dict[str, Any] = {"task_id": task_id}
-    row = Task.objects.filter(id=task_id).values("type", "channel", "correlation_id", "status").first()
-    if row is not None:
-        route = registry.get_route(row["type"])
+    try:
+        pk = Task._meta.pk.get_db_prep_value(Task._meta.pk.to_python(task_id), connection)
+    except ValidationError:
+        return fields
+    # On every task a worker runs: one prepared statement, not a queryset built each time.
+    rows = execute_prepared(connection, _TASK_FIELDS_SQL, [pk])
+    if rows:
+        task_type, channel, correlation_id, status = rows[0]
+        route = registry.get_route(task_type)
         fields.update(
-            task_type=row["type"], channel=row["channel"], correlation_id=row["correlation_id"] or None,
-            status=row["status"], agent=route.agent if route else None,
+            task_type=task_type, channel=channel, correlation_id=correlation_id or None,
+            status=status, agent=route.agent if route else None,
         )  # fmt: skip
     return fields
+
+
+_TASK_FIELDS_SQL = (
+    'SELECT "type", "channel", "correlation_id", "status" FROM "orchestrator_task" WHERE "id" = %s'
+)
 
 
 def on_task_postrun(

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from comms_platform.pgbackend.rows import fetch_one, insert_row
 from dossiers.models import Artifact, AuditLog, Consent, ConsentChange, ConsentStatus, Contact
 
 log = structlog.get_logger(__name__)
@@ -40,13 +41,21 @@ def normalize_phone(raw: str, *, region: str | None = None) -> str:
 def contact_get_or_create_by_phone(
     *, phone: str, defaults: dict[str, Any] | None = None
 ) -> tuple[Contact, bool]:
-    """Find the contact with this E.164 number, or create it (safe under concurrency)."""
-    existing = Contact.objects.filter(phone=phone).order_by("created_at").first()
+    """Find the contact with this E.164 number, or create it (safe under concurrency).
+
+    The messaging agent's path for every send to a number: one prepared SELECT, and one
+    INSERT for a new number (a savepoint only inside a caller's transaction)."""
+    existing = fetch_one(Contact, phone, by="phone")  # unique when set
     if existing is not None:
         return existing, False
+    contact = Contact(phone=phone, **(defaults or {}))
     try:
-        with transaction.atomic():
-            return Contact.objects.create(phone=phone, **(defaults or {})), True
+        if transaction.get_connection().in_atomic_block:
+            with transaction.atomic():
+                insert_row(contact)
+        else:
+            insert_row(contact)  # autocommit: a failed INSERT leaves nothing to roll back
+        return contact, True
     except IntegrityError:  # a concurrent request created it, or the email belongs to another contact
         existing = Contact.objects.filter(phone=phone).order_by("created_at").first()
         if existing is not None:

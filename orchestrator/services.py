@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -23,14 +22,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, connection, models, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from agents.common import metrics
 from agents.common.heartbeats import agent_healthy
 from comms_platform.celery import app as celery_app
-from comms_platform.pgbackend.base import execute_prepared
+from comms_platform.pgbackend.rows import fetch_one, insert_row, update_row
 from orchestrator import registry
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
@@ -126,28 +125,6 @@ def task_create(
         return existing, False
     metrics.task_entered(task.type, task.channel, S.PENDING)
     return task, True
-
-
-@functools.cache
-def _insert_statement(model: type[models.Model]) -> tuple[str, tuple[models.Field, ...]]:
-    fields = tuple(model._meta.local_concrete_fields)
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    placeholders = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(model._meta.db_table)} ({columns}) VALUES ({placeholders})"  # noqa: S608
-    return sql, fields
-
-
-def insert_row(obj: models.Model) -> None:
-    """``obj.save(force_insert=True)`` without building the query each time: the same
-    column values (``pre_save`` and ``get_db_prep_save`` of every field, so ``auto_now_add``
-    and JSON adaptation work as in the ORM) in one INSERT, prepared once per connection. Intake's hot path;
-    for models without save signals (Task has none) and with a client-side primary key."""
-    sql, fields = _insert_statement(type(obj))
-    params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
-    execute_prepared(connection, sql, params)
-    obj._state.adding = False
-    obj._state.db = connection.alias
 
 
 def _existing_for_key(source: str, key: str, digest: str) -> Task | None:
@@ -327,7 +304,7 @@ def task_claim(*, task_id: Any, worker: str, redelivered: bool = False, early_by
         task.status = S.DISPATCHED
         task.agent = route.agent if route else task.agent
         task.lease_expires_at = now + timedelta(seconds=settings.TASK_LEASE_SECONDS)
-        task.save(update_fields=["status", "agent", "attempts", "lease_expires_at", "updated_at"])
+        update_row(task, ["status", "agent", "attempts", "lease_expires_at", "updated_at"])
         events = []
         for step in steps:
             details = {"attempt": task.attempts, "worker": worker}
@@ -338,7 +315,7 @@ def task_claim(*, task_id: Any, worker: str, redelivered: bool = False, early_by
                           channel=task.channel, details=details)
             )  # fmt: skip
             previous = step
-        TaskEvent.objects.bulk_create(events)
+        _insert_events(events)
     return task
 
 
@@ -394,8 +371,8 @@ def task_transition(
             raise Task.DoesNotExist(task_id)
         event, fields = _transition_in_memory(task, change)
         if fields:
-            task.save(update_fields=fields)
-        event.save()
+            update_row(task, fields)
+        insert_row(event)
     if fields:
         metrics.task_entered(task.type, task.channel, to)
     return TransitionResult(task, applied=bool(fields))
@@ -444,8 +421,8 @@ def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult
         results.append(TransitionResult(task, applied=bool(fields)))
     for task_id, fields in changed.items():
         if fields:
-            tasks[task_id].save(update_fields=sorted(fields))
-    TaskEvent.objects.bulk_create(events)
+            update_row(tasks[task_id], sorted(fields))
+    _insert_events(events)
     for event in events:
         if event.applied:
             metrics.task_entered(tasks[str(event.task_id)].type, event.channel, event.to_status)
@@ -515,14 +492,10 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
     task.error_message = message
     task.finished_at = timezone.now()
     task.lease_expires_at = None
-    task.save(
-        update_fields=["status", "attempts", "error_code", "error_message", "finished_at",
-                       "lease_expires_at", "updated_at"]
-    )  # fmt: skip
-    TaskEvent.objects.create(
-        task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
-        details={"error_code": code, "attempt": task.attempts},
-    )  # fmt: skip
+    update_row(task, ["status", "attempts", "error_code", "error_message", "finished_at",
+                      "lease_expires_at", "updated_at"])  # fmt: skip
+    insert_row(TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
+                         details={"error_code": code, "attempt": task.attempts}))  # fmt: skip
     metrics.task_entered(task.type, task.channel, to)
     if task.parent_id:
         _notify_parent_on_commit(task.id)
@@ -542,10 +515,14 @@ def _notify_parent_on_commit(child_id: Any) -> None:
 
 
 def _locked(task_id: Any) -> Task | None:
-    qs = Task.objects.filter(id=task_id)
-    if connection.features.has_select_for_update:
-        qs = qs.select_for_update(of=("self",))
-    return qs.first()
+    return fetch_one(Task, task_id, for_update=True)
+
+
+def _insert_events(events: list[TaskEvent]) -> None:
+    if len(events) == 1:
+        insert_row(events[0])  # the usual case: one prepared INSERT
+    elif events:
+        TaskEvent.objects.bulk_create(events)
 
 
 # --- Sweeper ----------------------------------------------------------------------------

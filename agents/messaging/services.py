@@ -13,9 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, F, Q, Value, When
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from agents.common import ratelimit
@@ -25,6 +24,8 @@ from agents.messaging.models import InboundItem, SendAttempt
 from agents.messaging.providers import get_provider
 from agents.messaging.providers.base import OutboundMessage
 from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
+from comms_platform.pgbackend.base import execute_prepared
+from comms_platform.pgbackend.rows import db_value, insert_row
 from dossiers.models import ConsentStatus, Contact, Direction, Message
 from dossiers.services import consent_set, consent_status, contact_get_or_create_by_phone, normalize_phone
 from orchestrator.models import Task
@@ -63,8 +64,14 @@ def _contact_for(task: Task, phone: str) -> tuple[Contact, bool]:
     if task.contact_id:
         return task.contact, False
     contact, created = contact_get_or_create_by_phone(phone=phone)
-    Task.objects.filter(id=task.id, contact__isnull=True).update(contact=contact)
+    execute_prepared(
+        connection, _SET_CONTACT, [db_value(Task, "contact", contact.id), db_value(Task, "id", task.id)]
+    )
+    task.contact = contact
     return contact, created
+
+
+_SET_CONTACT = 'UPDATE "orchestrator_task" SET "contact_id" = %s WHERE "id" = %s AND "contact_id" IS NULL'
 
 
 def _check_window(contact: Contact, rendered: bodies.Rendered) -> None:
@@ -151,9 +158,16 @@ def _dossier_message(task, contact, channel, from_, to, text, info) -> Message:
         "segments": info.segments if info else 1, "encoding": info.encoding if info else "",
         "occurred_at": timezone.now(),
     }  # fmt: skip
-    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    # An attempt's row is written by that attempt: the first one has nothing to look up.
+    message = (
+        None
+        if task.attempts <= 1
+        else Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    )
     if message is None:
-        return Message.objects.create(task=task, direction=Direction.OUTBOUND, **fields)
+        message = Message(task=task, direction=Direction.OUTBOUND, **fields)
+        insert_row(message)
+        return message
     for name, value in fields.items():
         setattr(message, name, value)
     message.save(update_fields=[*fields, "updated_at"])
@@ -165,7 +179,8 @@ def _call_provider(*, task: Task, message: Message, outbound: OutboundMessage) -
     # The attempt row is committed BEFORE the call: if this worker dies after Twilio
     # accepted but before we saved the SID, the next claim finds it "started" and
     # reconciles instead of sending a second message blindly.
-    attempt = SendAttempt.objects.create(task=task, number=task.attempts)
+    attempt = SendAttempt(task=task, number=task.attempts)
+    insert_row(attempt)
     try:
         result = provider.send(outbound)
     except (TransientError, PermanentError) as exc:
@@ -177,8 +192,8 @@ def _call_provider(*, task: Task, message: Message, outbound: OutboundMessage) -
                         detail=exc.message)  # fmt: skip
         _after_refusal(task=task, message=message, exc=exc)
         raise
-    _finish_attempt(attempt, SendAttempt.Outcome.ACCEPTED, sid=result.sid)
-    _accepted(task=task, message=message, sid=result.sid, status=result.status, via=provider.name)
+    _accepted(task=task, message=message, attempt=attempt, sid=result.sid, status=result.status,
+              via=provider.name)  # fmt: skip
 
 
 def _after_refusal(*, task: Task, message: Message, exc: Exception) -> None:
@@ -198,23 +213,41 @@ def _finish_attempt(attempt: SendAttempt, outcome: str, *, sid: str = "", detail
     )
 
 
-def _accepted(*, task: Task, message: Message, sid: str, status: str, via: str) -> None:
+def _accepted(
+    *, task: Task, message: Message, attempt: SendAttempt | None, sid: str, status: str, via: str
+) -> None:
+    """Record what the provider accepted: the attempt (unless already finished), the message,
+    the task, in one transaction of prepared statements (every send of a campaign passes here)."""
+    now = timezone.now()
     with transaction.atomic():
-        # One UPDATE: the SID unless a callback put it there first, the status unless a
-        # callback already moved the message on.
-        Message.objects.filter(id=message.id).update(
-            provider_sid=Coalesce("provider_sid", Value(sid)),
-            status=Case(When(status="pending", then=Value(status)), default=F("status")),
+        if attempt is not None:
+            execute_prepared(
+                connection, _ATTEMPT_ACCEPTED, [sid, db_value(SendAttempt, "finished_at", now), attempt.id]
+            )
+        # The SID unless a callback put it there first, the status unless a callback
+        # already moved the message on.
+        execute_prepared(
+            connection, _MESSAGE_ACCEPTED, [sid, status, db_value(Message, "updated_at", now), message.id]
         )
-        try:
-            applied = task_transition(
-                task_id=task.id, to=S.IN_PROGRESS, actor=f"agent:{task.agent or 'messaging'}",
-                provider_id=sid, details={"provider": via, "sid": sid, "status": status},
-            ).applied  # fmt: skip
-        except IllegalTransition:
-            applied = False
-        if not applied:  # a fast callback finished the task already: keep the SID on it anyway
+        (outcome,) = task_transition_many(
+            [Transition(task_id=task.id, to=S.IN_PROGRESS, actor=f"agent:{task.agent or 'messaging'}",
+                        provider_id=sid, details={"provider": via, "sid": sid, "status": status})]
+        )  # fmt: skip
+        if isinstance(outcome, Task.DoesNotExist):
+            raise outcome
+        if isinstance(outcome, IllegalTransition) or not outcome.applied:
+            # A fast callback finished the task already: keep the SID on it anyway.
             Task.objects.filter(id=task.id, provider_id="").update(provider_id=sid)
+
+
+_ATTEMPT_ACCEPTED = (
+    'UPDATE "messaging_sendattempt" SET "outcome" = \'accepted\', "provider_sid" = %s, "detail" = \'\', '
+    '"finished_at" = %s WHERE "id" = %s'
+)
+_MESSAGE_ACCEPTED = (
+    'UPDATE "dossiers_message" SET "provider_sid" = COALESCE("provider_sid", %s), '
+    '"status" = CASE WHEN "status" = \'pending\' THEN %s ELSE "status" END, "updated_at" = %s WHERE "id" = %s'
+)
 
 
 def _reconcile(*, task: Task) -> bool:
@@ -238,7 +271,8 @@ def _reconcile(*, task: Task) -> bool:
     _finish_attempt(
         open_attempt, SendAttempt.Outcome.ACCEPTED, sid=sid, detail="recovered after a lost worker"
     )
-    _accepted(task=task, message=message, sid=sid, status=message.status or "queued", via="reconciled")
+    _accepted(task=task, message=message, attempt=None, sid=sid, status=message.status or "queued",
+              via="reconciled")  # fmt: skip
     return True
 
 

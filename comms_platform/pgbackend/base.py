@@ -43,14 +43,19 @@ def execute_prepared(connection, sql: str, params) -> list[tuple] | None:
     the rows of a statement that returns rows. Other databases run it through Django's
     cursor.
     """
-    with connection.cursor() as django_cursor:  # the health check and the connection itself
-        if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql":
+        with connection.cursor() as django_cursor:
             django_cursor.execute(sql, params)
             return django_cursor.fetchall() if django_cursor.description else None
-        started = time.monotonic()
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params, prepare=True)
-            rows = cursor.fetchall() if cursor.description else None
-        if connection.queries_logged:  # DEBUG, or a test counting queries: log it as Django would
-            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-        return rows
+    # What connection.cursor() does first, without building a cursor wrapper to throw away.
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    connection.validate_no_broken_transaction()
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        rows = cursor.fetchall() if cursor.description else None
+    if connection.queries_logged:  # DEBUG, or a test counting queries: log it as Django would
+        connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+    return rows
