@@ -27,7 +27,13 @@ from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS,
 from comms_platform.pgbackend.base import execute_prepared
 from comms_platform.pgbackend.rows import db_value, insert_row
 from dossiers.models import ConsentStatus, Contact, Direction, Message
-from dossiers.services import consent_set, consent_status, contact_get_or_create_by_phone, normalize_phone
+from dossiers.services import (
+    InvalidPhoneNumber,
+    consent_set,
+    consent_status,
+    contact_get_or_create_by_phone,
+    normalize_phone,
+)
 from orchestrator.models import Task
 from orchestrator.services import Transition, task_create, task_transition, task_transition_many
 from orchestrator.states import IllegalTransition, TaskStatus
@@ -105,7 +111,12 @@ def _rate_limit(task: Task, sender: str) -> None:
 def message_send(*, task: Task, channel: str) -> None:
     """Send the task's message (the handler of sms.send / whatsapp.send)."""
     payload = task.payload
-    phone = normalize_phone(payload["to"])
+    try:
+        phone = normalize_phone(payload.get("to") or "")
+    except InvalidPhoneNumber as exc:
+        # Intake checks the number; a task made another way (admin, a chain) fails here at
+        # once, as Twilio's 21211 would, instead of being retried until it dead-letters.
+        raise PermanentError(str(exc), code="invalid_number") from None
     contact, created = _contact_for(task, phone)
     # A contact created a moment ago has no consent record to look up (a campaign's usual case).
     if not created and consent_status(contact_id=contact.id, channel=channel) == ConsentStatus.OPTED_OUT:

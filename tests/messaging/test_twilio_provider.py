@@ -100,6 +100,17 @@ def test_invalid_number_400_fails_at_once(fake_twilio, django_capture_on_commit_
     assert Message.objects.get(task=task).status == "failed"
 
 
+def test_a_task_with_an_invalid_number_fails_at_once_without_a_provider_call(
+    fake_twilio, django_capture_on_commit_callbacks
+):
+    """Intake refuses such a number; a task made another way (admin, a chain) must not be
+    retried until it dead-letters."""
+    task = send(django_capture_on_commit_callbacks, to="+1415555", body="hi")
+    assert (task.status, task.error_code, task.attempts) == (S.FAILED, "invalid_number", 1)
+    assert "not a valid phone number" in task.error_message or "not a phone number" in task.error_message
+    assert fake_twilio.posts() == []
+
+
 def test_21610_at_send_opts_the_contact_out_of_sms(fake_twilio, django_capture_on_commit_callbacks):
     fake_twilio.script = [Scripted(400, 21610, "Attempt to send to unsubscribed recipient")]
     task = send(django_capture_on_commit_callbacks, to="+14155550100", body="hi")
