@@ -41,7 +41,7 @@ def _select(
     columns = ", ".join(_quote(f.column) for f in fields)
     sql = (
         f"SELECT {columns} FROM {_quote(model._meta.db_table)} "  # noqa: S608 (names from the model)
-        f"WHERE {_quote(key.column)} = %s{' FOR UPDATE' if lock else ''}"
+        f"WHERE {_quote(key.column)} = %s LIMIT 1{' FOR UPDATE' if lock else ''}"
     )
     converters = []
     for index, field in enumerate(fields):
