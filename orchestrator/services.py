@@ -399,10 +399,13 @@ def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult
     one ``task_transition`` after another; for each change its result, or the exception that
     call would have raised (IllegalTransition, Task.DoesNotExist), with nothing written."""
     ids = sorted({str(change.task_id) for change in changes})
-    qs = Task.objects.filter(id__in=ids).order_by("id")
-    if connection.features.has_select_for_update:
-        qs = qs.select_for_update(of=("self",))
-    tasks = {str(task.id): task for task in qs}
+    if len(ids) == 1:  # one task (a send's accepted SID): the prepared locked read
+        tasks = {str(task.id): task for task in [_locked(ids[0])] if task is not None}
+    else:
+        qs = Task.objects.filter(id__in=ids).order_by("id")
+        if connection.features.has_select_for_update:
+            qs = qs.select_for_update(of=("self",))
+        tasks = {str(task.id): task for task in qs}
     results: list[TransitionResult | Exception] = []
     events: list[TaskEvent] = []
     changed: dict[str, set[str]] = defaultdict(set)
