@@ -366,16 +366,10 @@ def task_transition(
     change = Transition(task_id=task_id, to=to, actor=actor, details=details, provider_id=provider_id,
                         result=result, error_code=error_code, error_message=error_message)  # fmt: skip
     with transaction.atomic():
-        task = _locked(task_id)
-        if task is None:
-            raise Task.DoesNotExist(task_id)
-        event, fields = _transition_in_memory(task, change)
-        if fields:
-            update_row(task, fields)
-        insert_row(event)
-    if fields:
-        metrics.task_entered(task.type, task.channel, to)
-    return TransitionResult(task, applied=bool(fields))
+        (outcome,) = task_transition_many([change])
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -399,7 +393,7 @@ def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult
     one ``task_transition`` after another; for each change its result, or the exception that
     call would have raised (IllegalTransition, Task.DoesNotExist), with nothing written."""
     ids = sorted({str(change.task_id) for change in changes})
-    if len(ids) == 1:  # one task (a send's accepted SID): the prepared locked read
+    if len(ids) == 1:  # one task (task_transition, a send's accepted SID): the prepared locked read
         tasks = {str(task.id): task for task in [_locked(ids[0])] if task is not None}
     else:
         qs = Task.objects.filter(id__in=ids).order_by("id")

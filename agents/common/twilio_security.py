@@ -39,7 +39,7 @@ def is_valid_twilio_request(request: HttpRequest, tokens: list[str] | None = Non
     params = request.body.decode() if content_type.startswith("application/json") else form_params(request)
     # With a Webhooks Rule, Twilio says which HMAC it used (HMAC_SHA256) in this header.
     algorithm = get_signature_algorithm(request.META.get("HTTP_X_TWILIO_WEBHOOKS_SIGNATURE_SETTINGS"))
-    validators = [_validator(token) for token in tokens or auth_tokens()]
+    validators = [request_validator(token) for token in tokens or auth_tokens()]
     if not isinstance(params, str) and algorithm.upper() in (HMAC_SHA1, HMAC_SHA256):
         # The common case first: Twilio signed the URL exactly as we configured it. One HMAC
         # with the validator's own compute_signature, where validate() always computes two
@@ -89,5 +89,6 @@ def form_dict(request: HttpRequest) -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=8)
-def _validator(token: str) -> RequestValidator:
+def request_validator(token: str) -> RequestValidator:
+    """Twilio's validator for ``token``, built once (it also signs, for the simulated provider)."""
     return RequestValidator(token)

@@ -25,9 +25,9 @@ from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings
 from django.utils import timezone
-from twilio.request_validator import RequestValidator
 
 from agents.common.errors import PermanentError
+from agents.common.twilio_security import request_validator
 from agents.messaging.providers.base import MessagingProvider, OutboundMessage, SendResult
 from agents.messaging.statuses import error_reason
 
@@ -110,7 +110,7 @@ def _post_kept_alive(connections: dict, url: str, params: dict[str, str]) -> int
     body = urlencode(params)
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
-        "X-Twilio-Signature": _validator().compute_signature(url, params),
+        "X-Twilio-Signature": request_validator(settings.TWILIO_AUTH_TOKEN).compute_signature(url, params),
     }
     target = parts.path + (f"?{parts.query}" if parts.query else "")
     key = (parts.scheme, parts.netloc)
@@ -130,10 +130,6 @@ def _post_kept_alive(connections: dict, url: str, params: dict[str, str]) -> int
             if retry:
                 raise
     raise AssertionError("unreachable")
-
-
-def _validator() -> RequestValidator:
-    return RequestValidator(settings.TWILIO_AUTH_TOKEN)
 
 
 _couriers = [_Courier() for _ in range(4)]
