@@ -12,19 +12,20 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from comms_platform.routing import provider_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
+from dashboard.live_auth import TicketAuthMiddleware  # noqa: E402
 
-browser_websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
+# The console's sockets are opened with a single-use ticket minted by the web service (the
+# session cookie belongs to the pages' hostname); the ticket check includes the Origin.
+browser_websockets = TicketAuthMiddleware(URLRouter(websocket_urlpatterns))
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Provider websockets (Twilio ConversationRelay) send no Origin and carry their own
-        # signature; everything else is a browser socket behind the origin and session checks.
+        # signature; everything else is a browser socket behind the ticket and origin checks.
         "websocket": URLRouter([*provider_websocket_urlpatterns, re_path(r"", browser_websockets)]),
     }
 )

@@ -3,7 +3,13 @@
 from django.urls import path
 
 from agents.voice.consumers import ConversationRelayConsumer
-from dashboard.consumers import CallConsumer, InboxConsumer, TaskUpdatesConsumer
+from dashboard.consumers import (
+    CallConsumer,
+    CallsConsumer,
+    HealthConsumer,
+    InboxConsumer,
+    TaskUpdatesConsumer,
+)
 
 # Opened by providers, not browsers: no Origin header and no session; each consumer
 # verifies the provider's signature itself (asgi.py routes these outside the origin check).
@@ -14,5 +20,7 @@ provider_websocket_urlpatterns = [
 websocket_urlpatterns = [
     path("ws/tasks/<uuid:task_id>/", TaskUpdatesConsumer.as_asgi()),
     path("ws/inbox/", InboxConsumer.as_asgi()),
+    path("ws/calls/", CallsConsumer.as_asgi()),
     path("ws/calls/<uuid:task_id>/", CallConsumer.as_asgi()),
+    path("ws/health/", HealthConsumer.as_asgi()),
 ]

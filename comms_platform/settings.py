@@ -45,6 +45,10 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "te
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 PUBLIC_WS_BASE_URL = env.str("PUBLIC_WS_BASE_URL", default="").rstrip("/")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
+# The live console's websockets (served by the realtime service, another hostname) are opened
+# with a ticket the page fetches from the web service: signed, bound to the user, the socket's
+# path and the page's origin, single use, valid this many seconds (docs/console.md).
+CONSOLE_WS_TICKET_TTL_SECONDS = env.int("CONSOLE_WS_TICKET_TTL_SECONDS", default=30)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -165,7 +169,22 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py 8 reads with a 5 s socket_timeout by default, and channels_redis blocks
+            # in BZPOPMIN for 5 s (brpop_timeout) waiting for a consumer's next message: an
+            # idle socket's read timed out (redis TimeoutError) and uvicorn dropped every console
+            # websocket after ~5 s (close 1006). Reads may now block longer than the BZPOPMIN;
+            # keepalive and the health check still find a dead connection.
+            "CONFIG": {
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 15,
+                        "socket_connect_timeout": 5,
+                        "socket_keepalive": True,
+                        "health_check_interval": 30,
+                    }
+                ],
+            },
         }
     }
 else:
@@ -410,6 +429,9 @@ if VOICE_MODE not in ("conversationrelay", "gather"):
 VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
 VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
+# Test mode: the simulated callee stays silent this long after its first answer, so that an
+# operator (or a browser test) can watch the live call and hang it up. 0: no pause.
+VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0.0)
 # The simulated Twilio signs its voice callbacks and websocket handshakes with the test-mode
 # account SID and token set in the messaging block above; calls come from this number.
 if TEST_MODE and not TWILIO_VOICE_CALLER_ID:

@@ -9,18 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from dashboard import artifacts, presentation, selectors
+from dashboard import services as console_services
 from dashboard.models import CannedResponse, InboxItem, OperatorProfile
 from dossiers.admin import ContactAdmin
 from dossiers.models import Artifact, Call, Contact, Email, Message
 from orchestrator.admin import TaskAdmin
 from orchestrator.models import Task
-from orchestrator.services import NotRetryable, task_cancel, task_retry
+from orchestrator.services import NotRetryable
 from orchestrator.states import FINAL, IllegalTransition
 
 
@@ -66,9 +67,33 @@ class ConsoleTaskAdmin(TaskAdmin):
             *urls,
         ]
 
+    # Task rows are records: operators act on them through the buttons above (Retry, Cancel,
+    # Hang up), which go through the orchestrator's services and leave a task event and an
+    # audit entry. The stored fields are shown, never edited; retention deletes old tasks.
+    def has_change_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
+        return False
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if request.method == "POST":
+            return _refused(
+                "A task's stored fields cannot be edited in the admin"
+                + (" (this task is finished: its record is read-only)" if _finished(object_id) else "")
+                + ". Use Retry (a new task), Cancel or Hang up: they go through the orchestrator and are recorded."
+            )
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        return _refused(
+            "Tasks cannot be deleted in the admin: their history is the audit trail. "
+            "Retention deletes old tasks (manage.py apply_retention)."
+        )
+
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         try:
-            new = task_retry(task_id=object_id, actor=f"operator:{request.user.get_username()}")
+            new = console_services.task_retry_by_operator(task_id=object_id, user=request.user)
         except NotRetryable as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(reverse("admin:orchestrator_task_change", args=[object_id]))
@@ -80,8 +105,7 @@ class ConsoleTaskAdmin(TaskAdmin):
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
         try:
-            result = task_cancel(task_id=object_id, actor=f"operator:{request.user.get_username()}",
-                                 reason="cancelled by an operator")  # fmt: skip
+            result = console_services.task_cancel_by_operator(task_id=object_id, user=request.user)
             if result.applied:
                 messages.success(request, "Task cancelled.")
             else:
@@ -96,8 +120,18 @@ class ConsoleTaskAdmin(TaskAdmin):
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
 
+def _finished(object_id: Any) -> bool:
+    return Task.objects.filter(pk=object_id, status__in=FINAL).exists()
+
+
+def _refused(message: str) -> HttpResponse:
+    return HttpResponse(message, status=403, content_type="text/plain; charset=utf-8")
+
+
 def task_page_context(task: Task) -> dict[str, Any]:
     events = list(task.events.order_by("created_at", "id"))
+    for event in events:  # readable "name: value" pairs, not a Python dict
+        event.detail_items = presentation.detail_items(event.details)
     provider_ids = [("task", task.provider_id)] if task.provider_id else []
     for model, field in ((Message, "provider_sid"), (Call, "provider_sid"), (Email, "provider_message_id")):
         for value in (

@@ -1,22 +1,28 @@
-"""Websockets of the operator console. Every one needs an authenticated staff session."""
+"""Websockets of the operator console.
+
+``TicketAuthMiddleware`` (dashboard.live_auth) puts the ticket's user in the scope; a socket
+without an active staff user holding ``dashboard.use_console`` is refused (close code 4403,
+before the handshake completes: HTTP 403).
+"""
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from dashboard.live import INBOX_GROUP, call_group
-from orchestrator.live import task_group
+from dashboard.live_auth import user_may_watch
+from orchestrator.live import CALLS_GROUP, HEALTH_GROUP, INBOX_GROUP, call_group, task_group
 
 
 class StaffGroupConsumer(AsyncJsonWebsocketConsumer):
-    """Refuses anyone but active staff (close code 4403), then joins ``group_name()``."""
+    """Refuses anyone but active staff with the console permission, then joins ``group_name()``."""
 
     def group_name(self) -> str:
         raise LookupError("subclasses name their group")
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+        if not (user and user.is_authenticated and await database_sync_to_async(user_may_watch)(user)):
             await self.close(code=4403)
             return
         self.group = self.group_name()
@@ -29,6 +35,8 @@ class StaffGroupConsumer(AsyncJsonWebsocketConsumer):
 
 
 class TaskUpdatesConsumer(StaffGroupConsumer):
+    """``ws/tasks/<task_id>/``: every transition of the task (and recorded stale callbacks)."""
+
     def group_name(self) -> str:
         return task_group(self.scope["url_route"]["kwargs"]["task_id"])
 
@@ -43,6 +51,26 @@ class InboxConsumer(StaffGroupConsumer):
         return INBOX_GROUP
 
     async def inbox_update(self, message: dict) -> None:
+        await self.send_json(message)
+
+
+class CallsConsumer(StaffGroupConsumer):
+    """``ws/calls/``: a call task moved (dialled, answered, finished): the live list refreshes."""
+
+    def group_name(self) -> str:
+        return CALLS_GROUP
+
+    async def calls_update(self, message: dict) -> None:
+        await self.send_json(message)
+
+
+class HealthConsumer(StaffGroupConsumer):
+    """``ws/health/``: an agent's worker started beating or stopped (registry health changed)."""
+
+    def group_name(self) -> str:
+        return HEALTH_GROUP
+
+    async def health_update(self, message: dict) -> None:
         await self.send_json(message)
 
 

@@ -83,3 +83,17 @@ def age(at: datetime | None, *, now: datetime | None = None) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit}"
     return f"{max(seconds, 0)}s"
+
+
+def detail_items(details: Any) -> list[tuple[str, str]]:
+    """A task event's details as readable ``(name, value)`` pairs (nested values as JSON)."""
+    if not isinstance(details, dict):
+        return [("details", str(details))] if details else []
+    items = []
+    for key, value in details.items():
+        if isinstance(value, (dict, list)):
+            import json
+
+            value = json.dumps(value, ensure_ascii=False, default=str)
+        items.append((str(key).replace("_", " "), "—" if value in (None, "") else str(value)))
+    return items

@@ -127,7 +127,7 @@ class ThreadEntry:
     at: datetime
     status: str
     pending: bool
-    task_id: Any = None  # the reply's send task, while no stored message stands for it
+    task_id: Any = None  # an outbound message's send task: the page follows its status live
 
 
 def inbox_thread(*, task: Task, limit: int = 50) -> list[ThreadEntry]:
@@ -142,7 +142,17 @@ def inbox_thread(*, task: Task, limit: int = 50) -> list[ThreadEntry]:
         )
     else:
         messages = list(Message.objects.filter(task=task))
-    entries = [ThreadEntry(m.direction, m.body, m.occurred_at, m.status, False) for m in messages]
+    entries = [
+        ThreadEntry(
+            m.direction,
+            m.body,
+            m.occurred_at,
+            m.status,
+            False,
+            m.task_id if m.direction == "outbound" else None,
+        )
+        for m in messages
+    ]
     if not messages:
         entries.append(ThreadEntry("inbound", adapters.inbound_text(task, None), task.created_at, "", False))
     stored_tasks = {m.task_id for m in messages if m.task_id}

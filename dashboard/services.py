@@ -13,10 +13,10 @@ from django.utils import timezone
 from dashboard import adapters
 from dashboard.live import publish_inbox_update
 from dashboard.models import InboxItem, OperatorProfile
-from dossiers.models import ConsentStatus, Message
-from dossiers.services import consent_status
+from dossiers.models import AuditAction, ConsentStatus, Message
+from dossiers.services import audit_record, consent_status
 from orchestrator.models import Task
-from orchestrator.services import task_create
+from orchestrator.services import task_cancel, task_create, task_retry, task_transition
 from orchestrator.states import TaskStatus
 
 INBOUND_TYPES = {"sms.inbound": "sms", "whatsapp.inbound": "whatsapp"}
@@ -63,7 +63,7 @@ def inbox_claim(*, item_id: int, user: Any) -> bool:
     )
     if won:
         publish_inbox_update(
-            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="claimed"
+            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="claimed", by=user.pk
         )
     return won
 
@@ -74,7 +74,7 @@ def inbox_release(*, item_id: int, user: Any) -> bool:
     )
     if released:
         publish_inbox_update(
-            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="released"
+            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="released", by=user.pk
         )
     return released == 1
 
@@ -87,7 +87,7 @@ def inbox_resolve(*, item_id: int, user: Any) -> bool:
     )
     if done:
         publish_inbox_update(
-            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="resolved"
+            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="resolved", by=user.pk
         )
     return done == 1
 
@@ -162,3 +162,30 @@ def inbox_auto_assign(*, item_id: int) -> bool:
                 OperatorProfile.objects.filter(pk=profile.pk).update(last_assigned_at=timezone.now())
                 return True
     return False
+
+
+# --- Task actions (the task page's buttons) ---------------------------------------------------
+
+
+def task_retry_by_operator(*, task_id: Any, user: Any) -> Task:
+    """Retry: a NEW task (``parent`` = the old one); the old task records who retried it
+    (an event that changes nothing) and the audit log the action. Raises NotRetryable."""
+    actor = f"operator:{user.get_username()}"
+    with transaction.atomic():
+        new = task_retry(task_id=task_id, actor=actor)
+        old_status = Task.objects.values_list("status", flat=True).get(pk=task_id)
+        task_transition(task_id=task_id, to=old_status, actor=actor,
+                        details={"action": "retry", "new_task": str(new.id)})  # fmt: skip
+        audit_record(actor=actor, action=AuditAction.OPERATOR_ACTION, object_type="task", object_id=task_id,
+                     details={"action": "retry", "new_task": str(new.id)})  # fmt: skip
+    return new
+
+
+def task_cancel_by_operator(*, task_id: Any, user: Any) -> Any:
+    """Cancel through the state machine (stale when already final), with an audit entry."""
+    actor = f"operator:{user.get_username()}"
+    with transaction.atomic():
+        result = task_cancel(task_id=task_id, actor=actor, reason="cancelled by an operator")
+        audit_record(actor=actor, action=AuditAction.OPERATOR_ACTION, object_type="task", object_id=task_id,
+                     details={"action": "cancel", "applied": result.applied})  # fmt: skip
+    return result

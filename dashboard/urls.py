@@ -11,6 +11,7 @@ staff = admin.site.admin_view
 get_post = require_http_methods(["GET", "POST"])
 
 urlpatterns = [
+    path("live/ticket/", staff(views.live_ticket), name="live-ticket"),
     path("inbox/", staff(views.inbox), name="inbox"),
     path("inbox/<int:pk>/", staff(get_post(views.inbox_item)), name="inbox-item"),
     path("calls/", staff(views.calls_list), name="calls"),

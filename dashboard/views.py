@@ -4,17 +4,20 @@ selectors and services and render; every one is wrapped in ``admin.site.admin_vi
 from __future__ import annotations
 
 import os
+import re
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Count, Q
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.cache import never_cache
 
 from comms_platform import config
-from dashboard import adapters, calls, connectivity, presentation, selectors, services
+from dashboard import adapters, calls, connectivity, live_auth, presentation, selectors, services
 from dashboard.artifacts import artifact_url
 from dashboard.models import CannedResponse, InboxItem
 from dossiers.models import ConsentStatus, Message
@@ -25,9 +28,33 @@ from orchestrator.states import IllegalTransition
 
 
 def _ctx(request: HttpRequest, title: str, **extra) -> dict:
-    # Websockets may be served by another process (uvicorn) than the pages (gunicorn).
-    ws_base = settings.PUBLIC_WS_BASE_URL
-    return {**admin.site.each_context(request), "title": title, "ws_base": ws_base, **extra}
+    return {**admin.site.each_context(request), "title": title, **extra}
+
+
+# --- Live sockets -----------------------------------------------------------------------
+
+# The console's sockets (comms_platform/routing.py) a page may ask a ticket for.
+LIVE_PATHS = re.compile(
+    r"^/ws/(inbox|calls|health|(tasks|calls)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/$"
+)
+
+
+@never_cache
+def live_ticket(request: HttpRequest) -> JsonResponse:
+    """``GET /admin/live/ticket/?path=/ws/inbox/``: the URL of that socket on the realtime
+    service, with a single-use ticket for this user and this page's origin (dashboard.live_auth)."""
+    path = request.GET.get("path", "")
+    if not LIVE_PATHS.match(path):
+        return JsonResponse(
+            {"detail": f"path must be one of the console's sockets, not {path[:80]!r}"}, status=400
+        )
+    if not live_auth.user_may_watch(request.user):
+        return JsonResponse({"detail": "your account may not use the live console"}, status=403)
+    origin = f"{request.scheme}://{request.get_host()}"
+    ticket = live_auth.ticket_mint(user=request.user, path=path, origin=origin)
+    ws_base = settings.PUBLIC_WS_BASE_URL or origin.replace("http", "ws", 1)
+    return JsonResponse({"url": f"{ws_base}{path}?{urlencode({'ticket': ticket})}",
+                         "expires_in": settings.CONSOLE_WS_TICKET_TTL_SECONDS})  # fmt: skip
 
 
 # --- Inbound queue ----------------------------------------------------------------------
@@ -42,12 +69,15 @@ def inbox(request: HttpRequest) -> HttpResponse:
         row.chip = presentation.contact_chip(row.contact)
         row.wait = presentation.age(row.item.received_at)
     template = "dashboard/inbox_list.html" if request.GET.get("partial") else "dashboard/inbox.html"
+    flag_seconds = settings.INBOX_UNCLAIMED_FLAG_SECONDS
     counts = {
         "open": len(rows),
         "unclaimed": sum(1 for r in rows if r.item.claimed_by_id is None),
         "mine": sum(1 for r in rows if r.item.claimed_by_id == request.user.pk),
     }
-    return render(request, template, _ctx(request, "Inbound queue", rows=rows, counts=counts))
+    return render(
+        request, template, _ctx(request, "Inbound queue", rows=rows, counts=counts, flag_seconds=flag_seconds)
+    )
 
 
 def inbox_item(request: HttpRequest, pk: int) -> HttpResponse:
@@ -55,6 +85,8 @@ def inbox_item(request: HttpRequest, pk: int) -> HttpResponse:
     if request.method == "POST":
         return _inbox_action(request, item)
     task = item.task
+    if request.GET.get("partial") == "thread":  # the page's live refresh
+        return render(request, "dashboard/inbox_thread.html", {"thread": selectors.inbox_thread(task=task)})
     channel = services.INBOUND_TYPES[task.type]
     contact = task.contact
     opted_out = (
@@ -130,20 +162,28 @@ def calls_list(request: HttpRequest) -> HttpResponse:
         task.chip = presentation.contact_chip(task.contact)
         task.badge = presentation.status_badge(task.status)
         task.age_text = presentation.age(task.created_at)
-    return render(request, "dashboard/calls.html", _ctx(request, "Live calls", active=active, recent=recent))
+    template = "dashboard/calls_list.html" if request.GET.get("partial") else "dashboard/calls.html"
+    return render(request, template, _ctx(request, "Live calls", active=active, recent=recent))
 
 
 def call_detail(request: HttpRequest, task_id: str) -> HttpResponse:
     task = get_object_or_404(Task.objects.select_related("contact"), pk=task_id, type="call.outbound")
     if request.method == "POST":
         try:
-            calls.call_hang_up(task_id=str(task.id), actor=f"operator:{request.user.get_username()}")
-            messages.success(request, "Hung up.")
-        except IllegalTransition as exc:
+            done = calls.call_hang_up(task_id=str(task.id), actor=f"operator:{request.user.get_username()}")
+        except (calls.HangUpFailed, IllegalTransition) as exc:
             messages.error(request, f"Cannot hang up: {exc}")
+        else:
+            messages.success(request, {
+                "asked": "Hang-up sent to the voice provider: the call ends in a moment.",
+                "not_placed": "The call had not been placed yet: cancelled.",
+                "finished": "This call had already ended.",
+            }[done.outcome])  # fmt: skip
         return HttpResponseRedirect(reverse("dashboard:call", args=[task.id]))
     call, turns, recording = selectors.call_for_task(task=task)
     live = task.status in selectors.ACTIVE_CALL_STATUSES
+    if request.GET.get("format") == "json":  # the live view catching up after (re)connecting
+        return JsonResponse(_call_state(task, call, turns, after=request.GET.get("after", "-1"), live=live))
     context = _ctx(
         request,
         f"Call with {task.contact or task.payload.get('to', 'unknown')}",
@@ -157,6 +197,22 @@ def call_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         chip=presentation.contact_chip(task.contact),
     )
     return render(request, "dashboard/call.html", context)
+
+
+def _call_state(task: Task, call, turns: list, *, after: str, live: bool) -> dict:
+    try:
+        after_seq = int(after)
+    except ValueError:
+        after_seq = -1
+    return {
+        "status": task.status,
+        "live": live,
+        "turns": [
+            {"sequence": t.sequence, "speaker": t.speaker, "text": t.text, "interrupted": t.interrupted}
+            for t in turns
+            if t.sequence > after_seq
+        ],
+    }
 
 
 # --- Operations -------------------------------------------------------------------------

@@ -277,6 +277,7 @@ class AuditAction(models.TextChoices):
     ERASE = "erase", "erased a contact"
     CONSENT_CHANGE = "consent_change", "changed consent"
     RETENTION = "retention", "applied retention"
+    OPERATOR_ACTION = "operator_action", "acted on a task (console)"
 
 
 class AuditLog(models.Model):

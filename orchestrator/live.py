@@ -22,16 +22,58 @@ from django.db import transaction
 log = logging.getLogger(__name__)
 
 
+# The console's groups. The orchestrator owns their names so that agents (which import the
+# orchestrator, never the dashboard) can publish to them.
+INBOX_GROUP = "inbox"  # inbound conversations arrived or changed
+CALLS_GROUP = "calls"  # a call task moved: the live calls list
+HEALTH_GROUP = "health"  # an agent's health changed
+LIST_CHANNELS = {"voice": CALLS_GROUP}  # channels whose every task transition a list page watches
+
+
 def task_group(task_id: Any) -> str:
     return f"task.{task_id}"
 
 
-def publish_task_update(task_id: Any, data: dict[str, Any]) -> None:
-    """Send ``data`` to the task's group once the surrounding transaction commits.
+def call_group(task_id: Any) -> str:
+    """The voice agent pushes ``call.turn`` / ``call.status`` messages to this group."""
+    return f"call.{task_id}"
+
+
+def publish_task_update(task_id: Any, data: dict[str, Any], *, channel: str = "") -> None:
+    """Send ``data`` to the task's group once the surrounding transaction commits (and, for a
+    call, to the live calls list).
 
     Live updates are a convenience: a failure to publish is logged, never raised.
     """
-    transaction.on_commit(lambda: send_group(task_group(task_id), {"type": "task.update", "data": data}))
+    list_group = LIST_CHANNELS.get(channel)
+
+    def send() -> None:
+        send_group(task_group(task_id), {"type": "task.update", "data": data})
+        if list_group:
+            send_group(
+                list_group, {"type": "calls.update", "task_id": str(task_id), "status": data.get("status")}
+            )
+
+    transaction.on_commit(send)
+
+
+def publish_inbox_update(
+    task_id: Any, *, reason: str = "changed", contact_id: Any = None, by: Any = None
+) -> None:
+    """Tell every open inbound-queue page (and the open conversation) that a conversation
+    arrived or changed, after commit. The messaging agent calls it when it stores an inbound
+    message; the console on claim, release, reply and resolve."""
+    message = {"type": "inbox.update", "task_id": str(task_id), "reason": reason}
+    if contact_id is not None:
+        message["contact_id"] = str(contact_id)
+    if by is not None:  # the operator who claimed, released or resolved it
+        message["by"] = str(by)
+    transaction.on_commit(lambda: send_group(INBOX_GROUP, message))
+
+
+def publish_health_update(*, agent: str, state: str) -> None:
+    """An agent's workers started or stopped beating: the health page refreshes."""
+    send_group(HEALTH_GROUP, {"type": "health.update", "agent": agent, "state": state})
 
 
 def send_group(group: str, message: dict[str, Any]) -> None:

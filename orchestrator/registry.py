@@ -55,6 +55,35 @@ def registered_handlers() -> dict[str, HandlerSpec]:
     return dict(_specs)
 
 
+# Operator actions an agent performs for a task it runs, e.g. ``hang_up`` for a call: the
+# console asks through here and never imports an agent. An action raises on failure (the
+# provider refused or is unreachable) with a message an operator can read.
+TaskAction = Callable[["Task", str], str]  # (task, actor) -> what happened, in a word
+_actions: dict[tuple[str, str], TaskAction] = {}
+
+
+class NoSuchAction(LookupError):
+    """No agent registered this action for this task type."""
+
+
+def task_action(task_type: str, name: str) -> Callable[[TaskAction], TaskAction]:
+    """Register ``func(task, actor)`` as the ``name`` action of ``task_type`` tasks."""
+
+    def register(func: TaskAction) -> TaskAction:
+        _actions[(task_type, name)] = func
+        return func
+
+    return register
+
+
+def run_task_action(task: Task, name: str, *, actor: str) -> str:
+    """Run the ``name`` action on ``task`` and return its outcome; NoSuchAction when no agent offers it."""
+    action = _actions.get((task.type, name))
+    if action is None:
+        raise NoSuchAction(f"no agent offers {name!r} for {task.type} tasks")
+    return action(task, actor)
+
+
 # Type-specific checks run at intake, so a bad payload is a 400 that says what is wrong
 # instead of a task that fails later. A validator receives the payload and the contact (or
 # None), raises rest_framework.serializers.ValidationError, and may return a normalised payload.

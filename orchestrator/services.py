@@ -438,6 +438,9 @@ def _transition_in_memory(task: Task, change: Transition) -> tuple[TaskEvent, li
                       channel=task.channel, details=dict(change.details or {}))  # fmt: skip
     if kind is Kind.STALE:
         event.applied = False
+        # A late callback changes no state, but what it says (a message's "sent" after the
+        # task moved on) is news to a page showing it.
+        _publish(task, {"status": task.status, "from": task.status, "to": to, "applied": False}, change)
         return event, []
     fields = ["status", "updated_at"]
     if change.provider_id is not None:
@@ -458,10 +461,18 @@ def _transition_in_memory(task: Task, change: Transition) -> tuple[TaskEvent, li
         task.finished_at = timezone.now()
         task.lease_expires_at = None
         fields += ["finished_at", "lease_expires_at"]
-    publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "actor": change.actor})
+    _publish(task, {"status": to, "from": previous, "applied": True}, change)
     if to in FINAL and task.parent_id:
         _notify_parent_on_commit(task.id)
     return event, fields
+
+
+def _publish(task: Task, data: dict[str, Any], change: Transition) -> None:
+    data = {"id": str(task.id), **data, "actor": change.actor}
+    status = (change.details or {}).get("message_status")
+    if status:
+        data["message_status"] = status
+    publish_task_update(task.id, data, channel=task.channel)
 
 
 def task_fail(*, task_id: Any, code: str, message: str, actor: str) -> TransitionResult:
@@ -494,6 +505,8 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
     insert_row(TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
                          details={"error_code": code, "attempt": task.attempts}))  # fmt: skip
     metrics.task_entered(task.type, task.channel, to)
+    publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "applied": True,
+                                  "actor": actor}, channel=task.channel)  # fmt: skip
     if task.parent_id:
         _notify_parent_on_commit(task.id)
 

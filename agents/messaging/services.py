@@ -34,6 +34,7 @@ from dossiers.services import (
     contact_get_or_create_by_phone,
     normalize_phone,
 )
+from orchestrator.live import publish_inbox_update
 from orchestrator.models import Task
 from orchestrator.services import Transition, task_create, task_transition, task_transition_many
 from orchestrator.states import IllegalTransition, TaskStatus
@@ -570,6 +571,8 @@ def inbound_receive(*, event: dict[str, str]) -> str:
     )  # fmt: skip
     Message.objects.filter(id=message.id).update(task=task)
     InboundItem.objects.create(task=task, message=message, contact=contact, channel=channel, received_at=now)
+    # The console's inbound queue and an open conversation with this contact update at once.
+    publish_inbox_update(task.id, reason="received", contact_id=contact.id)
     if media:
         from agents.messaging.tasks import download_media
 

@@ -11,7 +11,7 @@ from agents.voice.providers import OutboundCall, get_provider
 from dossiers.models import ConsentStatus
 from dossiers.services import consent_status
 from orchestrator.models import Task
-from orchestrator.registry import handler, payload_validator
+from orchestrator.registry import handler, payload_validator, task_action
 from orchestrator.services import task_transition
 from orchestrator.states import TaskStatus
 
@@ -59,3 +59,20 @@ def call_handoff(task: Task) -> None:
     """A caller asked for a person: the task waits in progress in the operators' queue."""
     task_transition(task_id=task.id, to=TaskStatus.IN_PROGRESS, actor="agent:operators",
                     details={"waiting_for": "operator", "call_task": task.payload.get("call_task", "")})  # fmt: skip
+
+
+@task_action("call.outbound", "hang_up")
+def call_hang_up(task: Task, actor: str) -> str:
+    """The console's Hang up: "asked" when the provider was asked to end the call (its
+    ``completed`` callback then cancels the task), "not_placed" when no call exists yet.
+    Raises the provider's error (TransientError, PermanentError) when it refused."""
+    call = services.call_for_task(task_id=task.id)
+    sid = (call.provider_sid if call else "") or task.provider_id
+    if not sid:
+        return "not_placed"
+    if call is not None:
+        services.call_end_reason_set(
+            call_id=call.id, reason=f"{services.OPERATOR_HANG_UP}: hung up by {actor}"
+        )
+    get_provider().hang_up(sid)
+    return "asked"

@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from dossiers.models import Artifact, Call, Direction, TranscriptTurn
-from orchestrator.live import send_group
+from orchestrator.live import CALLS_GROUP, call_group, send_group
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
 from orchestrator.states import IllegalTransition, TaskStatus
@@ -51,6 +51,9 @@ FAILED_CALL_CODES: dict[str, str] = {
 }
 # End reasons (set by the conversation) that make a completed call a failed task.
 FAILING_END_REASONS = {"llm_error"}
+# The end reason an operator's hang-up sets (console → orchestrator action → provider): the
+# completed callback then cancels the task.
+OPERATOR_HANG_UP = "operator_hangup"
 
 
 class UnknownCallStatus(ValueError):
@@ -148,7 +151,11 @@ def _update_call_row(call: Call, update: StatusUpdate) -> None:
 def _publish_call_status(task_id: Any, status: str) -> None:
     """Tell the live call view (group ``call.<task>``) after commit; never raises."""
 
-    transaction.on_commit(lambda: send_group(f"call.{task_id}", {"type": "call.status", "status": status}))
+    def send() -> None:
+        send_group(call_group(task_id), {"type": "call.status", "status": status})
+        send_group(CALLS_GROUP, {"type": "calls.update", "task_id": str(task_id), "call_status": status})
+
+    transaction.on_commit(send)
 
 
 def _ensure_in_progress(task_id: Any, call_sid: str) -> None:
@@ -172,6 +179,8 @@ def _finish_task(task_id: Any, call: Call) -> None:
             FAILED_CALL_CODES[call.status],
             f"the call ended: {call.status}",
         )
+    elif code == OPERATOR_HANG_UP:
+        to, error_code, error_message = S.CANCELLED, OPERATOR_HANG_UP, message or "hung up by an operator"
     elif code in FAILING_END_REASONS:
         to, error_code, error_message = S.FAILED, code, message or code
     else:

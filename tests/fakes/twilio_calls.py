@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
+CALL_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls/(CA[0-9a-fA-F]{32})\.json$")
 RECORDING_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})\.wav$")
 
 
@@ -27,6 +28,7 @@ class CallRequest:
     auth: tuple[str, str]
     form: dict[str, list[str]]
     content_type: str
+    call_sid: str = ""  # set on an update of an existing call (POST /Calls/<sid>.json)
 
     def one(self, name: str) -> str:
         return self.form[name][0]
@@ -48,6 +50,17 @@ class FakeTwilioCalls:
                 pass
 
             def do_POST(self) -> None:
+                update = CALL_PATH.match(self.path)
+                if update is not None:  # update a call, e.g. Status=completed (hang up)
+                    if self._basic_auth() != (fake.account_sid, fake.auth_token):
+                        return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                    body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                    request = CallRequest(update.group(1), self._basic_auth(), parse_qs(body),
+                                          self.headers.get("Content-Type", ""), call_sid=update.group(2))  # fmt: skip
+                    fake.requests.append(request)
+                    resource = {"sid": update.group(2), "account_sid": fake.account_sid, "direction": "outbound-api",
+                                "status": request.form.get("Status", ["in-progress"])[0], "api_version": "2010-04-01"}  # fmt: skip
+                    return self._json(200, resource)
                 match = CALLS_PATH.match(self.path)
                 if match is None:
                     return self._json(404, {"code": 20404, "message": "not found", "status": 404})

@@ -18,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from agents.voice.conversation import APOLOGY
+from dashboard.live_auth import ticket_mint
 from dossiers.models import Call, TranscriptTurn
 from orchestrator.api.auth import api_key_create
 from orchestrator.models import Task
@@ -175,9 +176,7 @@ def test_a_test_mode_call_runs_end_to_end_with_live_updates(django_user_model, c
     deterministic generator answers, signed callbacks finish the task; the live call view
     shows the turns and the final status."""
     _, key = api_key_create(name="e2e")
-    staff = django_user_model.objects.create_user("operator", password="x", is_staff=True)
-    client.force_login(staff)
-    session = client.cookies[settings.SESSION_COOKIE_NAME].value
+    staff = django_user_model.objects.create_user("operator", password="x", is_staff=True, is_superuser=True)
     with asgi_server() as base:  # no OPENAI_BASE_URL: the deterministic generator
         response = requests.post(f"{base}/api/calls/", headers={"Authorization": f"Api-Key {key}"}, timeout=10,
                                  json={"to": "+14155550123", "goal": "confirming the delivery window",
@@ -185,8 +184,10 @@ def test_a_test_mode_call_runs_end_to_end_with_live_updates(django_user_model, c
         assert response.status_code == 201, response.text
         task_id = response.json()["id"]
         live = []
-        with connect(base.replace("http", "ws", 1) + f"/ws/calls/{task_id}/", open_timeout=5,
-                     additional_headers={"Cookie": f"sessionid={session}", "Origin": base}) as ws:  # fmt: skip
+        path = f"/ws/calls/{task_id}/"  # opened as the console page does: with a ticket
+        ticket = ticket_mint(user=staff, path=path, origin=base)
+        with connect(base.replace("http", "ws", 1) + f"{path}?ticket={ticket}", open_timeout=5,
+                     additional_headers={"Origin": base}) as ws:  # fmt: skip
             while not (live and live[-1]["type"] == "call.status" and live[-1]["status"] == "completed"):
                 live.append(json.loads(ws.recv(timeout=20)))
         wait_until(lambda: Task.objects.get(id=task_id).status != "in_progress", message="the final state")

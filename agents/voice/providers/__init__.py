@@ -31,6 +31,9 @@ class VoiceProvider(Protocol):
 
     def start_call(self, call: OutboundCall) -> str: ...
 
+    def hang_up(self, call_sid: str) -> None:
+        """End a call in progress (Twilio: update the call to ``completed``)."""
+
 
 def get_provider() -> VoiceProvider:
     if settings.TEST_MODE:

@@ -47,12 +47,43 @@ HANG_UP_AFTER_SECONDS = 2.0
 HTTP_TIMEOUT_SECONDS = 10.0
 
 
+HANG_UP_KEY = "comms:sim-voice:hang-up:{sid}"
+_local_hang_ups: set[str] = set()  # the embedded default: the callee runs in this process
+
+
 def new_sid(prefix: str) -> str:
     return prefix + secrets.token_hex(16)
 
 
+def _redis():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+
+
+def hang_up_request(call_sid: str) -> None:
+    """What Twilio's call update to ``completed`` is to the simulated callee, which runs in a
+    worker process: a flag in Redis it checks between turns."""
+    if settings.REDIS_URL:
+        _redis().set(HANG_UP_KEY.format(sid=call_sid), "1", ex=3600)
+    else:
+        _local_hang_ups.add(call_sid)
+
+
+def hang_up_requested(call_sid: str) -> bool:
+    if settings.REDIS_URL:
+        try:
+            return bool(_redis().exists(HANG_UP_KEY.format(sid=call_sid)))
+        except Exception:
+            return False
+    return call_sid in _local_hang_ups
+
+
 class SimulatedVoiceProvider:
     name = "simulated"
+
+    def hang_up(self, call_sid: str) -> None:
+        hang_up_request(call_sid)
 
     def start_call(self, call: OutboundCall) -> str:
         sid = new_sid("CA")
@@ -71,6 +102,7 @@ class SimulatedCallee:
     sequence: int = 0
     ended_by_agent: bool = False
     handoff_data: str = ""
+    hung_up: bool = False  # an operator asked the provider to end the call
 
     # --- the call ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -121,6 +153,12 @@ class SimulatedCallee:
         async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
             await ws.send(json.dumps(self.setup_message(params)))
             for index, line in enumerate(SCRIPT):
+                if index == 1 and settings.VOICE_SIMULATED_HOLD_SECONDS:
+                    # The callee thinks for a while (test mode, to watch or hang up a live call).
+                    await self.hold(settings.VOICE_SIMULATED_HOLD_SECONDS)
+                if self.hung_up or hang_up_requested(self.sid):
+                    self.hung_up = True
+                    return  # Twilio closes the socket when the call is updated to completed
                 await ws.send(
                     json.dumps({"type": "prompt", "voicePrompt": line, "lang": "en-US", "last": True})
                 )
@@ -135,6 +173,15 @@ class SimulatedCallee:
                     return
             await self.wait_for_end(ws)
             # The caller hangs up: closing the socket is what Twilio does then.
+
+    async def hold(self, seconds: float) -> None:
+        """Stay silent on the line for ``seconds``, unless the call is hung up meanwhile."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if hang_up_requested(self.sid):
+                self.hung_up = True
+                return
+            await asyncio.sleep(0.2)
 
     async def wait_for_end(self, ws) -> None:
         """After saying goodbye the callee waits a moment for the agent to hang up."""
@@ -181,6 +228,9 @@ class SimulatedCallee:
     # --- <Gather> ----------------------------------------------------------------------------
     def gather_session(self, root: ElementTree.Element) -> None:
         for line in SCRIPT:
+            if hang_up_requested(self.sid):
+                self.hung_up = True
+                return
             gather = root.find("./Gather")
             if gather is None:
                 return

@@ -74,10 +74,23 @@ class TwilioVoiceProvider:
             ) from exc
         return created.sid
 
+    def hang_up(self, call_sid: str) -> None:
+        """``POST /Calls/<sid>.json`` with ``Status=completed``: Twilio ends the call at once,
+        closes the ConversationRelay socket and sends the ``completed`` status callback
+        (twilio.com/docs/voice/api/call-resource#update-a-call-resource)."""
+        try:
+            twilio_client().calls(call_sid).update(status="completed")
+        except TwilioRestException as exc:
+            raise _error(exc) from exc
+        except requests.RequestException as exc:
+            raise TransientError(
+                f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
+            ) from exc
+
 
 def _error(exc: TwilioRestException):
     code = f"twilio_{exc.code}" if exc.code else f"twilio_http_{exc.status}"
-    message = f"Twilio refused the call (HTTP {exc.status}, code {exc.code}): {exc.msg}"
+    message = f"Twilio refused the request (HTTP {exc.status}, code {exc.code}): {exc.msg}"
     if exc.status == 429 or exc.status >= 500:
         return TransientError(message, code=code)
     return PermanentError(message, code=code)
