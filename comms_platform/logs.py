@@ -210,7 +210,10 @@ def on_task_prerun(task_id: str | None = None, task: Any = None, args: Any = Non
     """Bind the orchestrator task's id (the message's first argument) and what its row says."""
     fields: dict[str, Any] = {"celery_task": getattr(task, "name", None), "celery_id": task_id}
     if getattr(task, "name", "") == "orchestrator.execute_task" and args:
-        fields.update(_task_fields(str(args[0])))
+        try:
+            fields.update(_task_fields(str(args[0])))
+        except Exception:  # the database is away: log without the row's fields
+            fields["task_id"] = str(args[0])
     _task_tokens[task_id] = bind_contextvars(**fields)
     task_log.info("task.started")
 

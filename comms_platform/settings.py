@@ -153,7 +153,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_TASK_DEFAULT_QUEUE = "orchestrator"
 AGENT_QUEUES = ["orchestrator", "voice", "messaging", "email", "content", "remote"]
-TASK_SWEEP_INTERVAL_SECONDS = env.int("TASK_SWEEP_INTERVAL_SECONDS", default=30)
+TASK_SWEEP_INTERVAL_SECONDS = env.int("TASK_SWEEP_INTERVAL_SECONDS", default=15)
 CELERY_BEAT_SCHEDULE = {
     "sweep-stale-tasks": {
         "task": "orchestrator.sweep_tasks",
@@ -197,7 +197,12 @@ DISPATCH_IN_BACKGROUND = (
     env.bool("DISPATCH_IN_BACKGROUND") if env.str("DISPATCH_IN_BACKGROUND", default="") else bool(REDIS_URL)
 )
 TASK_SWEEP_AGE_SECONDS = env.int("TASK_SWEEP_AGE_SECONDS", default=60)
-TASK_LEASE_SECONDS = env.int("TASK_LEASE_SECONDS", default=CELERY_TASK_TIME_LIMIT + 60)
+# A claimed task's lease: short, and renewed while the task runs (orchestrator/leases.py), so a
+# dead worker's task is retaken within a lease and a sweep, not after the longest task.
+TASK_LEASE_SECONDS = env.int("TASK_LEASE_SECONDS", default=20)
+TASK_LEASE_RENEW_SECONDS = env.float("TASK_LEASE_RENEW_SECONDS", default=max(0.5, TASK_LEASE_SECONDS / 4))
+# A worker whose database is away retries the message this much later (not counted as an attempt).
+TASK_DATABASE_RETRY_SECONDS = env.float("TASK_DATABASE_RETRY_SECONDS", default=3.0)
 TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=5)
 TASK_RETRY_BACKOFF_SECONDS = env.float("TASK_RETRY_BACKOFF_SECONDS", default=2.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)

@@ -95,10 +95,12 @@ class BackgroundDispatcher:
 
     @staticmethod
     def _send(batch: list[Any]) -> None:
+        from comms_platform.dbhealth import replace_broken_connections
         from orchestrator.services import dispatch_tasks, send_tasks
 
         try:
             close_old_connections()
+            replace_broken_connections()  # after a database restart, not only after an error
             known = [item for item in batch if isinstance(item, tuple)]
             ids = [item for item in batch if not isinstance(item, tuple)]
             if known:

@@ -7,10 +7,12 @@ import logging
 import random
 
 from celery import shared_task
+from celery.exceptions import Retry
 from django.conf import settings
 
 from agents.common.errors import AgentError
-from orchestrator import registry, services
+from comms_platform import dbhealth
+from orchestrator import leases, registry, services
 from orchestrator.models import Task
 from orchestrator.states import IllegalTransition
 
@@ -25,10 +27,27 @@ def execute_task(self, task_id: str) -> str:
     """Claim a task and run its agent's handler (looked up through the registry)."""
     delivery = self.request.delivery_info or {}
     worker = self.request.hostname or "eager"
-    task = services.task_claim(task_id=task_id, worker=worker, redelivered=bool(delivery.get("redelivered")),
-                               early_by=services.RETRY_CLOCK_SLACK_SECONDS if self.request.retries else 0.0)  # fmt: skip
+    try:
+        task = services.task_claim(task_id=task_id, worker=worker, redelivered=bool(delivery.get("redelivered")),
+                                   early_by=services.RETRY_CLOCK_SLACK_SECONDS if self.request.retries else 0.0)  # fmt: skip
+    except Exception as exc:
+        if not dbhealth.is_database_error(exc):
+            raise
+        # The database is away, not the task at fault: nothing was written (the claim is one
+        # transaction). Take a fresh connection and try this message again shortly.
+        _database_lost(self, task_id, exc, settings.TASK_DATABASE_RETRY_SECONDS)
     if task is None:
         return "skipped"
+    if self.request.is_eager:
+        return _run(self, task_id, task)
+    leases.keeper.hold(task.id, task.lease_expires_at)
+    try:
+        return _run(self, task_id, task)
+    finally:
+        leases.keeper.drop(task.id)
+
+
+def _run(self, task_id: str, task: Task) -> str:
     route = registry.get_route(task.type)
     if route is None:
         services.task_fail(
@@ -43,6 +62,8 @@ def execute_task(self, task_id: str) -> str:
             return "failed"
         _retry(self, task, route.queue, exc.message, exc.retry_after)
     except Exception as exc:
+        if dbhealth.is_database_error(exc):
+            _retry_after_database_error(self, task, route.queue, exc)
         # A bug or an unexpected outage: retry like a transient error, and fail the task
         # with the reason once its attempts are used up rather than loop forever.
         log.exception("handler for task %s raised", task_id)
@@ -51,6 +72,30 @@ def execute_task(self, task_id: str) -> str:
             return "failed"
         _retry(self, task, route.queue, f"{type(exc).__name__}: {exc}", None)
     return "done"
+
+
+def _database_lost(celery_task, task_id: str, exc: Exception, countdown: float) -> None:
+    dbhealth.replace_broken_connections()
+    log.warning(
+        "task %s: database unavailable (%s); tried again in %.0fs", task_id, type(exc).__name__, countdown
+    )
+    raise celery_task.retry(countdown=countdown, exc=None)
+
+
+def _retry_after_database_error(celery_task, task: Task, queue: str, exc: Exception) -> None:
+    """The connection broke under the handler: release the task for a retry on a fresh
+    connection; if the database is still away, its lease runs out and the retry (or the
+    sweeper) takes it then. Never failed for it, and the send pipeline's attempt row keeps a
+    retried send from going out twice."""
+    dbhealth.replace_broken_connections()
+    try:
+        _retry(celery_task, task, queue, f"database unavailable: {type(exc).__name__}", None)
+    except Retry:
+        raise
+    except Exception as again:
+        if not dbhealth.is_database_error(again):
+            raise
+        _database_lost(celery_task, str(task.id), again, settings.TASK_LEASE_SECONDS)
 
 
 def _fail(task: Task, code: str, message: str) -> None:

@@ -12,6 +12,7 @@ tasks run in process) there is no worker to be silent, so every agent is healthy
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,9 @@ from django.db import close_old_connections, connection
 
 log = structlog.get_logger(__name__)
 KEY = "comms:heartbeat:{agent}"
+# Set by a worker that cannot reach the database: its agents are unhealthy at once, with the
+# reason, instead of looking alive while every task they take would fail.
+ERROR_KEY = "comms:heartbeat-error:{agent}"
 # kombu's Redis transport keeps priority levels in extra lists named queue + sep + level.
 PRIORITY_SUFFIXES = ["", "\x06\x163", "\x06\x166", "\x06\x169"]
 HEALTH_CACHE_SECONDS = 1.0
@@ -76,19 +80,51 @@ def heartbeat_publish(*, queues: list[str], now: float | None = None) -> list[st
     return agents
 
 
+def heartbeat_report_error(*, agents: list[str], reason: str) -> None:
+    """The worker serving ``agents`` cannot do their work (its database is unreachable)."""
+    if not agents:
+        return
+    pipe = redis_client().pipeline()
+    for agent in agents:
+        pipe.set(
+            ERROR_KEY.format(agent=agent), reason[:200], ex=max(settings.HEARTBEAT_INTERVAL_SECONDS * 3, 5)
+        )
+    pipe.execute()
+
+
+def heartbeat_errors(agents: list[str]) -> dict[str, str]:
+    """What a worker reported wrong with each agent just now (only agents with a report)."""
+    if not agents:
+        return {}
+    values = redis_client().mget([ERROR_KEY.format(agent=a) for a in agents])
+    return {a: v.decode() for a, v in zip(agents, values, strict=True) if v}
+
+
 class HeartbeatThread(threading.Thread):
     def __init__(self, queues: list[str]) -> None:
         super().__init__(name="agent-heartbeat", daemon=True)
         self.queues = queues
         self.stopped = threading.Event()
+        self.agents: list[str] = []  # the last known, for reporting while the database is away
 
     def run(self) -> None:
+        from comms_platform.dbhealth import is_database_error, replace_broken_connections
+
         while not self.stopped.is_set():
             try:
                 close_old_connections()
-                heartbeat_publish(queues=self.queues)
+                replace_broken_connections()
+                self.agents = heartbeat_publish(queues=self.queues) or self.agents
+                if self.agents:
+                    redis_client().delete(*[ERROR_KEY.format(agent=a) for a in self.agents])
             except Exception as exc:  # Redis or the database away: try again next beat
                 log.warning("heartbeat.failed", status="error", error=type(exc).__name__)
+                if is_database_error(exc):
+                    replace_broken_connections()
+                    with contextlib.suppress(Exception):
+                        heartbeat_report_error(
+                            agents=self.agents, reason=f"database unreachable: {type(exc).__name__}"
+                        )
             self.stopped.wait(settings.HEARTBEAT_INTERVAL_SECONDS)
         connection.close()
 
@@ -143,7 +179,9 @@ def last_heartbeats(agents: list[str]) -> dict[str, float | None]:
     return beats
 
 
-def health(beat: float | None, now: float | None = None) -> str:
+def health(beat: float | None, now: float | None = None, error: str | None = None) -> str:
+    if error:
+        return "unhealthy"
     if beat is None:
         return "unknown"
     fresh = (now or time.time()) - beat <= settings.HEARTBEAT_STALE_SECONDS
@@ -163,6 +201,8 @@ def agent_healthy(*, agent: str) -> bool:
     if cached and now - cached[0] < HEALTH_CACHE_SECONDS:
         return cached[1]
     try:
+        # Only the beat's age counts here: a worker whose database is away still takes the
+        # message and tries it again once the database is back (the error key is a report).
         healthy = health(last_heartbeats([agent])[agent]) != "unhealthy"
     except Exception:
         return True
@@ -192,7 +232,8 @@ class AgentStatus:
     health: str
     healthy: bool
     last_heartbeat_at: datetime | None
-    queue_depth: int
+    queue_depth: int | None
+    error: str = ""
 
 
 def agent_statuses() -> list[AgentStatus]:
@@ -204,13 +245,20 @@ def agent_statuses() -> list[AgentStatus]:
     for row in rows:
         grouped.setdefault(row.agent, []).append(row)
     queues = sorted({r.queue for r in rows})
-    depths = queue_depths(queues)
-    beats = {} if embedded() else last_heartbeats(list(grouped))
+    # Redis away: the registry's data still answers (last beats from the table, no depths).
+    redis_error = ""
+    try:
+        depths: dict[str, int] = queue_depths(queues)
+        beats = {} if embedded() else last_heartbeats(list(grouped))
+        errors = {} if embedded() else heartbeat_errors(list(grouped))
+    except Exception as exc:
+        redis_error = f"redis unavailable: {type(exc).__name__}"
+        depths, beats, errors = {}, {}, {}
     statuses = []
     for agent, regs in grouped.items():
         db_beat = max((r.last_heartbeat_at for r in regs if r.last_heartbeat_at), default=None)
-        beat = beats.get(agent)
-        state = "healthy" if embedded() else health(beat)
+        beat = beats.get(agent) or (db_beat.timestamp() if db_beat and redis_error else None)
+        state = "healthy" if embedded() else health(beat, error=errors.get(agent))
         agent_queues = sorted({r.queue for r in regs})
         statuses.append(
             AgentStatus(
@@ -218,7 +266,8 @@ def agent_statuses() -> list[AgentStatus]:
                 kinds=sorted({r.kind for r in regs}), enabled=any(r.enabled for r in regs),
                 health=state, healthy=state != "unhealthy",
                 last_heartbeat_at=datetime.fromtimestamp(beat, UTC) if beat else db_beat,
-                queue_depth=sum(depths[q] for q in agent_queues),
+                queue_depth=None if redis_error else sum(depths[q] for q in agent_queues),
+                error=errors.get(agent) or redis_error,
             )
         )  # fmt: skip
     return statuses

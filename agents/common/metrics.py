@@ -234,6 +234,7 @@ class ScrapeCollector:
         yield gauge
 
     def _heartbeats(self):
+        from django.conf import settings
         from django.db.models import Max
         from django.utils import timezone
 
@@ -254,6 +255,19 @@ class ScrapeCollector:
             last = row["last"]
             age.add_metric([row["agent"]], (now - last).total_seconds() if last else float("inf"))
         yield age
+        if settings.REDIS_URL:
+            from agents.common.heartbeats import heartbeat_errors
+
+            agents = sorted({row["agent"] for row in rows})
+            errors = heartbeat_errors(agents)
+            down = GaugeMetricFamily(
+                "comms_agent_worker_error",
+                "1 while a worker serving the agent reports it cannot work (its database is unreachable)",
+                labels=["agent"],
+            )
+            for agent in agents:
+                down.add_metric([agent], 1 if agent in errors else 0)
+            yield down
         enabled = GaugeMetricFamily(
             "comms_agent_enabled", "1 when the task type's registration is enabled", labels=["type", "agent"]
         )

@@ -294,6 +294,7 @@ STATUS_KIND = "messaging_status"
 TASK_KEY = "__task"  # our task id (from the callback URL), stored with the provider's fields
 DRAIN_FLAG = "messaging:status-drain-scheduled"
 DRAIN_BATCH = 200
+DRAIN_FLAG_SECONDS = 5
 FLAG_TRUST_SECONDS = 0.05
 DRAIN_GRACE_SECONDS = 0.2  # > FLAG_TRUST_SECONDS: see status_drain_schedule
 _flag_seen_at = -1.0
@@ -318,7 +319,9 @@ def status_drain_schedule() -> None:
     now = time.monotonic()
     if now - _flag_seen_at < FLAG_TRUST_SECONDS:
         return
-    if _redis().set(DRAIN_FLAG, "1", nx=True, ex=60):
+    # A short flag: if the worker draining dies, the next callback schedules a new drain after
+    # DRAIN_FLAG_SECONDS (two drains at once are harmless: each takes rows with skip_locked).
+    if _redis().set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_SECONDS):
         transaction.on_commit(lambda: drain_status_events.apply_async(queue="messaging"))
     _flag_seen_at = now
 

@@ -47,6 +47,22 @@ def sweep(env: dict[str, str]) -> str:
     return done.stdout
 
 
+@contextmanager
+def celery_beat(env: dict[str, str], workdir: str) -> Iterator[subprocess.Popen]:
+    """Celery beat, as deployed (its schedule file in ``workdir``): it sends the sweeper's runs."""
+    log = open(os.path.join(workdir, "beat.log"), "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(BIN / "celery"), "-A", "comms_platform", "beat", "-l", "INFO",
+         "-s", os.path.join(workdir, "beat-schedule")],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        yield proc
+    finally:
+        stop_process(proc)
+        log.close()
+
+
 def _pg(cmd: list[str]) -> list[str]:
     """PostgreSQL refuses to run as root: run its tools as the ``postgres`` user then."""
     if os.geteuid() != 0:
@@ -96,4 +112,13 @@ def pg_stop(datadir: str) -> None:
     )
 
 
-__all__ = ["children_of", "pg_start", "pg_stop", "postgres_server", "sigkill_tree", "stop_process", "sweep"]
+__all__ = [
+    "celery_beat",
+    "children_of",
+    "pg_start",
+    "pg_stop",
+    "postgres_server",
+    "sigkill_tree",
+    "stop_process",
+    "sweep",
+]
