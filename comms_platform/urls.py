@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from agents.common.api import AgentListView
 from agents.voice.api import CallCreateView
 from comms_platform import health, metrics_view
-from dossiers.api.views import artifact_download
+from dossiers.links import serve_artifact
 
 handler400 = "orchestrator.api.errors.handler400"
 handler404 = "orchestrator.api.errors.handler404"
@@ -22,12 +22,12 @@ urlpatterns = [
     path("metrics", metrics_view.metrics, name="metrics"),
     path("api/", include("dossiers.api.urls")),
     path("api/agents/", AgentListView.as_view(), name="agent-list"),
-    path("artifacts/<uuid:pk>/download/", artifact_download, name="artifact-download"),
+    # Every artifact link, whoever hands it out (dossiers/links.py).
+    path("a/<str:token>/", serve_artifact, name="artifact"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("webhooks/twilio/voice/", include("agents.voice.urls")),
     path("admin/", include("dashboard.urls")),  # the operator console's pages
     path("admin/", admin.site.urls),
     path("", include("agents.email.urls")),
-    path("", include("agents.content.urls")),
 ]

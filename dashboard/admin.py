@@ -147,16 +147,17 @@ def task_page_context(task: Task) -> dict[str, Any]:
     )
     arts = []
     for artifact in Artifact.objects.filter(task=task).order_by("occurred_at"):
-        kind = artifacts.preview_kind(artifact)
+        kind = artifacts.preview_kind(artifact) if artifacts.artifact_available(artifact) else "missing"
         text = ""
         if kind in ("text", "html"):
             try:
                 text = artifacts.artifact_text(artifact)
             except OSError:
                 kind = "missing"
-        arts.append(
-            {"artifact": artifact, "kind": kind, "url": artifacts.artifact_url(artifact), "text": text}
-        )
+        if kind == "missing":
+            text = artifacts.unavailable_reason(artifact)
+        url = "" if kind == "missing" else artifacts.artifact_url(artifact)
+        arts.append({"artifact": artifact, "kind": kind, "url": url, "text": text})
     return {
         "cc_task": task,
         "cc_events": events,

@@ -1,28 +1,27 @@
-"""Signed, expiring URLs for artifacts, and the staff-only view that serves them."""
+"""The console's view of artifacts: links (the platform's one signed, expiring URL from
+``dossiers.links``), inline previews and whether the file is there at all."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.conf import settings
-from django.contrib.admin.views.decorators import staff_member_required
-from django.core import signing
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404, HttpRequest
-from django.urls import reverse
-from django.views.decorators.clickjacking import xframe_options_sameorigin
 
+from dossiers import links
 from dossiers.models import Artifact
 
-SALT = "dashboard.artifact"
 PREVIEW_MAX_BYTES = 200_000
 
 
 def artifact_url(artifact: Artifact) -> str:
-    """A URL for ``artifact`` valid for ARTIFACT_URL_TTL_SECONDS (the console's adapter; a
-    dossiers-wide signed URL can replace it without touching the pages)."""
-    token = signing.dumps(str(artifact.pk), salt=SALT)
-    return reverse("dashboard:artifact", args=[token])
+    """A site-relative link valid for ARTIFACT_URL_TTL_SECONDS."""
+    return links.artifact_path(artifact_id=artifact.pk)
+
+
+def artifact_available(artifact: Artifact) -> bool:
+    return links.artifact_available(artifact)
+
+
+def unavailable_reason(artifact: Artifact) -> str:
+    return links.unavailable_reason(artifact)
 
 
 def artifact_text(artifact: Artifact) -> str:
@@ -32,33 +31,13 @@ def artifact_text(artifact: Artifact) -> str:
 
 
 def preview_kind(artifact: Artifact) -> str:
-    ct = artifact.content_type.split(";")[0].strip()
+    ct = artifact.content_type.split(";")[0].strip().lower()
     if ct == "text/html":
         return "html"
     if ct.startswith("text/") or ct in ("application/json",):
         return "text"
     if ct.startswith("audio/"):
         return "audio"
-    if ct.startswith("image/"):
+    if ct in links.INLINE_TYPES and ct.startswith("image/"):  # never SVG: it is a document
         return "image"
     return "download"
-
-
-@staff_member_required
-@xframe_options_sameorigin
-def serve_artifact(request: HttpRequest, token: str) -> Any:
-    ttl = getattr(settings, "ARTIFACT_URL_TTL_SECONDS", 3600)
-    try:
-        artifact_id = signing.loads(token, salt=SALT, max_age=ttl)
-    except signing.BadSignature as exc:  # includes SignatureExpired
-        raise Http404("link expired or invalid") from exc
-    artifact = Artifact.objects.filter(pk=artifact_id).first()
-    if artifact is None:
-        raise Http404("no such artifact")
-    response = FileResponse(
-        default_storage.open(artifact.storage_key, "rb"), content_type=artifact.content_type
-    )
-    # Customer-supplied HTML never runs scripts or reaches our origin, even opened on its own.
-    response["Content-Security-Policy"] = "sandbox"
-    response["X-Content-Type-Options"] = "nosniff"
-    return response

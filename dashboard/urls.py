@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from dashboard import artifacts, views
+from dashboard import views
 
 app_name = "dashboard"
 staff = admin.site.admin_view
@@ -18,5 +18,4 @@ urlpatterns = [
     path("calls/<uuid:task_id>/", staff(get_post(views.call_detail)), name="call"),
     path("operations/", staff(get_post(views.operations)), name="operations"),
     path("health/", staff(views.health), name="health"),
-    path("artifacts/<str:token>/", artifacts.serve_artifact, name="artifact"),
 ]

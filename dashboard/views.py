@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 
 from comms_platform import config
 from dashboard import adapters, calls, connectivity, live_auth, presentation, selectors, services
-from dashboard.artifacts import artifact_url
+from dashboard.artifacts import artifact_available, artifact_url, unavailable_reason
 from dashboard.models import CannedResponse, InboxItem
 from dossiers.models import ConsentStatus, Message
 from dossiers.services import consent_status
@@ -191,7 +191,10 @@ def call_detail(request: HttpRequest, task_id: str) -> HttpResponse:
         call=call,
         turns=turns,
         recording=recording,
-        recording_url=artifact_url(recording) if recording else "",
+        recording_url=artifact_url(recording) if recording and artifact_available(recording) else "",
+        recording_unavailable=unavailable_reason(recording)
+        if recording and not artifact_available(recording)
+        else "",
         live=live,
         badge=presentation.status_badge(task.status),
         chip=presentation.contact_chip(task.contact),

@@ -199,20 +199,8 @@ def artifact_delete(*, artifact: Artifact) -> None:
 
 
 def artifact_signed_url(*, artifact_id: Any) -> str:
-    """A download URL that expires after ARTIFACT_URL_TTL_SECONDS.
+    """A download URL that expires after ARTIFACT_URL_TTL_SECONDS (``dossiers.links``: every
+    store, S3 included, is served through the one sandboxed view)."""
+    from dossiers.links import artifact_url
 
-    S3 storage presigns its own URLs; the file system is served by our download view,
-    which checks a timestamped signature instead of a session.
-    """
-    from django.conf import settings
-    from django.core import signing
-    from django.urls import reverse
-
-    artifact = Artifact.objects.only("storage_key").get(id=artifact_id)
-    if settings.ARTIFACT_STORAGE == "s3":
-        return default_storage.url(artifact.storage_key, expire=settings.ARTIFACT_URL_TTL_SECONDS)
-    token = signing.TimestampSigner(salt=ARTIFACT_SALT).sign(str(artifact_id))
-    return f"{settings.PUBLIC_BASE_URL}{reverse('artifact-download', args=[artifact_id])}?token={token}"
-
-
-ARTIFACT_SALT = "dossiers.artifact-download"
+    return artifact_url(artifact_id=artifact_id)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from django.core import signing
-from django.core.files.storage import default_storage
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
@@ -16,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from dossiers import avatars, selectors, services
+from dossiers import avatars, links, selectors, services
 from dossiers.api.serializers import (
     ConsentChangeSerializer,
     ContactCreateSerializer,
@@ -234,31 +232,28 @@ class ContactAvatarView(APIView):
 
 
 class ArtifactDetailView(APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, 404: dict})
     def get(self, request: Request, pk) -> Response:
-        """An artifact's metadata and a signed download URL that expires."""
+        """An artifact's metadata and a signed download URL that expires; 404 with
+        ``code: artifact_unavailable`` when its file is not (or no longer) in storage."""
         artifact = get_object_or_404(Artifact, pk=pk)
+        if not links.artifact_available(artifact):
+            return Response(
+                {
+                    "error": {
+                        "code": "artifact_unavailable",
+                        "message": links.unavailable_reason(artifact),
+                        "artifact": str(artifact.id),
+                    }
+                },
+                status=status.HTTP_404_NOT_FOUND,
+            )
         return Response(
             {
                 "id": str(artifact.id), "kind": artifact.kind, "content_type": artifact.content_type,
                 "size": artifact.size, "sha256": artifact.sha256, "contact": artifact.contact_id,
                 "task": artifact.task_id, "correlation_id": artifact.correlation_id,
-                "occurred_at": artifact.occurred_at, "url": services.artifact_signed_url(artifact_id=artifact.id),
+                "occurred_at": artifact.occurred_at, "url": links.artifact_url(artifact_id=artifact.id),
+                "url_expires_at": links.artifact_url_expires_at(),
             }
         )  # fmt: skip
-
-
-def artifact_download(request, pk):
-    """Serve a filesystem artifact to whoever holds a valid, unexpired signed URL."""
-    from django.conf import settings
-
-    try:
-        signed = signing.TimestampSigner(salt=services.ARTIFACT_SALT).unsign(
-            request.GET.get("token", ""), max_age=settings.ARTIFACT_URL_TTL_SECONDS
-        )
-    except signing.BadSignature:
-        return HttpResponse("This link is invalid or has expired.", status=403, content_type="text/plain")
-    if signed != str(pk):
-        return HttpResponse("This link is for another file.", status=403, content_type="text/plain")
-    artifact = get_object_or_404(Artifact, pk=pk)
-    return FileResponse(default_storage.open(artifact.storage_key, "rb"), content_type=artifact.content_type)

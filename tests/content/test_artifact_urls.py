@@ -1,4 +1,5 @@
-"""Signed, expiring artifact URLs (/a/<token>/) and content.generate in test mode."""
+"""Signed, expiring artifact URLs (/a/<token>/) and content.generate in test mode (the
+headers per type: tests/security/test_artifact_view.py)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def test_valid_token_serves_the_file_sandboxed(client, doc):
     assert response.status_code == 200
     assert b"".join(response.streaming_content) == b"<!doctype html><p>Secret plan</p>"
     assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert response["Content-Disposition"].startswith("attachment;")  # HTML is never inline
     assert response["Content-Security-Policy"].startswith("sandbox")
     assert response["X-Content-Type-Options"] == "nosniff"
     assert "no-store" in response["Cache-Control"]

@@ -78,12 +78,26 @@ def test_task_page_shows_events_provider_ids_error_chain_and_artifacts(staff_cli
     audio_src = html.split('<audio controls preload="none" src="')[1].split('"')[0]
     served = staff_client.get(audio_src)
     assert served.status_code == 200 and b"".join(served.streaming_content) == b"RIFF...."
-    assert served["Content-Security-Policy"] == "sandbox"
+    assert served["Content-Security-Policy"].startswith("sandbox;")
     assert Artifact.objects.filter(pk=audio.pk).exists()
 
 
 def test_artifact_link_refuses_a_forged_token(staff_client):
-    assert staff_client.get(reverse("dashboard:artifact", args=["forged:token"])).status_code == 404
+    assert staff_client.get(reverse("artifact", args=["forged.token"])).status_code == 404
+
+
+def test_task_page_shows_an_artifact_whose_file_is_gone_as_unavailable(staff_client, ada):
+    from django.core.files.storage import default_storage
+
+    task, _ = task_create(type="email.send", payload={"to": ada.email}, contact_id=ada.pk)
+    gone = artifact_store(content=b"RIFF....", content_type="audio/wav", kind="recording", task_id=task.pk)
+    default_storage.delete(gone.storage_key)
+
+    response = staff_client.get(reverse("admin:orchestrator_task_change", args=[task.pk]))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "unavailable" in html and "no longer in storage" in html and "<audio" not in html
 
 
 def test_retry_creates_a_new_task_pointing_at_the_failed_one(staff_client, ada):

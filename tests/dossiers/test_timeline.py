@@ -195,14 +195,28 @@ def test_artifact_detail_gives_a_signed_url_that_expires(api, settings, tmp_path
     path = url.removeprefix(settings.PUBLIC_BASE_URL)
     download = api.get(path)
     assert download.status_code == 200 and b"".join(download.streaming_content) == b"transcript"
-    assert api.get(path + "x").status_code == 403
+    assert path.startswith("/a/") and api.get(path[:-2] + "x/").status_code == 404
 
     class Yesterday(signing.TimestampSigner):
         def timestamp(self) -> str:
             return signing.b62_encode(int(time.time()) - settings.ARTIFACT_URL_TTL_SECONDS - 1)
 
-    token = Yesterday(salt="dossiers.artifact-download").sign(str(stored.id))
-    assert api.get(f"/artifacts/{stored.id}/download/?token={token}").status_code == 403
+    token = Yesterday(salt="dossiers.artifact-url", sep=".").sign(str(stored.id))
+    assert api.get(f"/a/{token}/").status_code == 404
+
+
+def test_artifact_whose_file_is_gone_is_a_clear_404(api, settings, tmp_path):
+    from django.core.files.storage import default_storage
+
+    from dossiers.services import artifact_store
+
+    settings.MEDIA_ROOT = tmp_path
+    stored = artifact_store(content=b"x", content_type="text/plain", kind="transcript", contact_id=alice().id)
+    default_storage.delete(stored.storage_key)
+    response = api.get(f"/api/artifacts/{stored.id}/")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "artifact_unavailable"
+    assert "no longer in storage" in response.json()["error"]["message"]
 
 
 def test_prepared_and_plain_paths_give_the_same_pages():
