@@ -391,7 +391,7 @@ MESSAGING_HELP_REPLY = env.str(
     "MESSAGING_HELP_REPLY", default="Comms Platform: reply STOP to unsubscribe. Msg and data rates may apply."
 )
 # Seconds the simulated provider waits between the status callbacks it sends (test mode).
-MESSAGING_SIMULATED_CALLBACK_DELAY = 0.05
+MESSAGING_SIMULATED_CALLBACK_DELAY = env.float("MESSAGING_SIMULATED_CALLBACK_DELAY", default=0.05)
 WHATSAPP_MAX_BODY_CHARS = 4096
 MESSAGING_SIMULATED_CALLBACKS = True
 # A safety net: status callbacks whose drain request was lost are applied within a minute.
@@ -436,7 +436,7 @@ VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
 # Test mode: the simulated callee stays silent this long after its first answer, so that an
 # operator (or a browser test) can watch the live call and hang it up. 0: no pause.
-VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0.0)
+VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0)
 # The simulated Twilio signs its voice callbacks and websocket handshakes with the test-mode
 # account SID and token set in the messaging block above; calls come from this number.
 if TEST_MODE and not TWILIO_VOICE_CALLER_ID:

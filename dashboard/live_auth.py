@@ -160,7 +160,7 @@ class TicketAuthMiddleware:
                 host=headers.get("host", ""),
             )
         except TicketRefused as exc:
-            log.warning("console websocket refused: %s", exc, extra={"event": "console.ws_refused"})
+            log.warning("console websocket refused: %s", exc)
         except Exception:
             log.exception("console websocket refused: ticket check failed")
         return AnonymousUser()
