@@ -36,7 +36,12 @@ def is_valid_twilio_request(request: HttpRequest, tokens: list[str] | None = Non
     content_type = request.META.get("CONTENT_TYPE", "")
     # Form posts are signed over the sorted parameters; JSON bodies carry bodySHA256 in
     # the URL and are signed over the URL alone (the validator checks the body hash).
-    params = request.body.decode() if content_type.startswith("application/json") else form_params(request)
+    try:
+        params = (
+            request.body.decode() if content_type.startswith("application/json") else form_params(request)
+        )
+    except UnicodeDecodeError:
+        return False
     # With a Webhooks Rule, Twilio says which HMAC it used (HMAC_SHA256) in this header.
     algorithm = get_signature_algorithm(request.META.get("HTTP_X_TWILIO_WEBHOOKS_SIGNATURE_SETTINGS"))
     validators = [request_validator(token) for token in tokens or auth_tokens()]
@@ -49,7 +54,12 @@ def is_valid_twilio_request(request: HttpRequest, tokens: list[str] | None = Non
         for validator in validators:
             if hmac.compare_digest(validator.compute_signature(url, params, algorithm).encode(), expected):
                 return True
-    return any(validator.validate(url, params, signature, algorithm=algorithm) for validator in validators)
+    try:
+        return any(
+            validator.validate(url, params, signature, algorithm=algorithm) for validator in validators
+        )
+    except (TypeError, ValueError):  # a JSON body without bodySHA256 in the URL, and the like
+        return False
 
 
 def form_params(request: HttpRequest) -> QueryDict | dict[str, str]:

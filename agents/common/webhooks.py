@@ -14,7 +14,15 @@ import logging
 from abc import ABCMeta, abstractmethod
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views import View
@@ -31,10 +39,35 @@ class BadWebhook(Exception):
     """The request is signed but cannot be understood: answered with 400."""
 
 
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+JSON_TYPES = ("application/json",)
+
+
+def _error(status: int, code: str, message: str) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message}}, status=status)
+
+
+def refuse_unreadable(request: HttpRequest, content_types: tuple[str, ...]) -> JsonResponse | None:
+    """415 for a content type the provider never sends, 400 for a form body that is not UTF-8;
+    None when the request can be read. Runs before anything parses the body."""
+    if request.content_type not in content_types:
+        return _error(415, "unsupported_media_type",
+                      f"Content-Type must be {' or '.join(content_types)}, not {request.content_type or 'missing'!r}.")  # fmt: skip
+    if request.content_type == "application/x-www-form-urlencoded":
+        charset = request.encoding or "utf-8"  # Twilio sends UTF-8 and declares no other
+        try:
+            request.body.decode(charset)
+        except (UnicodeDecodeError, LookupError):
+            return _error(400, "bad_request", f"The form body is not {charset.upper()} form data.")
+    return None
+
+
 class WebhookView(View, metaclass=ABCMeta):
     provider: str = ""
     kind: str = ""
     http_method_names = ["post"]
+    content_types: tuple[str, ...] = FORM_TYPES  # what the provider sends; anything else is a 415
+    signature_over_raw_body = False  # True: verify before the content type and body are looked at
 
     @classmethod
     def as_view(cls, **initkwargs):
@@ -69,10 +102,22 @@ class WebhookView(View, metaclass=ABCMeta):
     def schedule(self, record_id: int) -> None:
         """Arrange for the stored event ``record_id`` to be processed (process_later only)."""
 
+    def reject_reason(self, event: dict[str, Any]) -> str:
+        """Why this one event of a batch cannot be applied ("" when it can). A rejected event
+        is stored (outcome ``rejected: …``) and the rest of the batch is applied."""
+        return ""
+
     # --- the fixed pipeline -----------------------------------------------------------------
     def post(self, request: HttpRequest, *args, **kwargs) -> HttpResponse:
         self.args, self.kwargs = args, kwargs
         bind_contextvars(provider=self.provider, webhook_kind=self.kind)  # every line of this request
+        # A signature over the raw body (SendGrid) is checked before anything reads the body;
+        # Twilio signs the parsed form, so the body must be readable form data first.
+        if not self.signature_over_raw_body:
+            unreadable = refuse_unreadable(request, self.content_types)
+            if unreadable is not None:
+                on_bad_request(self.provider, self.kind)
+                return unreadable
         if not self.verify(request):
             log.warning("webhook refused: %s/%s signature missing or invalid", self.provider, self.kind)
             on_refused(self.provider, self.kind)
@@ -80,6 +125,11 @@ class WebhookView(View, metaclass=ABCMeta):
                 {"error": {"code": "invalid_signature", "message": "Missing or invalid signature."}},
                 status=403,
             )
+        if self.signature_over_raw_body:
+            unreadable = refuse_unreadable(request, self.content_types)
+            if unreadable is not None:
+                on_bad_request(self.provider, self.kind)
+                return unreadable
         try:
             events = self.parse(request)
             if any(_has_nul(event) for event in events):
@@ -95,8 +145,14 @@ class WebhookView(View, metaclass=ABCMeta):
 
     def _store_and_process(self, event: dict[str, Any]) -> str:
         key = self.dedupe_key(event)[:255]
+        reason = self.reject_reason(event)
+        if reason:
+            return self._store_rejected(event, key, reason)
         if self.process_later:
-            record_id = store_once(provider=self.provider, kind=self.kind, dedupe_key=key, payload=event)
+            try:
+                record_id = store_once(provider=self.provider, kind=self.kind, dedupe_key=key, payload=event)
+            except DataError as exc:
+                return self._store_rejected(event, key, type(exc).__name__)
             if record_id is None:
                 return "duplicate"
             self.schedule(record_id)
@@ -112,7 +168,33 @@ class WebhookView(View, metaclass=ABCMeta):
                 record.save(update_fields=["processed_at", "outcome"])
         except IntegrityError:
             return "duplicate"
+        except DatabaseError as exc:
+            if isinstance(exc, OperationalError | InterfaceError):
+                raise  # the database is away: a 5xx, and the provider sends it again
+            # Something in this event the database refuses (DataError…): keep it, as rejected.
+            return self._store_rejected(event, key, f"{type(exc).__name__}")
         return outcome
+
+    def _store_rejected(self, event: dict[str, Any], key: str, reason: str) -> str:
+        """Store an event that cannot be applied, once, with why; the rest of a batch goes on."""
+        log.warning("webhook %s/%s: event rejected (%s)", self.provider, self.kind, reason)
+        outcome = f"rejected: {reason}"[:64]
+        try:
+            with transaction.atomic():
+                WebhookEvent.objects.create(provider=self.provider, kind=self.kind, dedupe_key=key,
+                                            payload=_storable(event), outcome=outcome,
+                                            processed_at=timezone.now())  # fmt: skip
+        except IntegrityError:
+            return "duplicate"
+        except DataError:  # even its clean copy is refused: counted and logged, not stored
+            return outcome
+        return outcome
+
+
+def _storable(event: dict[str, Any]) -> dict[str, Any]:
+    from comms_platform.jsonsafe import storable
+
+    return {str(k).replace("\x00", ""): storable(v) for k, v in event.items()}
 
 
 def _has_nul(value: Any, depth: int = 0) -> bool:

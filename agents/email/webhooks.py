@@ -24,8 +24,9 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from agents.common.models import WebhookEvent
-from agents.common.webhooks import BadWebhook, WebhookView
+from agents.common.webhooks import JSON_TYPES, BadWebhook, WebhookView
 from agents.email import event_keys, services
+from comms_platform import jsonsafe
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
@@ -36,6 +37,8 @@ FUTURE_SKEW_SECONDS = 300
 class SendGridEventsView(WebhookView):
     provider = "sendgrid"
     kind = "events"
+    content_types = JSON_TYPES
+    signature_over_raw_body = True
 
     def verify(self, request: HttpRequest) -> bool:
         key = event_keys.verification_key()
@@ -55,12 +58,18 @@ class SendGridEventsView(WebhookView):
 
     def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
         try:
-            events = json.loads(request.body)
-        except ValueError as exc:
+            # NaN/Infinity are kept here and the event holding one is stored as rejected
+            # (reject_reason), so one bad event does not make SendGrid retry the whole batch.
+            events = jsonsafe.loads(request.body, allow_non_finite=True)
+        except (ValueError, RecursionError) as exc:
             raise BadWebhook(f"the body is not JSON: {exc}") from None
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise BadWebhook("the body must be a JSON array of event objects")
         return events
+
+    def reject_reason(self, event: dict[str, Any]) -> str:
+        where = jsonsafe.non_finite_path(event)
+        return f"non-finite number at {where}" if where else ""
 
     def dedupe_key(self, event: dict[str, Any]) -> str:
         event_id = event.get("sg_event_id")

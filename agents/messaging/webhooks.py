@@ -18,6 +18,15 @@ from agents.common.webhooks import BadWebhook, WebhookView
 from agents.messaging import services
 from dossiers.services import InvalidPhoneNumber
 
+MAX_MEDIA = 10  # Twilio's limit per message
+MAX_SEGMENTS = 1600
+
+
+def _check_count(event: dict[str, Any], name: str, low: int, high: int) -> None:
+    value = event.get(name) or ""
+    if value and not (value.isascii() and value.isdigit() and low <= int(value) <= high):
+        raise BadWebhook(f"{name} must be a whole number from {low} to {high}, not {value[:20]!r}")
+
 
 class StatusCallbackView(WebhookView):
     """Stores each callback with one INSERT and answers; a worker applies it a moment later
@@ -69,6 +78,8 @@ class InboundView(WebhookView):
         event = form_dict(request)
         if not event.get("MessageSid") or not event.get("From"):
             raise BadWebhook("MessageSid and From are required")
+        _check_count(event, "NumMedia", 0, MAX_MEDIA)
+        _check_count(event, "NumSegments", 0, MAX_SEGMENTS)
         self.reply = ""
         return [event]
 

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from agents.common.models import WebhookEvent
 from agents.common.twilio_security import is_valid_twilio_request
-from agents.common.webhooks import BadWebhook, WebhookView, on_refused
+from agents.common.webhooks import FORM_TYPES, BadWebhook, WebhookView, on_refused, refuse_unreadable
 from agents.voice import services, twiml
 from agents.voice.conversation import CallContext, gather_turn, load_call_context
 
@@ -44,6 +44,9 @@ class SignedTwimlView(View, metaclass=ABCMeta):
     http_method_names = ["post"]
 
     def post(self, request: HttpRequest, task_id) -> HttpResponse:
+        unreadable = refuse_unreadable(request, FORM_TYPES)
+        if unreadable is not None:
+            return unreadable
         if not is_valid_twilio_request(request):
             return _refused(self.kind)
         context = load_call_context(task_id)

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-import json
-
 from django.conf import settings
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
+
+from comms_platform import jsonsafe
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -26,8 +26,10 @@ class BoundedJSONParser(JSONParser):
         if len(raw) > limit:
             raise PayloadTooLarge(f"The request body is over the limit of {limit} bytes.")
         try:
-            data = json.loads(raw.decode(settings.DEFAULT_CHARSET))
-        except (ValueError, UnicodeDecodeError) as exc:
+            # NaN, Infinity, 1e400 and deep nesting are refused here (PostgreSQL's jsonb and
+            # Python's recursion limit would turn them into a 500 further down).
+            data = jsonsafe.loads(raw.decode(settings.DEFAULT_CHARSET))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise exceptions.ParseError(f"Malformed JSON: {exc}") from None
         if b"\\u0000" in raw and _has_nul(data):
             # PostgreSQL cannot store NUL in text or jsonb: refuse it here, not with a 500.

@@ -249,9 +249,8 @@ def test_form_dict_reads_a_form_as_django_does(content_type, body):
     assert read(form_dict) == read(lambda request: request.POST.dict())
 
 
-def test_body_that_is_not_utf8_is_verified_as_django_reads_it(client):
-    """Raw ISO-8859-1 bytes (never Twilio's, but a signed body all the same): verified and
-    stored as Django's QueryDict reads them, as before the fast parse."""
+def test_body_that_is_not_utf8_is_refused_with_400_before_anything_is_stored(client):
+    """Raw ISO-8859-1 bytes (never Twilio's): a 400 that says so, nothing stored, even signed."""
     from urllib.parse import urlencode
 
     from twilio.request_validator import RequestValidator
@@ -265,8 +264,18 @@ def test_body_that_is_not_utf8_is_verified_as_django_reads_it(client):
     )
     response = client.post(url_for(task).removeprefix(PUBLIC), body, content_type=FORM,
                            HTTP_X_TWILIO_SIGNATURE=signature)  # fmt: skip
-    assert response.status_code == 204
-    assert WebhookEvent.objects.get().payload["ErrorMessage"] == "été"
+    assert response.status_code == 400
+    assert "UTF-8" in response.json()["error"]["message"]
+    assert not WebhookEvent.objects.exists()
+
+
+def test_json_body_with_any_signature_is_415_not_500(client):
+    task = in_flight()
+    response = client.post(url_for(task).removeprefix(PUBLIC), b'{"MessageSid": "SM1"}',
+                           content_type="application/json", HTTP_X_TWILIO_SIGNATURE="anything")  # fmt: skip
+    assert response.status_code == 415
+    assert response.json()["error"]["code"] == "unsupported_media_type"
+    assert not WebhookEvent.objects.exists()
 
 
 def test_webhook_posts_need_no_csrf_token():

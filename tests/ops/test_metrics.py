@@ -25,6 +25,7 @@ class SharedSecretWebhook(WebhookView):
 
     provider = "testprovider"
     kind = "status"
+    content_types = ("application/json",)
 
     def verify(self, request: HttpRequest) -> bool:
         return request.headers.get("X-Test-Signature") == "good"
