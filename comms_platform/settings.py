@@ -76,6 +76,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # After authentication: a 403 to a signed-in person or API key is audited.
+    "dossiers.middleware.AuditRefusals",
 ]
 
 ROOT_URLCONF = "comms_platform.urls"
@@ -418,6 +420,9 @@ if TEST_MODE and not TWILIO_VOICE_CALLER_ID:
 # --- Reliability and security (issue 9) -----------------------------------------------
 # Requests per API key (token bucket shared through Redis; "0" turns throttling off).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
+# Requests with an invalid API key per client address, as count/period; then 429 until the
+# period ends (orchestrator/api/badkeys.py). "0" turns it off.
+API_INVALID_KEY_LIMIT = env.str("API_INVALID_KEY_LIMIT", default="20/m")
 # Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
 # Twilio whether the message arrived (agents/messaging/services.py _reconcile).
 TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from dashboard.live import INBOX_GROUP, call_group
@@ -16,7 +17,9 @@ class StaffGroupConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if not (user and user.is_authenticated and user.is_active and user.is_staff):
+        if not (user and user.is_authenticated and user.is_active and user.is_staff) or not (
+            await database_sync_to_async(user.has_perm)("dashboard.use_console")
+        ):
             await self.close(code=4403)
             return
         self.group = self.group_name()

@@ -34,6 +34,7 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("export_contact", "Export a contact's whole dossier")]
         indexes = [models.Index(fields=["phone"]), models.Index(fields=["email"])]
         constraints = [
             # Unique when set: contacts without a phone (or an email) are many.
@@ -277,6 +278,7 @@ class AuditAction(models.TextChoices):
     ERASE = "erase", "erased a contact"
     CONSENT_CHANGE = "consent_change", "changed consent"
     RETENTION = "retention", "applied retention"
+    DENIED = "denied", "was refused (403)"
 
 
 class AuditLog(models.Model):
