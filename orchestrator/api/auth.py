@@ -15,8 +15,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
-from rest_framework.throttling import BaseThrottle
 
+from comms_platform.clientip import client_ip
 from orchestrator.api import badkeys
 from orchestrator.models import ALL_TYPES, ApiKey, ApiKeyRole, ContactAccess
 
@@ -148,7 +148,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                 raise exceptions.AuthenticationFailed("This API key has expired.", code="key_expired")
             return client, None
         # Guessing keys costs a lookup each: an address that keeps failing is refused first.
-        address = BaseThrottle().get_ident(request)
+        address = client_ip(request)
         wait = badkeys.blocked_for(address)
         if wait:
             raise exceptions.Throttled(wait=wait, detail="Too many requests with invalid API keys.")
