@@ -84,7 +84,7 @@ def main() -> None:
     with psycopg.connect(env["DATABASE_URL"], autocommit=True) as conn:
         raw, selector, queries_selector = time_raw_and_selector(conn, sample)
     api_queries = count_api_queries(sample[0])
-    key = manage(env, "create_api_key", "bench-dossier", "--quiet").strip()
+    key = manage(env, "create_api_key", "bench-dossier", "--contacts", "read", "--quiet").strip()
     with gunicorn(env, workers=2) as base:
         api, bare = time_api(base, key, sample)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -61,6 +62,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "channels",
+    "axes",
     "comms_platform",
     "orchestrator",
     "agents.common.apps.AgentsCommonConfig",
@@ -80,6 +82,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # After authentication: a 403 to a signed-in person or API key is audited.
+    "dossiers.middleware.AuditRefusals",
+    # Last, as django-axes asks: turns a locked-out sign-in into its 429 answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "comms_platform.urls"
@@ -296,6 +302,24 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------
+# Admin sign-in brute force (django-axes): ADMIN_LOGIN_FAILURE_LIMIT failures for one user name
+# from one address lock both out for ADMIN_LOGIN_LOCKOUT_MINUTES (429, even with the right
+# password); `manage.py axes_reset` lifts lockouts. Successful sign-ins are not recorded.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("ADMIN_LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True
+AXES_CLIENT_IP_CALLABLE = "comms_platform.clientip.client_ip"
+AXES_VERBOSE = False
+# How many proxies in front of the web service append to X-Forwarded-For (Render: 1). The
+# client address (throttles, lockouts) is read that many entries from the right; 0: REMOTE_ADDR.
+TRUSTED_PROXY_HOPS = env.int("TRUSTED_PROXY_HOPS", default=0)
+REST_FRAMEWORK["NUM_PROXIES"] = TRUSTED_PROXY_HOPS  # DRF's throttles read the same address
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
@@ -445,6 +469,9 @@ if TEST_MODE and not TWILIO_VOICE_CALLER_ID:
 # --- Reliability and security (issue 9) -----------------------------------------------
 # Requests per API key (token bucket shared through Redis; "0" turns throttling off).
 API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
+# Requests with an invalid API key per client address, as count/period; then 429 until the
+# period ends (orchestrator/api/badkeys.py). "0" turns it off.
+API_INVALID_KEY_LIMIT = env.str("API_INVALID_KEY_LIMIT", default="20/m")
 # Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
 # Twilio whether the message arrived (agents/messaging/services.py _reconcile).
 TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)

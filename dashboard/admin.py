@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
-from dashboard import artifacts, presentation, selectors
+from dashboard import access, artifacts, presentation, selectors
 from dashboard import services as console_services
 from dashboard.models import CannedResponse, InboxItem, OperatorProfile
 from dossiers.admin import ContactAdmin
@@ -92,6 +92,8 @@ class ConsoleTaskAdmin(TaskAdmin):
         )
 
     def retry_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        if not request.user.has_perm(access.OPERATE_TASKS):
+            raise access.refuse(request, access.OPERATE_TASKS)
         try:
             new = console_services.task_retry_by_operator(task_id=object_id, user=request.user)
         except NotRetryable as exc:
@@ -104,6 +106,8 @@ class ConsoleTaskAdmin(TaskAdmin):
         return HttpResponseRedirect(reverse("admin:orchestrator_task_change", args=[new.id]))
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponseRedirect:
+        if not request.user.has_perm(access.OPERATE_TASKS):
+            raise access.refuse(request, access.OPERATE_TASKS)
         try:
             result = console_services.task_cancel_by_operator(task_id=object_id, user=request.user)
             if result.applied:
@@ -117,6 +121,8 @@ class ConsoleTaskAdmin(TaskAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         task = get_object_or_404(Task.objects.select_related("contact", "parent"), pk=object_id)
         extra = {**(extra_context or {}), **task_page_context(task)}
+        if not request.user.has_perm(access.OPERATE_TASKS):
+            extra["cc_can_retry"] = extra["cc_can_cancel"] = False
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
 

@@ -6,6 +6,24 @@ from django.conf import settings
 from django.db import models
 
 
+class Console(models.Model):
+    """No table: the holder of the console's permissions (see dashboard/access.py)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("use_console", "Use the console pages and their live updates"),
+            ("work_inbox", "Claim, reply to and resolve inbound conversations"),
+            ("operate_tasks", "Retry and cancel tasks, hang up calls"),
+            ("supervise", "Supervise: see every operator's work, assign to others"),
+            ("view_operations", "See the configuration report and run connectivity checks"),
+        ]
+
+    def __str__(self) -> str:
+        return "console"
+
+
 class InboxItem(models.Model):
     """An inbound conversation (one inbound task) as the operators work it.
 

@@ -5,17 +5,29 @@ from django.urls import path
 from django.views.decorators.http import require_http_methods
 
 from dashboard import views
+from dashboard.access import OPERATE_TASKS, USE_CONSOLE, VIEW_OPERATIONS, WORK_INBOX, require
 
 app_name = "dashboard"
 staff = admin.site.admin_view
 get_post = require_http_methods(["GET", "POST"])
 
+# Staff opens the admin; each page and action also needs its permission (dashboard/access.py).
+console = require(USE_CONSOLE)
+
 urlpatterns = [
-    path("live/ticket/", staff(views.live_ticket), name="live-ticket"),
-    path("inbox/", staff(views.inbox), name="inbox"),
-    path("inbox/<int:pk>/", staff(get_post(views.inbox_item)), name="inbox-item"),
-    path("calls/", staff(views.calls_list), name="calls"),
-    path("calls/<uuid:task_id>/", staff(get_post(views.call_detail)), name="call"),
-    path("operations/", staff(get_post(views.operations)), name="operations"),
-    path("health/", staff(views.health), name="health"),
+    path("live/ticket/", staff(console(views.live_ticket)), name="live-ticket"),
+    path("inbox/", staff(console(views.inbox)), name="inbox"),
+    path(
+        "inbox/<int:pk>/",
+        staff(get_post(require(USE_CONSOLE, WORK_INBOX)(views.inbox_item))),
+        name="inbox-item",
+    ),
+    path("calls/", staff(console(views.calls_list)), name="calls"),
+    path(
+        "calls/<uuid:task_id>/",
+        staff(get_post(require(USE_CONSOLE, OPERATE_TASKS)(views.call_detail))),
+        name="call",
+    ),
+    path("operations/", staff(get_post(require(VIEW_OPERATIONS)(views.operations))), name="operations"),
+    path("health/", staff(console(views.health)), name="health"),
 ]

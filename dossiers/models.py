@@ -34,6 +34,7 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("export_contact", "Export a contact's whole dossier")]
         indexes = [models.Index(fields=["phone"]), models.Index(fields=["email"])]
         constraints = [
             # Unique when set: contacts without a phone (or an email) are many.
@@ -278,6 +279,7 @@ class AuditAction(models.TextChoices):
     CONSENT_CHANGE = "consent_change", "changed consent"
     RETENTION = "retention", "applied retention"
     OPERATOR_ACTION = "operator_action", "acted on a task (console)"
+    DENIED = "denied", "was refused (403)"
 
 
 class AuditLog(models.Model):

@@ -72,18 +72,29 @@ class AgentRegistrationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "role", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["role", "revoked_at"]
+    list_display = ["name", "prefix", "role", "task_types", "contacts", "all_tasks", "agent_registration",
+                    "expires_at", "last_used_at", "revoked_at"]  # fmt: skip
+    list_filter = ["role", "contacts", "all_tasks", "revoked_at"]
+    list_select_related = ["agent_registration"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    fields = ["name", "role", "prefix", "created_at", "last_used_at", "revoked_at"]
+    fields = ["name", "role", "task_types", "contacts", "all_tasks", "agent_registration", "expires_at",
+              "prefix", "created_at", "last_used_at", "revoked_at"]  # fmt: skip
     actions = ["revoke"]
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "agent_registration":
+            kwargs["queryset"] = AgentRegistration.objects.filter(kind="remote")
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change) -> None:
         if change:
             super().save_model(request, obj, form, change)
+            key_cache.clear()  # new scopes apply in this process at once, in others within the cache time
             return
-        created, key = api_key_create(name=obj.name, role=obj.role)
+        created, key = api_key_create(name=obj.name, role=obj.role, task_types=obj.task_types,
+                                      contacts=obj.contacts, all_tasks=obj.all_tasks,
+                                      agent_registration=obj.agent_registration, expires_at=obj.expires_at)  # fmt: skip
         obj.pk = created.pk
         obj.prefix, obj.digest = created.prefix, created.digest
         messages.warning(

@@ -58,17 +58,56 @@ class AgentRegistration(models.Model):
 
 class ApiKeyRole(models.TextChoices):
     CLIENT = "client", "client (creates and reads tasks)"
-    AGENT = "agent", "agent (also reports task progress)"
+    AGENT = "agent", "agent (reports progress of the tasks assigned to its agent)"
+
+
+class ContactAccess(models.TextChoices):
+    NONE = "none", "none"
+    READ = "read", "read contacts, timelines, exports and artifacts"
+    WRITE = "write", "read, and create contacts, change consent, upload avatars"
+
+
+ALL_TYPES = "*"
 
 
 class ApiKey(models.Model):
-    """A revocable API key. Only its SHA-256 digest is kept: keys are random, so a
-    digest lookup is enough and no slow password hasher sits on the request path."""
+    """A revocable API key and what it may do. Only its SHA-256 digest is kept: keys are
+    random, so a digest lookup is enough and no slow password hasher sits on the request path.
+
+    Scopes (checked by ``orchestrator.api.permissions``): the task types it may create
+    (``["*"]``: every type open to clients; internal types never), its access to contacts
+    and dossiers, and whether it sees every client's tasks or only its own. An agent key is
+    bound to a remote agent's registration and reads and reports only that agent's tasks.
+    """
 
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, help_text="first characters, to recognise a key")
     digest = models.CharField(max_length=64, unique=True, editable=False)
     role = models.CharField(max_length=16, choices=ApiKeyRole.choices, default=ApiKeyRole.CLIENT)
+    task_types = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='task types this key may create, e.g. ["sms.send", "email.send"]; ["*"] for every '
+        "type open to clients; empty: none",
+    )
+    contacts = models.CharField(
+        max_length=8,
+        choices=ContactAccess.choices,
+        default=ContactAccess.NONE,
+        help_text="access to contacts and dossiers",
+    )
+    all_tasks = models.BooleanField(
+        default=False, help_text="sees and cancels every client's tasks, not only its own"
+    )
+    agent_registration = models.ForeignKey(
+        AgentRegistration,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="api_keys",
+        help_text="agent keys: the remote agent this key speaks for",
+    )
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="empty: never expires")
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -83,6 +122,26 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        types = self.task_types
+        if not isinstance(types, list) or not all(isinstance(t, str) for t in types):
+            raise ValidationError({"task_types": 'A JSON list of task types, e.g. ["sms.send"], or ["*"].'})
+        if self.role == ApiKeyRole.AGENT:
+            reg = self.agent_registration
+            if reg is None:
+                raise ValidationError(
+                    {"agent_registration": "An agent key is bound to its agent's registration."}
+                )
+            if reg.kind != AgentKind.REMOTE:
+                raise ValidationError(
+                    {
+                        "agent_registration": "Only a remote agent reports through the API; in-process agents "
+                        "(Celery tasks) need no key."
+                    }
+                )
 
 
 class Task(models.Model):

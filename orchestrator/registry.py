@@ -36,19 +36,32 @@ class HandlerSpec:
     channel: str
     queue: str
     path: str
+    internal: bool = False
 
 
 _specs: dict[str, HandlerSpec] = {}
 
 
-def handler(task_type: str, *, channel: str, queue: str) -> Callable[[Handler], Handler]:
-    """Register ``func`` as the in-process handler of ``task_type``."""
+def handler(
+    task_type: str, *, channel: str, queue: str, internal: bool = False
+) -> Callable[[Handler], Handler]:
+    """Register ``func`` as the in-process handler of ``task_type``.
+
+    ``internal``: the platform creates these tasks itself (an inbound message, a hand-off);
+    the API refuses them whatever a key's scopes say.
+    """
 
     def register(func: Handler) -> Handler:
-        _specs[task_type] = HandlerSpec(task_type, channel, queue, f"{func.__module__}.{func.__qualname__}")
+        path = f"{func.__module__}.{func.__qualname__}"
+        _specs[task_type] = HandlerSpec(task_type, channel, queue, path, internal)
         return func
 
     return register
+
+
+def is_internal(task_type: str) -> bool:
+    spec = _specs.get(task_type)
+    return bool(spec and spec.internal)
 
 
 def registered_handlers() -> dict[str, HandlerSpec]:
@@ -167,8 +180,8 @@ def get_route(task_type: str) -> Route | None:
 
 
 def known_task_types() -> list[str]:
-    """Task types clients may submit: those with an enabled registration."""
-    return sorted(t for t, r in _cache.get_all().items() if r.enabled)
+    """Task types clients may submit: those with an enabled registration, not internal."""
+    return sorted(t for t, r in _cache.get_all().items() if r.enabled and not is_internal(t))
 
 
 def invalidate() -> None:

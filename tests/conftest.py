@@ -5,8 +5,9 @@ from django.conf import settings
 
 from comms_platform.celery import app as celery_app
 from orchestrator import registry
+from orchestrator.api import badkeys
 from orchestrator.api.auth import api_key_create, key_cache
-from orchestrator.models import ApiKeyRole
+from orchestrator.models import AgentRegistration, ApiKeyRole
 
 
 @pytest.fixture(autouse=True)
@@ -17,6 +18,7 @@ def _in_process_tasks(settings):
     settings.DISPATCH_IN_BACKGROUND = False
     registry.invalidate()
     key_cache.clear()
+    badkeys.reset()
     yield
     celery_app.conf.task_always_eager = previous
     registry.invalidate()
@@ -24,12 +26,22 @@ def _in_process_tasks(settings):
 
 @pytest.fixture
 def api_key(db) -> str:
-    return api_key_create(name="test-client")[1]
+    """A client key with every grant (its own tasks and others', contacts read and write):
+    the tests of the endpoints themselves; tests/security/test_api_scopes.py narrows them."""
+    return api_key_create(name="test-client", contacts="write", all_tasks=True)[1]
 
 
 @pytest.fixture
-def agent_key(db) -> str:
-    return api_key_create(name="test-agent", role=ApiKeyRole.AGENT)[1]
+def far_agent(db) -> AgentRegistration:
+    """A remote agent ("far") serving remote.echo; its key reports its tasks."""
+    return AgentRegistration.objects.create(task_type="remote.echo", agent="far", channel="system", kind="remote",
+                                            queue="remote", url="https://far-agent.example.com/tasks",
+                                            dispatch_only=True)  # fmt: skip
+
+
+@pytest.fixture
+def agent_key(far_agent) -> str:
+    return api_key_create(name="test-agent", role=ApiKeyRole.AGENT, agent_registration=far_agent)[1]
 
 
 @pytest.fixture

@@ -314,8 +314,8 @@ def test_duplicate_key_racing_past_the_lookup_returns_the_first_task(monkeypatch
 
 
 @pytest.fixture
-def dispatched_task():
-    return Task.objects.create(type="diagnostic.echo", channel="system", status=S.DISPATCHED)
+def dispatched_task(far_agent):
+    return Task.objects.create(type="remote.echo", channel="system", status=S.DISPATCHED, agent="far")
 
 
 def patch(client, task, body, key):

@@ -3,8 +3,9 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
+from django.utils import timezone
 
 from dossiers.models import Contact
 from orchestrator.api.auth import digest
@@ -44,9 +45,23 @@ def test_create_api_key_prints_a_working_key_once(client):
     assert client.get("/api/tasks/", HTTP_AUTHORIZATION=f"Api-Key {key}").status_code == 200
 
 
-def test_create_api_key_agent_role():
-    call_command("create_api_key", "far-agent", "--agent", stdout=io.StringIO())
-    assert ApiKey.objects.get(name="far-agent").role == "agent"
+def test_create_api_key_agent_role(far_agent):
+    call_command("create_api_key", "far-agent", "--agent", "far", stdout=io.StringIO())
+    key = ApiKey.objects.get(name="far-agent")
+    assert (key.role, key.agent_registration, key.task_types) == ("agent", far_agent, [])
+
+
+def test_create_api_key_scopes_and_expiry():
+    call_command("create_api_key", "crm", "--types", "sms.send,email.send", "--contacts", "read",
+                 "--expires-in-days", "30", stdout=io.StringIO())  # fmt: skip
+    key = ApiKey.objects.get(name="crm")
+    assert (key.task_types, key.contacts, key.all_tasks) == (["sms.send", "email.send"], "read", False)
+    assert 29 < (key.expires_at - timezone.now()).days + 1 <= 30
+
+
+def test_create_api_key_refuses_an_agent_that_is_not_remote():
+    with pytest.raises(CommandError, match="No remote agent named 'messaging'"):
+        call_command("create_api_key", "x", "--agent", "messaging", stdout=io.StringIO())
 
 
 def test_seed_demo_is_idempotent(django_capture_on_commit_callbacks):

@@ -57,11 +57,11 @@ def fake_agent():
 @transactional_db
 @pytest.mark.services
 def test_remote_agent_round_trip(fake_agent):
-    AgentRegistration.objects.create(task_type="remote.echo", agent="far", channel="system", kind="remote",
-                                     queue="remote", url=fake_agent.url, dispatch_only=True)  # fmt: skip
+    far = AgentRegistration.objects.create(task_type="remote.echo", agent="far", channel="system", kind="remote",
+                                           queue="remote", url=fake_agent.url, dispatch_only=True)  # fmt: skip
     registry.invalidate()
     client_key = api_key_create(name="client")[1]
-    agent_key = api_key_create(name="far-agent", role=ApiKeyRole.AGENT)[1]
+    agent_key = api_key_create(name="far-agent", role=ApiKeyRole.AGENT, agent_registration=far)[1]
     env = platform_env(REMOTE_AGENT_SECRET=SECRET)  # no REDIS_URL: the server runs tasks in process
     with web_server(env) as base:
         response = requests.post(f"{base}/api/tasks/", json={"type": "remote.echo", "payload": {"x": 1}},

@@ -17,11 +17,11 @@ def whatsapp_send(task: Task) -> None:
     services.message_send(task=task, channel="whatsapp")
 
 
-@handler("sms.inbound", channel="sms", queue="messaging")
+@handler("sms.inbound", channel="sms", queue="messaging", internal=True)
 def sms_inbound(task: Task) -> None:
     services.inbound_park(task=task)
 
 
-@handler("whatsapp.inbound", channel="whatsapp", queue="messaging")
+@handler("whatsapp.inbound", channel="whatsapp", queue="messaging", internal=True)
 def whatsapp_inbound(task: Task) -> None:
     services.inbound_park(task=task)

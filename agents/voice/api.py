@@ -22,6 +22,7 @@ from dossiers.models import ConsentStatus, Contact
 from dossiers.services import InvalidPhoneNumber, consent_status, normalize_phone
 from orchestrator import services as task_services
 from orchestrator.api.errors import error_body
+from orchestrator.api.permissions import task_create_check
 from orchestrator.api.serializers import ContactFieldMixin, StrictFieldsMixin, TaskSerializer
 from orchestrator.api.views import IDEMPOTENCY_HEADER, source_of
 
@@ -97,6 +98,7 @@ class CallCreateView(APIView):
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        task_create_check(request, "call.outbound")
         serializer = CallCreateSerializer(data=request.data, context={})
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)

@@ -54,7 +54,7 @@ def call_outbound(task: Task) -> None:
     services.call_started(task_id=task.id, call_id=call.id, call_sid=sid, provider=provider.name)
 
 
-@handler("call.handoff", channel="voice", queue="voice")
+@handler("call.handoff", channel="voice", queue="voice", internal=True)
 def call_handoff(task: Task) -> None:
     """A caller asked for a person: the task waits in progress in the operators' queue."""
     task_transition(task_id=task.id, to=TaskStatus.IN_PROGRESS, actor="agent:operators",

@@ -10,6 +10,7 @@ from rest_framework import generics, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,6 +24,17 @@ from dossiers.api.serializers import (
 )
 from dossiers.exports import contact_export
 from dossiers.models import Artifact, AuditAction, Contact
+from orchestrator.api.permissions import DossierAccess
+
+READ = ("dossiers.view_contact", "read")
+WRITE = ("dossiers.change_contact", "write")
+
+
+class DossierView(APIView):
+    """Every dossier endpoint: a key needs its contacts scope, a person the permission."""
+
+    permission_classes = [IsAuthenticated, DossierAccess]
+    dossier_access = {"GET": READ}
 
 
 def _text_param(value: str, name: str) -> str:
@@ -39,7 +51,8 @@ class ContactPagination(CursorPagination):
     max_page_size = 200
 
 
-class ContactListCreateView(generics.ListAPIView):
+class ContactListCreateView(generics.ListAPIView, DossierView):
+    dossier_access = {"GET": READ, "POST": ("dossiers.add_contact", "write")}
     serializer_class = ContactSerializer
     pagination_class = ContactPagination
     filter_backends = []
@@ -70,12 +83,12 @@ class ContactListCreateView(generics.ListAPIView):
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
-class ContactDetailView(generics.RetrieveAPIView):
+class ContactDetailView(generics.RetrieveAPIView, DossierView):
     serializer_class = ContactSerializer
     queryset = Contact.objects.prefetch_related("consents")
 
 
-class _TimelineView(APIView):
+class _TimelineView(DossierView):
     object_type = ""
 
     def page(self, request: Request, **scope) -> Response:
@@ -162,7 +175,9 @@ class CorrelationTimelineView(_TimelineView):
         return self.page(request, correlation_id=_text_param(correlation_id, "correlation_id"))
 
 
-class ContactExportView(APIView):
+class ContactExportView(DossierView):
+    dossier_access = {"GET": ("dossiers.export_contact", "read")}
+
     @extend_schema(responses={200: dict})
     def get(self, request: Request, pk) -> Response:
         """The contact's whole dossier as JSON (audited)."""
@@ -175,7 +190,9 @@ class ContactExportView(APIView):
         return Response(body)
 
 
-class ContactConsentView(APIView):
+class ContactConsentView(DossierView):
+    dossier_access = {"POST": WRITE}
+
     @extend_schema(request=ConsentChangeSerializer, responses={200: ContactSerializer})
     def post(self, request: Request, pk) -> Response:
         """Set the contact's consent on one channel (recorded in its history and audited)."""
@@ -194,7 +211,8 @@ class ContactConsentView(APIView):
         return Response(ContactSerializer(Contact.objects.prefetch_related("consents").get(pk=pk)).data)
 
 
-class ContactAvatarView(APIView):
+class ContactAvatarView(DossierView):
+    dossier_access = {"GET": READ, "PUT": WRITE}
     parser_classes = [MultiPartParser]
 
     @extend_schema(responses={(200, "image/*"): bytes})
@@ -231,7 +249,7 @@ class ContactAvatarView(APIView):
         return Response(ContactSerializer(Contact.objects.prefetch_related("consents").get(pk=pk)).data)
 
 
-class ArtifactDetailView(APIView):
+class ArtifactDetailView(DossierView):
     @extend_schema(responses={200: dict, 404: dict})
     def get(self, request: Request, pk) -> Response:
         """An artifact's metadata and a signed download URL that expires; 404 with

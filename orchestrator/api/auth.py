@@ -16,7 +16,9 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
-from orchestrator.models import ApiKey, ApiKeyRole
+from comms_platform.clientip import client_ip
+from orchestrator.api import badkeys
+from orchestrator.models import ALL_TYPES, ApiKey, ApiKeyRole, ContactAccess
 
 KEY_PREFIX = "cp_"
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -26,10 +28,30 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def api_key_create(*, name: str, role: str = ApiKeyRole.CLIENT) -> tuple[ApiKey, str]:
-    """Create a key and return it with its plain text, which is not stored anywhere."""
+def api_key_create(
+    *,
+    name: str,
+    role: str = ApiKeyRole.CLIENT,
+    task_types: list[str] | None = None,
+    contacts: str = ContactAccess.NONE,
+    all_tasks: bool = False,
+    agent_registration=None,
+    expires_at=None,
+) -> tuple[ApiKey, str]:
+    """Create a key and return it with its plain text, which is not stored anywhere.
+
+    A client key may create every type open to clients unless ``task_types`` narrows it,
+    sees only its own tasks and no contacts unless granted. An agent key creates nothing and
+    must name its remote agent's registration (``ApiKey.clean`` says why when it does not).
+    """
+    if task_types is None:
+        task_types = [ALL_TYPES] if role == ApiKeyRole.CLIENT else []
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    api_key = ApiKey.objects.create(name=name, prefix=key[:10], digest=digest(key), role=role)
+    api_key = ApiKey(name=name, prefix=key[:10], digest=digest(key), role=role, task_types=task_types,
+                     contacts=contacts, all_tasks=all_tasks, agent_registration=agent_registration,
+                     expires_at=expires_at)  # fmt: skip
+    api_key.clean()
+    api_key.save()
     return api_key, key
 
 
@@ -40,6 +62,11 @@ class ApiClient:
     key_id: int
     name: str
     role: str
+    task_types: tuple[str, ...] = ()
+    contacts: str = ContactAccess.NONE
+    all_tasks: bool = False
+    agent: str = ""  # agent keys: the agent name of the bound registration
+    expires_at: object = None
     is_authenticated: bool = True
     is_active: bool = True
     is_staff: bool = False
@@ -52,6 +79,21 @@ class ApiClient:
     @property
     def is_agent(self) -> bool:
         return self.role == ApiKeyRole.AGENT
+
+    def may_create(self, task_type: str) -> bool:
+        return not self.is_agent and (ALL_TYPES in self.task_types or task_type in self.task_types)
+
+    def may_contacts(self, level: str) -> bool:
+        """``read`` or ``write``: a write grant includes reading."""
+        if level == ContactAccess.READ:
+            return self.contacts in (ContactAccess.READ, ContactAccess.WRITE)
+        return self.contacts == ContactAccess.WRITE
+
+    def expired(self, now=None) -> bool:
+        return self.expires_at is not None and self.expires_at <= (now or timezone.now())
+
+    def has_perm(self, perm: str) -> bool:
+        return False  # a key holds scopes, never a person's permissions
 
     def __str__(self) -> str:
         return f"api-key:{self.name}"
@@ -102,24 +144,41 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         key_digest = digest(key)
         client = key_cache.get(key_digest)
         if client is not None:
+            if client.expired():
+                raise exceptions.AuthenticationFailed("This API key has expired.", code="key_expired")
             return client, None
+        # Guessing keys costs a lookup each: an address that keeps failing is refused first.
+        address = client_ip(request)
+        wait = badkeys.blocked_for(address)
+        if wait:
+            raise exceptions.Throttled(wait=wait, detail="Too many requests with invalid API keys.")
         row = (
             ApiKey.objects.filter(digest=key_digest, revoked_at__isnull=True)
-            .only("id", "name", "role", "last_used_at")
+            .select_related("agent_registration")
             .first()
         )
         if row is None:
+            badkeys.record_failure(address)
             raise exceptions.AuthenticationFailed("Invalid or revoked API key.")
         now = timezone.now()
+        client = _client_of(row)
+        if client.expired(now):
+            raise exceptions.AuthenticationFailed("This API key has expired.", code="key_expired")
         if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
             ApiKey.objects.filter(id=row.id).update(last_used_at=now)
-        client = ApiClient(key_id=row.id, name=row.name, role=row.role)
         if settings.API_KEY_CACHE_SECONDS > 0:
             key_cache.put(key_digest, client)
         return client, row
 
     def authenticate_header(self, request) -> str:
         return 'Api-Key realm="api"'
+
+
+def _client_of(row: ApiKey) -> ApiClient:
+    reg = row.agent_registration
+    return ApiClient(key_id=row.id, name=row.name, role=row.role, task_types=tuple(row.task_types or ()),
+                     contacts=row.contacts, all_tasks=row.all_tasks, agent=reg.agent if reg and reg.kind == "remote" else "",
+                     expires_at=row.expires_at)  # fmt: skip
 
 
 class StaffSessionAuthentication(authentication.SessionAuthentication):

@@ -18,6 +18,7 @@ from orchestrator import services
 from orchestrator.api.errors import error_body
 from orchestrator.api.filters import TaskFilter
 from orchestrator.api.parsers import BoundedJSONParser
+from orchestrator.api.permissions import deny, key_of, task_check, task_create_check, tasks_visible
 from orchestrator.api.serializers import (
     TaskCancelSerializer,
     TaskCreateSerializer,
@@ -72,6 +73,10 @@ def actor_of(request: Request) -> str:
 
 class TaskListCreateView(generics.ListAPIView):
     queryset = Task.objects.all()
+
+    def get_queryset(self):
+        return tasks_visible(self.request, super().get_queryset())
+
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
     pagination_class = TaskCursorPagination
@@ -92,6 +97,8 @@ class TaskListCreateView(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict):
             raise ValidationError({"non_field_errors": ["The body must be a JSON object."]})
+        if isinstance(request.data.get("type"), str):
+            task_create_check(request, request.data["type"])
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -132,11 +139,12 @@ class TaskDetailView(APIView):
     @extend_schema(responses=TaskDetailSerializer)
     def get(self, request: Request, pk) -> Response:
         task = get_object_or_404(Task.objects.prefetch_related("events"), pk=pk)
+        task_check(request, task)
         return Response(TaskDetailSerializer(task).data)
 
     @extend_schema(request=TaskPatchSerializer, responses={200: TaskDetailSerializer, 409: OpenApiResponse()})
     def patch(self, request: Request, pk) -> Response:
-        get_object_or_404(Task.objects.only("id"), pk=pk)
+        task_check(request, get_object_or_404(Task.objects.only("id", "agent", "source"), pk=pk), write=True)
         serializer = TaskPatchSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -165,7 +173,11 @@ class TaskCancelView(APIView):
 
     @extend_schema(request=TaskCancelSerializer, responses={200: TaskSerializer, 409: OpenApiResponse()})
     def post(self, request: Request, pk) -> Response:
-        get_object_or_404(Task.objects.only("id"), pk=pk)
+        task = get_object_or_404(Task.objects.only("id", "agent", "source"), pk=pk)
+        key = key_of(request)
+        if key is not None and key.is_agent:
+            raise deny(request, "client key", "An agent reports a task failed; it does not cancel it.")
+        task_check(request, task, write=True)
         serializer = TaskCancelSerializer(data=request.data or {})
         serializer.is_valid(raise_exception=True)
         try:

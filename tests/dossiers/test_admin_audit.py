@@ -42,7 +42,12 @@ def test_audit_log_admin_lists_but_never_edits(operator):
     detail = operator.get(f"/admin/dossiers/auditlog/{audit.pk}/change/")
     assert detail.status_code == 200 and b'name="_save"' not in detail.content
     assert operator.post(f"/admin/dossiers/auditlog/{audit.pk}/delete/", {"post": "yes"}).status_code == 403
-    assert AuditLog.objects.count() == 1
+    assert AuditLog.objects.filter(pk=audit.pk).exists()
+    # The two refusals are audited too (issue 16: a refusal is a 403 and an audit entry).
+    assert list(AuditLog.objects.exclude(pk=audit.pk).values_list("action", "object_id")) == [
+        ("denied", f"/admin/dossiers/auditlog/{audit.pk}/delete/"),
+        ("denied", "/admin/dossiers/auditlog/add/"),
+    ]
 
 
 def test_retention_runs_every_interval_on_the_orchestrator_queue():

@@ -56,7 +56,7 @@ class Command(BaseCommand):
             from orchestrator.api.auth import api_key_create
             from orchestrator.models import ApiKey
 
-            record, key = api_key_create(name="smoke (local server)")
+            record, key = api_key_create(name="smoke (local server)", contacts="write", all_tasks=True)
             try:
                 with smoke.local_server() as base:
                     rows = self._run(

@@ -34,7 +34,7 @@ class Command(BaseCommand):
             created += new
         self.stdout.write(f"Demo contacts: {created} created, {len(contacts) - created} already there.")
         if not ApiKey.objects.filter(name="demo").exists():
-            _, key = api_key_create(name="demo")
+            _, key = api_key_create(name="demo", contacts="write", all_tasks=True)
             self.stdout.write(f"Demo API key (shown once): {key}")
             self.stdout.write(
                 "  try: curl -H 'Authorization: Api-Key " + key + "' http://127.0.0.1:8000/api/tasks/"
