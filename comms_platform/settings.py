@@ -199,6 +199,15 @@ REMOTE_AGENT_SECRETS = [
     s for s in env.list("REMOTE_AGENT_SECRET", default=["test-mode-remote-agent-secret"]) if s
 ]
 REMOTE_AGENT_TIMEOUT_SECONDS = env.float("REMOTE_AGENT_TIMEOUT_SECONDS", default=10.0)
+# Outbound requests to URLs we did not write (remote agents, media and recording URLs):
+# never to private, loopback or link-local addresses in production (comms_platform/outbound.py),
+# except the hosts listed (e.g. an agent on the deployment's private network).
+_outbound_block = env.str("OUTBOUND_BLOCK_PRIVATE", default="").strip().lower()
+# Empty (as in .env.example) means the mode's default, never "off".
+OUTBOUND_BLOCK_PRIVATE = (
+    (not TEST_MODE) if not _outbound_block else _outbound_block in ("true", "1", "yes", "on")
+)
+OUTBOUND_ALLOW_PRIVATE_HOSTS = env.list("OUTBOUND_ALLOW_PRIVATE_HOSTS", default=[])
 REMOTE_AGENT_URLS = {
     "voice": env.str("VOICE_AGENT_URL", default=""),
     "messaging": env.str("MESSAGING_AGENT_URL", default=""),
