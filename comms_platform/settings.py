@@ -419,6 +419,8 @@ if VOICE_MODE not in ("conversationrelay", "gather"):
 VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
 VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
+# How long the ConversationRelay URL in a call's TwiML may be used (once) to open the websocket.
+VOICE_RELAY_URL_TTL_SECONDS = env.int("VOICE_RELAY_URL_TTL_SECONDS", default=120)
 # The simulated Twilio signs its voice callbacks and websocket handshakes with the test-mode
 # account SID and token set in the messaging block above; calls come from this number.
 if TEST_MODE and not TWILIO_VOICE_CALLER_ID:
