@@ -84,7 +84,10 @@ async def run_call(
     import websockets
     from twilio.request_validator import RequestValidator
 
-    url = f"{base_ws}/ws/voice/relay/{task_id}/"
+    from agents.voice import links
+
+    # The single-use URL our TwiML would hand Twilio (the server shares this SECRET_KEY).
+    url = f"{base_ws}/ws/voice/relay/{task_id}/?{links.relay_query(task_id)}"
     signature = RequestValidator(token).compute_signature(url, {})
     async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
         await ws.send(json.dumps({"type": "setup", "callSid": "CA" + "0" * 32, "customParameters": {}}))

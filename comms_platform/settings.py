@@ -229,6 +229,15 @@ REMOTE_AGENT_SECRETS = [
     s for s in env.list("REMOTE_AGENT_SECRET", default=["test-mode-remote-agent-secret"]) if s
 ]
 REMOTE_AGENT_TIMEOUT_SECONDS = env.float("REMOTE_AGENT_TIMEOUT_SECONDS", default=10.0)
+# Outbound requests to URLs we did not write (remote agents, media and recording URLs):
+# never to private, loopback or link-local addresses in production (comms_platform/outbound.py),
+# except the hosts listed (e.g. an agent on the deployment's private network).
+_outbound_block = env.str("OUTBOUND_BLOCK_PRIVATE", default="").strip().lower()
+# Empty (as in .env.example) means the mode's default, never "off".
+OUTBOUND_BLOCK_PRIVATE = (
+    (not TEST_MODE) if not _outbound_block else _outbound_block in ("true", "1", "yes", "on")
+)
+OUTBOUND_ALLOW_PRIVATE_HOSTS = env.list("OUTBOUND_ALLOW_PRIVATE_HOSTS", default=[])
 REMOTE_AGENT_URLS = {
     "voice": env.str("VOICE_AGENT_URL", default=""),
     "messaging": env.str("MESSAGING_AGENT_URL", default=""),
@@ -461,6 +470,8 @@ VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
 # Test mode: the simulated callee stays silent this long after its first answer, so that an
 # operator (or a browser test) can watch the live call and hang it up. 0: no pause.
 VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0)
+# How long the ConversationRelay URL in a call's TwiML may be used (once) to open the websocket.
+VOICE_RELAY_URL_TTL_SECONDS = env.int("VOICE_RELAY_URL_TTL_SECONDS", default=120)
 # The simulated Twilio signs its voice callbacks and websocket handshakes with the test-mode
 # account SID and token set in the messaging block above; calls come from this number.
 if TEST_MODE and not TWILIO_VOICE_CALLER_ID:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -54,6 +55,17 @@ class AgentRegistration(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_type} → {self.agent}"
+
+    def clean(self) -> None:
+        # The signed task body goes to this URL: never to a private, loopback or link-local
+        # address in production (checked again at each send, after DNS).
+        from comms_platform import outbound
+
+        if self.url:
+            try:
+                outbound.check_url(self.url)
+            except outbound.OutboundRefused as exc:
+                raise ValidationError({"url": f"This URL is refused: {exc}."}) from None
 
 
 class ApiKeyRole(models.TextChoices):

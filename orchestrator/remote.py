@@ -14,6 +14,7 @@ from django.conf import settings
 
 from agents.common import signing
 from agents.common.errors import PermanentError, TransientError
+from comms_platform import outbound
 from orchestrator import registry
 from orchestrator.models import Task
 
@@ -50,9 +51,13 @@ def deliver(task: Task) -> None:
         "Idempotency-Key": str(task.id),
     }
     try:
-        response = requests.post(
+        # Checked again here, after DNS (the row was checked at save); a redirect is not
+        # followed: the signed body is never re-posted to another address.
+        response = outbound.post(
             url, data=body, headers=headers, timeout=settings.REMOTE_AGENT_TIMEOUT_SECONDS
         )
+    except outbound.OutboundRefused as exc:
+        raise PermanentError(f"remote agent URL refused: {exc}", code="agent_url_refused") from None
     except requests.RequestException as exc:
         raise TransientError(
             f"remote agent unreachable: {type(exc).__name__}", code="agent_unreachable"
@@ -61,6 +66,11 @@ def deliver(task: Task) -> None:
         retry_after = _retry_after(response.headers.get("Retry-After"))
         raise TransientError(
             f"remote agent answered {response.status_code}", code="agent_unavailable", retry_after=retry_after
+        )
+    if 300 <= response.status_code < 400:
+        raise PermanentError(
+            f"remote agent answered a redirect (HTTP {response.status_code}); redirects are not followed",
+            code="agent_redirect",
         )
     if response.status_code >= 400:
         raise PermanentError(

@@ -591,19 +591,31 @@ def inbound_park(*, task: Task) -> None:
 
 
 def media_download(*, message_id: int) -> int:
-    """Fetch an inbound message's media with Twilio credentials; keep each as an artifact."""
-    import requests
+    """Fetch an inbound message's media with Twilio credentials; keep each as an artifact.
 
+    The URL comes from a (signed) callback, but it is still a URL we did not write: it is
+    fetched only from Twilio's hosts, credentials go only to Twilio's API host, Twilio's
+    redirect to its storage is followed without them, and nothing private is reached
+    (``comms_platform.outbound``). A refused URL is marked on the message, not retried."""
+    from comms_platform import outbound
     from dossiers.services import artifact_store
 
     message = Message.objects.get(id=message_id)
     media = list(message.media)
     stored = 0
     for item in media:
-        if item.get("artifact"):
+        if item.get("artifact") or item.get("refused"):
             continue
-        response = requests.get(item["url"], auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN),
-                                timeout=30, allow_redirects=True)  # fmt: skip
+        try:
+            response, _ = outbound.fetch(
+                item["url"], credential_hosts=outbound.twilio_credential_hosts(),
+                redirect_hosts=outbound.twilio_redirect_hosts(),
+                auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30,
+            )  # fmt: skip
+        except outbound.OutboundRefused as exc:
+            log.warning("messaging.media_refused", extra={"message_id": message.id, "reason": str(exc)})
+            item["refused"] = str(exc)
+            continue
         response.raise_for_status()
         artifact = artifact_store(
             content=response.content, content_type=response.headers.get("Content-Type", item.get("content_type", "")),

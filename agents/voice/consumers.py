@@ -1,8 +1,9 @@
 """The websocket Twilio's ConversationRelay connects to (``ws/voice/relay/<task>/``).
 
 The upgrade request must carry a valid ``X-Twilio-Signature`` over the public ws(s) URL
-(PUBLIC_WS_BASE_URL or PUBLIC_BASE_URL); anything else is refused before the handshake
-completes (HTTP 403). The console's live call view (``ws/calls/<task>/``) is
+(PUBLIC_WS_BASE_URL or PUBLIC_BASE_URL) with its query, and that query must open the call's
+one live session (``relay_sessions``: signed expiry and nonce, call in progress, no session
+yet); anything else is refused before the handshake completes (HTTP 403). The console's live call view (``ws/calls/<task>/``) is
 ``dashboard.consumers.CallConsumer``, fed through the ``call.<task>`` group.
 """
 
@@ -20,6 +21,7 @@ from agents.common.twilio_security import auth_tokens
 from agents.common.webhooks import on_refused
 from agents.voice import links, services
 from agents.voice.conversation import ConnectionGone, Conversation, TurnRecorder, load_call_context
+from agents.voice.relay_sessions import RelayRefused, relay_session_open
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,14 @@ class ConversationRelayConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
             return
         task_id = str(self.scope["url_route"]["kwargs"]["task_id"])
+        query = self.scope.get("query_string", b"").decode("latin1")
+        try:
+            await database_sync_to_async(relay_session_open)(task_id=task_id, query=query)
+        except RelayRefused as exc:
+            log.warning("ConversationRelay upgrade refused: %s", exc, extra={"task_id": task_id})
+            on_refused("twilio", "relay_session")
+            await self.close(code=4403)
+            return
         context, next_sequence = await database_sync_to_async(_relay_setup)(task_id)
         if context is None:
             await self.close(code=4404)

@@ -3,10 +3,14 @@ also what their signatures are computed over)."""
 
 from __future__ import annotations
 
+import secrets
+import time
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils.crypto import salted_hmac
 
 
 def public_url(name: str, task_id: Any) -> str:
@@ -25,8 +29,23 @@ def relay_path(task_id: Any) -> str:
     return f"/ws/voice/relay/{task_id}/"
 
 
+def relay_query(task_id: Any, *, now: float | None = None) -> str:
+    """``exp``, ``nonce`` and our own HMAC (``sig``) over them and the task id. Twilio's
+    X-Twilio-Signature covers the query too, so neither can be changed on the way; the
+    consumer refuses an expired URL and opens at most one session per call."""
+    expires = int((now if now is not None else time.time()) + settings.VOICE_RELAY_URL_TTL_SECONDS)
+    nonce = secrets.token_urlsafe(18)
+    return urlencode({"exp": expires, "nonce": nonce, "sig": relay_signature(task_id, expires, nonce)})
+
+
+def relay_signature(task_id: Any, expires: Any, nonce: str) -> str:
+    return salted_hmac("voice.relay-url", f"{task_id}|{expires}|{nonce}", algorithm="sha256").hexdigest()
+
+
 def relay_ws_url(task_id: Any) -> str:
-    return ws_base_url() + relay_path(task_id)
+    """The websocket URL handed to Twilio in the TwiML: single-use, valid for
+    VOICE_RELAY_URL_TTL_SECONDS."""
+    return f"{ws_base_url()}{relay_path(task_id)}?{relay_query(task_id)}"
 
 
 def twiml_url(task_id: Any) -> str:

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import requests
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from comms_platform import outbound
 from dossiers.models import Artifact, Call, Direction, TranscriptTurn
 from orchestrator.live import CALLS_GROUP, call_group, send_group
 from orchestrator.models import Task
@@ -325,8 +325,16 @@ def recording_fetch(*, artifact_id: Any) -> str:
     url = artifact.source_url + ".wav"  # Twilio serves the media at the recording URL + extension
     if settings.TWILIO_API_BASE_URL:
         url = TWILIO_HOST.sub(settings.TWILIO_API_BASE_URL.rstrip("/"), url)
-    # requests drops the credentials when Twilio redirects to its storage host.
-    response = requests.get(url, auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30)
+    # Only from Twilio's hosts, credentials only to its API host, never a private address;
+    # Twilio's redirect to its storage is followed without credentials (comms_platform.outbound).
+    try:
+        response, _ = outbound.fetch(
+            url, credential_hosts=outbound.twilio_credential_hosts(), redirect_hosts=outbound.twilio_redirect_hosts(),
+            auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30,
+        )  # fmt: skip
+    except outbound.OutboundRefused as exc:
+        log.warning("voice.recording_refused", extra={"artifact_id": str(artifact.id), "reason": str(exc)})
+        return "refused"
     response.raise_for_status()
     content = response.content
     key = default_storage.save(artifact.storage_key, ContentFile(content))

@@ -25,7 +25,8 @@ pytestmark = transactional_db  # the consumer's DB calls run on their own connec
 
 
 async def open_relay(task_id, *, signature: str | None = None, path: str | None = None):
-    path = path or links.relay_path(task_id)
+    """Open the websocket as Twilio does: the URL from our TwiML (path and signed query)."""
+    path = path or f"{links.relay_path(task_id)}?{links.relay_query(task_id)}"
     sig = twilio_sign(links.ws_base_url() + path) if signature is None else signature
     headers = [(b"x-twilio-signature", sig.encode())] if sig else []
     communicator = WebsocketCommunicator(application, path, headers=headers)

@@ -17,6 +17,7 @@ from twilio.request_validator import RequestValidator
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
+from agents.voice import links
 from agents.voice.conversation import APOLOGY
 from dashboard.live_auth import ticket_mint
 from dossiers.models import Call, TranscriptTurn
@@ -45,6 +46,7 @@ def asgi_server(**env_overrides: str):
     """uvicorn serving comms_platform.asgi:application (HTTP and websockets) in test mode."""
     port = free_port()
     env = platform_env(PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", TWILIO_AUTH_TOKEN=settings.TWILIO_AUTH_TOKEN,
+                       SECRET_KEY=settings.SECRET_KEY,
                        TWILIO_ACCOUNT_SID=settings.TWILIO_ACCOUNT_SID, **env_overrides)  # fmt: skip
     log_path = Path(tempfile.mkdtemp(prefix="uvicorn-")) / "server.log"
     with open(log_path, "w") as log:
@@ -82,7 +84,8 @@ def _fresh_fake(fake_llm):
 
 
 def relay_url(base: str, task_id) -> str:
-    return base.replace("http", "ws", 1) + f"/ws/voice/relay/{task_id}/"
+    """The URL our TwiML would hand Twilio (signed expiry and nonce; the server shares SECRET_KEY)."""
+    return base.replace("http", "ws", 1) + f"/ws/voice/relay/{task_id}/?{links.relay_query(task_id)}"
 
 
 def open_relay(base: str, task_id):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import time
+from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 import pytest
@@ -40,7 +42,15 @@ def test_twiml_connects_conversation_relay_to_our_websocket(client, call_task):
     connect = root.find("Connect")
     assert connect.get("action") == links.connect_action_url(task.id)
     relay = connect.find("ConversationRelay")
-    assert relay.get("url") == f"ws://127.0.0.1:8000/ws/voice/relay/{task.id}/"
+    url = urlsplit(relay.get("url"))
+    assert url._replace(query="").geturl() == f"ws://127.0.0.1:8000/ws/voice/relay/{task.id}/"
+    query = parse_qs(url.query)
+    assert sorted(query) == [
+        "exp",
+        "nonce",
+        "sig",
+    ]  # single-use and expiring (tests/voice/test_relay_sessions.py)
+    assert 0 < int(query["exp"][0]) - time.time() <= settings.VOICE_RELAY_URL_TTL_SECONDS
     assert relay.get("welcomeGreeting") == "Hi, this is Ada from Acme."
     assert relay.get("language") == "en-US"
     assert relay.get("voice") == "en-US-Journey-O"
@@ -55,7 +65,7 @@ def test_twiml_uses_the_public_wss_url(client, call_task, settings):
     task, _ = call_task
     response = signed_post(client, links.twiml_url(task.id), {"CallStatus": "in-progress"})
     relay = parse_xml(response.content).find("Connect/ConversationRelay")
-    assert relay.get("url") == f"wss://comms.example.com/ws/voice/relay/{task.id}/"
+    assert relay.get("url").startswith(f"wss://comms.example.com/ws/voice/relay/{task.id}/?exp=")
 
 
 @pytest.mark.parametrize("signature", ["", "bm90IGEgc2lnbmF0dXJl"])
