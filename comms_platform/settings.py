@@ -427,11 +427,25 @@ MESSAGING_HELP_REPLY = env.str(
 MESSAGING_SIMULATED_CALLBACK_DELAY = env.float("MESSAGING_SIMULATED_CALLBACK_DELAY", default=0.05)
 WHATSAPP_MAX_BODY_CHARS = 4096
 MESSAGING_SIMULATED_CALLBACKS = True
-# A safety net: status callbacks whose drain request was lost are applied within a minute.
+# The outbox path of webhooks: a status callback is stored before anything else, so when its
+# drain request is lost (Redis away) this periodic drain applies it; inbound media and call
+# recordings whose download was never queued, or kept failing, are picked up the same way.
+STATUS_DRAIN_INTERVAL_SECONDS = env.int("STATUS_DRAIN_INTERVAL_SECONDS", default=15)
+MEDIA_PICKUP_INTERVAL_SECONDS = env.int("MEDIA_PICKUP_INTERVAL_SECONDS", default=60)
 CELERY_BEAT_SCHEDULE["messaging-drain-status-events"] = {
     "task": "messaging.drain_status_events",
-    "schedule": 60.0,
+    "schedule": float(STATUS_DRAIN_INTERVAL_SECONDS),
     "options": {"queue": "messaging"},
+}
+CELERY_BEAT_SCHEDULE["messaging-fetch-pending-media"] = {
+    "task": "messaging.fetch_pending_media",
+    "schedule": float(MEDIA_PICKUP_INTERVAL_SECONDS),
+    "options": {"queue": "messaging"},
+}
+CELERY_BEAT_SCHEDULE["voice-fetch-pending-recordings"] = {
+    "task": "voice.fetch_pending_recordings",
+    "schedule": float(MEDIA_PICKUP_INTERVAL_SECONDS),
+    "options": {"queue": "voice"},
 }
 
 # --- Monitoring (issue 8) -------------------------------------------------------------

@@ -307,8 +307,6 @@ def status_drain_schedule() -> None:
     stored after that look always schedules a new drain (none is left behind). Without
     Redis (embedded default, tests) the drain runs in process, at once.
     """
-    from agents.messaging.tasks import drain_status_events
-
     global _flag_seen_at
     if not settings.REDIS_URL:
         status_events_drain()  # the event row is visible to this connection already
@@ -321,9 +319,24 @@ def status_drain_schedule() -> None:
         return
     # A short flag: if the worker draining dies, the next callback schedules a new drain after
     # DRAIN_FLAG_SECONDS (two drains at once are harmless: each takes rows with skip_locked).
-    if _redis().set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_SECONDS):
-        transaction.on_commit(lambda: drain_status_events.apply_async(queue="messaging"))
+    try:
+        if _redis().set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_SECONDS):
+            transaction.on_commit(_enqueue_drain)
+    except Exception as exc:
+        # Redis is away: the event is stored (the row is the outbox) and beat's periodic drain
+        # (STATUS_DRAIN_INTERVAL_SECONDS) applies it once Redis is back. The callback is a 2xx.
+        log.warning("status drain not scheduled (%s): the periodic drain applies it", type(exc).__name__)
+        return
     _flag_seen_at = now
+
+
+def _enqueue_drain() -> None:
+    from agents.messaging.tasks import drain_status_events
+
+    try:
+        drain_status_events.apply_async(queue="messaging")
+    except Exception as exc:
+        log.warning("status drain not queued (%s): the periodic drain applies it", type(exc).__name__)
 
 
 def _redis():
@@ -577,9 +590,7 @@ def inbound_receive(*, event: dict[str, str]) -> str:
     # The console's inbound queue and an open conversation with this contact update at once.
     publish_inbox_update(task.id, reason="received", contact_id=contact.id)
     if media:
-        from agents.messaging.tasks import download_media
-
-        transaction.on_commit(lambda: download_media.apply_async(args=[message.id], queue="messaging"))
+        transaction.on_commit(lambda: _enqueue_media_download(message.id))
     # With Advanced Opt-Out (OptOutType present) Twilio answers HELP itself.
     return settings.MESSAGING_HELP_REPLY if keyword == "help" and not event.get("OptOutType") else ""
 
@@ -588,6 +599,54 @@ def inbound_park(*, task: Task) -> None:
     """An inbound task waits for an operator: in progress, listed in the inbound queue."""
     task_transition(task_id=task.id, to=S.IN_PROGRESS, actor="agent:messaging",
                     details={"queue": "inbound", "waiting_for": "operator"})  # fmt: skip
+
+
+def _enqueue_media_download(message_id: int) -> None:
+    from agents.messaging.tasks import download_media
+
+    try:
+        download_media.apply_async(args=[message_id], queue="messaging")
+    except Exception as exc:  # Redis is away: media_pending_fetch picks it up later
+        log.warning("media of message %s not queued (%s): picked up later", message_id, type(exc).__name__)
+
+
+def _media_missing(media: list) -> bool:
+    return any(
+        isinstance(item, dict) and not item.get("artifact") and item.get("pickups", 0) < MEDIA_MAX_PICKUPS
+        for item in media
+    )
+
+
+MEDIA_MAX_PICKUPS = 10  # a media URL that keeps failing is given up after this many rounds
+
+
+def media_pending_fetch(
+    *, min_age_seconds: float = 30.0, window_hours: float = 48.0, limit: int = 200
+) -> int:
+    """Queue the download of inbound media not fetched yet (its first request was lost, or every
+    retry failed): the message row is the outbox. Returns how many messages were queued."""
+    now = timezone.now()
+    candidates = (
+        Message.objects.filter(
+            direction=Direction.INBOUND,
+            occurred_at__gte=now - timedelta(hours=window_hours),
+            occurred_at__lte=now - timedelta(seconds=min_age_seconds),
+        )
+        .exclude(media=[])
+        .order_by("occurred_at")
+        .values_list("id", "media")
+    )
+    queued = 0
+    for message_id, media in candidates.iterator():
+        if queued >= limit or not _media_missing(media):
+            continue
+        for item in media:
+            if isinstance(item, dict) and not item.get("artifact"):
+                item["pickups"] = item.get("pickups", 0) + 1
+        Message.objects.filter(id=message_id).update(media=media)
+        _enqueue_media_download(message_id)
+        queued += 1
+    return queued
 
 
 def media_download(*, message_id: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import requests
 from celery import shared_task
+from django.conf import settings
 
 from agents.messaging import services
 
@@ -19,3 +20,9 @@ def download_media(message_id: int) -> int:
 @shared_task(name="messaging.drain_status_events", acks_late=True)
 def drain_status_events() -> int:
     return services.status_events_drain()
+
+
+@shared_task(name="messaging.fetch_pending_media", acks_late=True)
+def fetch_pending_media() -> int:
+    """Beat's pick-up of inbound media whose download was never queued or kept failing."""
+    return services.media_pending_fetch(min_age_seconds=max(5, settings.MEDIA_PICKUP_INTERVAL_SECONDS))

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -313,6 +313,25 @@ def _enqueue_fetch(artifact_id: Any) -> None:
         fetch_recording.apply_async(args=[str(artifact_id)], queue="voice")
     except Exception:  # the broker is down: the reference stays; re-run the task later
         log.warning("recording %s not queued for download", artifact_id, exc_info=True)
+
+
+def recordings_pending_fetch(
+    *, min_age_seconds: float = 30.0, window_hours: float = 48.0, limit: int = 200
+) -> int:
+    """Queue the download of call recordings not fetched yet (the first request was lost, or
+    every retry failed): the artifact row without a digest is the outbox. Returns how many."""
+    if not recording_downloads_enabled():
+        return 0
+    now = timezone.now()
+    pending = Artifact.objects.filter(
+        kind="recording", sha256="",
+        occurred_at__gte=now - timedelta(hours=window_hours),
+        occurred_at__lte=now - timedelta(seconds=min_age_seconds),
+    ).order_by("occurred_at").values_list("id", flat=True)[:limit]  # fmt: skip
+    ids = list(pending)
+    for artifact_id in ids:
+        _enqueue_fetch(artifact_id)
+    return len(ids)
 
 
 def recording_fetch(*, artifact_id: Any) -> str:

@@ -59,6 +59,7 @@ def test_committed_blueprint_declares_the_documented_services():
     kinds = {s["name"]: s["type"] for s in data["services"]}
     assert kinds == {
         "comms-web": "web", "comms-realtime": "web", "comms-worker": "worker",
+        "comms-worker-voice": "worker", "comms-worker-messaging": "worker", "comms-worker-email": "worker",
         "comms-beat": "worker", "comms-kv": "keyvalue",
     }  # fmt: skip
     assert _service(data, "comms-kv")["maxmemoryPolicy"] == "noeviction"
@@ -69,10 +70,26 @@ def test_committed_blueprint_declares_the_documented_services():
         assert text.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in text
 
 
-def test_worker_script_consumes_every_agent_queue(settings):
+def test_worker_script_consumes_every_agent_queue_by_default(settings):
     text = (ROOT / "bin" / "render-worker").read_text()
-    queues = text.split("--queues")[1].split()[0].split(",")
-    assert sorted(queues) == sorted(settings.AGENT_QUEUES)
+    default = text.split("${WORKER_QUEUES:-")[1].split("}")[0].split(",")
+    assert sorted(default) == sorted(settings.AGENT_QUEUES)
+
+
+def test_worker_services_are_the_pools_and_cover_every_queue_once(settings):
+    from comms_platform.worker_pools import POOLS
+
+    data = _data()
+    services = [s for s in data["services"] if s.get("startCommand") == "bin/render-worker"]
+    queues = {
+        s["name"]: next(e["value"] for e in s["envVars"] if e.get("key") == "WORKER_QUEUES") for s in services
+    }
+    assert sorted(queues.values()) == sorted(POOLS.values())
+    consumed = [q for value in queues.values() for q in value.split(",")]
+    assert sorted(consumed) == sorted(settings.AGENT_QUEUES)  # every queue, each by one pool
+    for channel in ("voice", "messaging", "email"):
+        assert queues[f"comms-worker-{channel}"] == channel
+        assert _service(data, f"comms-worker-{channel}")["maxShutdownDelaySeconds"] == 300
 
 
 def test_placeholder_secret_fails_naming_it(tmp_path):
