@@ -141,7 +141,7 @@ def test_forget_contact_leaves_no_trace_of_phone_email_or_bodies(media):
     bob_blob = blob(b, kind="document", days_ago=1, content=b"bob's file")
 
     out = io.StringIO()
-    call_command("forget_contact", str(a.id), "--actor", "operator:jane", stdout=out)
+    call_command("forget_contact", str(a.id), "--actor", "operator:jane", "--yes", stdout=out)
 
     dump = _snapshot()
     for trace in (a.phone, a.phone[1:], a.email, "Alice", secret_body, "7319"):

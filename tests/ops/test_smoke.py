@@ -33,7 +33,10 @@ def run_smoke(
     out = io.StringIO()
     options = {"timeout": timeout, "flow": list(flows) or None}
     if base_url:
-        options |= {"base_url": base_url, "api_key": api_key_create(name="smoke-test", contacts="write", all_tasks=True)[1]}
+        options |= {
+            "base_url": base_url,
+            "api_key": api_key_create(name="smoke-test", contacts="write", all_tasks=True)[1],
+        }
     code = 0
     with redirect_stdout(out):
         try:
