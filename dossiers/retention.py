@@ -22,6 +22,7 @@ from agents.common.models import WebhookEvent
 from dossiers.models import (
     Artifact,
     AuditAction,
+    AuditLog,
     Call,
     Consent,
     ConsentChange,
@@ -37,6 +38,7 @@ from orchestrator.states import FINAL
 
 log = structlog.get_logger(__name__)
 BATCH = 1000
+SMOKE_CONTACT_TTL = timedelta(hours=1)
 
 
 @dataclass
@@ -59,6 +61,7 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
     others = Artifact.objects.exclude(kind="recording").filter(occurred_at__lt=cutoff("artifacts"))
     calls = Call.objects.filter(occurred_at__lt=cutoff("calls"))
     emails = Email.objects.filter(occurred_at__lt=cutoff("emails"))
+    stale = Q(updated_at__lt=cutoff("tasks")) & ~Q(status__in=FINAL)
     steps: list[tuple[str, QuerySet]] = [
         ("messages", Message.objects.filter(occurred_at__lt=cutoff("messages"))),
         # A deleted call or email takes its recording or HTML body with it.
@@ -68,13 +71,19 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
         ("artifacts", others),
         ("webhook_events", WebhookEvent.objects.filter(received_at__lt=cutoff("webhook_events"))),
         ("tasks", Task.objects.filter(status__in=FINAL, finished_at__lt=cutoff("tasks"))),
+        # Unfinished but untouched for as long (an inbound message resolved before resolving
+        # finished its task, a task whose agent vanished): nobody works them any more.
+        ("abandoned_tasks", Task.objects.filter(stale)),
+        ("audit_entries", AuditLog.objects.filter(at__lt=cutoff("audit"))),
     ]
+    smoke = Contact.objects.filter(synthetic=True, created_at__lt=now - SMOKE_CONTACT_TTL)
     linked = Artifact.objects.filter(
         Q(id__in=calls.exclude(recording=None).values("recording_id"))
         | Q(id__in=emails.exclude(html=None).values("html_id"))
     )
     if dry_run:
         report.counts = {name: qs.count() for name, qs in steps}
+        report.counts["smoke_contacts"] = smoke.count()
         report.blobs = Artifact.objects.filter(
             Q(pk__in=recordings) | Q(pk__in=others) | Q(pk__in=linked)
         ).count()
@@ -87,6 +96,11 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
         else:
             count = _delete_in_batches(qs)
         report.counts[name] = count
+    # Smoke runs leave a marked contact; an interrupted run's is erased here like any other.
+    report.counts["smoke_contacts"] = 0
+    for contact_id in smoke.values_list("pk", flat=True):
+        contact_forget(contact_id=contact_id, actor="retention (smoke contact)")
+        report.counts["smoke_contacts"] += 1
     log.info("retention.applied", status="done", **report.counts, blobs=report.blobs)
     if any(report.counts.values()):
         audit_record(actor="retention", action=AuditAction.RETENTION, object_type="dossier", object_id="*",

@@ -22,6 +22,7 @@ from dossiers.services import artifact_store
 from orchestrator.api.auth import api_key_create
 from tests.dashboard.conftest import register_console_types
 from tests.messaging.conftest import ACCOUNT, INBOUND_URL, TOKEN, signed_post
+from tests.support.services import transactional_db
 
 pytestmark = [pytest.mark.services]
 
@@ -43,10 +44,6 @@ def media(settings, tmp_path):
 
 @pytest.fixture
 def admin_person(django_user_model):
-    from dashboard.access import ROLES
-    from dashboard.roles import roles_sync
-
-    roles_sync(roles=ROLES)  # a transactional test's flush removes what migrations created
     user = django_user_model.objects.create_user("alma", password="pw-long-enough-1", is_staff=True)
     user.groups.add(Group.objects.get(name="admin"))
     return user
@@ -115,7 +112,7 @@ def assert_no_trace(media) -> None:
     assert not [p for p in media.rglob("*") if p.is_file()], "files left in storage"
 
 
-@pytest.mark.django_db(transaction=True)
+@transactional_db
 def test_erasure_through_the_admin_confirms_then_leaves_no_trace(client, admin_person, media):
     contact = a_life(client, admin_person, media)
     page = client.get(f"/admin/dossiers/contact/{contact.pk}/delete/")
@@ -146,7 +143,7 @@ def test_erasure_through_the_admin_confirms_then_leaves_no_trace(client, admin_p
     assert_no_trace(media)
 
 
-@pytest.mark.django_db(transaction=True)
+@transactional_db
 def test_forget_contact_dry_run_lists_the_same_then_the_command_erases(
     client, admin_person, media, monkeypatch
 ):
