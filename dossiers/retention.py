@@ -6,6 +6,7 @@ left, and a deleted row cannot leak. What survives is an ``AuditLog`` row with c
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,8 @@ from dossiers.models import (
 )
 from dossiers.services import audit_record
 from orchestrator.models import Task, TaskEvent
-from orchestrator.states import FINAL
+from orchestrator.services import task_cancel
+from orchestrator.states import FINAL, IllegalTransition
 
 log = structlog.get_logger(__name__)
 BATCH = 1000
@@ -210,6 +212,8 @@ def _scope(contact: Contact) -> _Scope:
         "webhook_events": WebhookEvent.objects.filter(mentions),
         "consents": Consent.objects.filter(contact=contact),
         "consent_changes": ConsentChange.objects.filter(contact=contact),
+        # Nothing may wait for data that is gone (an inbound message in the operators' queue).
+        "tasks_cancelled": Task.objects.filter(id__in=task_ids).exclude(status__in=FINAL),
         "tasks_scrubbed": Task.objects.filter(id__in=task_ids),
         "task_events_scrubbed": TaskEvent.objects.filter(task_id__in=task_ids),
         "admin_log_entries_scrubbed": LogEntry.objects.filter(
@@ -259,6 +263,12 @@ def contact_forget(*, contact_id: Any, actor: str, dry_run: bool = False) -> Era
             q[kind].delete()
         counts["artifacts"] = Artifact.objects.filter(storage_key__in=scope.files).delete()[0]
         counts["webhook_events"] = q["webhook_events"].delete()[0]
+        counts["tasks_cancelled"] = 0
+        for task_id in q["tasks_cancelled"].values_list("id", flat=True):
+            with contextlib.suppress(IllegalTransition):
+                counts["tasks_cancelled"] += task_cancel(
+                    task_id=task_id, actor=actor, reason="contact erased"
+                ).applied
         counts["tasks_scrubbed"] = Task.objects.filter(id__in=scope.task_ids).update(
             payload={"erased": True}, result={}, error_message="", contact=None, idempotency_key=None
         )
