@@ -280,6 +280,7 @@ RETENTION_DAYS = {
     "artifacts": env.int("RETENTION_ARTIFACTS_DAYS", default=180),
     "webhook_events": env.int("RETENTION_WEBHOOK_EVENTS_DAYS", default=30),
     "tasks": env.int("RETENTION_TASKS_DAYS", default=730),
+    "audit": env.int("RETENTION_AUDIT_DAYS", default=2190),
 }
 
 # --- REST API -------------------------------------------------------------------------

@@ -156,9 +156,12 @@ def _error(body: dict[str, Any]) -> str:
 
 
 def contact_via_api(ctx: Context) -> str:
-    """Create the smoke contact with the contacts API (``POST /api/contacts/``)."""
+    """Create the smoke contact with the contacts API (``POST /api/contacts/``), marked
+    ``synthetic``: it stays out of the inbound queue and the retention job erases it."""
     status, body = ctx.api.post("/api/contacts/", contact_fields(ctx))
     if status in (200, 201) and body.get("id"):
+        if body.get("synthetic") is False:
+            raise SmokeFailure(_REAL_CONTACT.format(phone=ctx.phone, email=ctx.email))
         return str(body["id"])
     raise SmokeFailure(
         f"cannot create the smoke contact: POST /api/contacts/ answered {status}: {_error(body)}"
@@ -193,9 +196,32 @@ def contact_in_database(ctx: Context) -> str:
     contact = Contact.objects.filter(phone=fields["phone"], email=fields["email"]).first()
     if contact is None:
         contact = Contact.objects.create(**fields)
+    elif not contact.synthetic:
+        raise SmokeFailure(_REAL_CONTACT.format(phone=ctx.phone, email=ctx.email))
     else:
         _refresh(contact, fields)
     return str(contact.id)
+
+
+_REAL_CONTACT = (
+    "{phone} / {email} belong to a real contact, not a smoke contact: run smoke with a --phone and "
+    "--email kept for smoke runs (it never writes to a real customer's dossier)"
+)
+
+
+def erase_local_contacts(*, phone: str, email: str) -> int:
+    """Erase the smoke contacts of this phone or email (this run's, and any an interrupted run
+    left): test mode, local server, shared database. Real contacts are never touched."""
+    from django.db.models import Q
+
+    from dossiers.models import Contact
+    from dossiers.retention import contact_forget
+
+    smoke = Contact.objects.filter(Q(phone=phone) | Q(email__iexact=email), synthetic=True)
+    ids = list(smoke.values_list("pk", flat=True))
+    for contact_id in ids:
+        contact_forget(contact_id=contact_id, actor="manage.py smoke (clean-up)")
+    return len(ids)
 
 
 def _refresh(contact, fields: dict[str, str]) -> None:
@@ -213,6 +239,7 @@ def contact_fields(ctx: Context) -> dict[str, str]:
         "whatsapp": f"whatsapp:{ctx.phone}",
         "locale": "en",
         "timezone": midday_timezone(),
+        "synthetic": True,
     }
 
 

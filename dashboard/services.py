@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from dossiers.models import AuditAction, ConsentStatus, Message
 from dossiers.services import audit_record, consent_status
 from orchestrator.models import Task
 from orchestrator.services import task_cancel, task_create, task_retry, task_transition
-from orchestrator.states import TaskStatus
+from orchestrator.states import IllegalTransition, TaskStatus
 
 INBOUND_TYPES = {"sms.inbound": "sms", "whatsapp.inbound": "whatsapp"}
 WHATSAPP_WINDOW = timedelta(hours=24)
@@ -33,6 +34,7 @@ def inbox_sync(*, limit: int = 500) -> int:
     missing = (
         Task.objects.filter(type__in=INBOUND_TYPES, inbox_item__isnull=True)
         .exclude(status=TaskStatus.CANCELLED)
+        .exclude(contact__synthetic=True)  # smoke runs stay out of the operators' queue
         .order_by("created_at")
         .values_list("id", "created_at")[:limit]
     )
@@ -86,10 +88,18 @@ def inbox_resolve(*, item_id: int, user: Any) -> bool:
         .update(resolved_at=timezone.now(), claimed_by=user)
     )
     if done:
-        publish_inbox_update(
-            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="resolved", by=user.pk
-        )
+        task_id = InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id)
+        _finish_inbound_task(task_id=task_id, user=user)
+        publish_inbox_update(task_id, reason="resolved", by=user.pk)
     return done == 1
+
+
+def _finish_inbound_task(*, task_id: Any, user: Any) -> None:
+    """Resolving finishes the inbound task (succeeded), so retention counts it as finished
+    and removes its body and number in time; one already final stays as it is."""
+    with contextlib.suppress(IllegalTransition):
+        task_transition(task_id=task_id, to=TaskStatus.SUCCEEDED, actor=f"operator:{user.get_username()}",
+                        details={"resolved": True})  # fmt: skip
 
 
 def whatsapp_window_open(*, contact: Any, now: Any = None) -> bool:

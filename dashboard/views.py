@@ -236,7 +236,8 @@ def operations(request: HttpRequest) -> HttpResponse:
 def health(request: HttpRequest) -> HttpResponse:
     queues = set(AgentRegistration.objects.values_list("queue", flat=True))
     rows = selectors.agent_health(queue_depths=connectivity.queue_depths(queues))
-    totals = Task.objects.filter(created_at__gte=timezone.now() - timezone.timedelta(hours=1)).aggregate(
+    recent = Task.objects.filter(created_at__gte=timezone.now() - timezone.timedelta(hours=1))
+    totals = recent.exclude(contact__synthetic=True).aggregate(  # smoke runs are not traffic
         created=Count("id"), failed=Count("id", filter=Q(status="failed"))
     )
     context = _ctx(request, "Agent health", rows=rows, totals=totals, redis=bool(settings.REDIS_URL))

@@ -1,6 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 
 from dossiers.models import AuditAction, AuditLog, Consent, ConsentChange, Contact
+from dossiers.retention import contact_forget
 from dossiers.services import audit_record
 
 
@@ -33,6 +38,45 @@ class ContactAdmin(admin.ModelAdmin):
     search_fields = ["name", "phone", "email", "whatsapp"]
     show_full_result_count = False
     inlines = [ConsentInline, ConsentChangeInline]
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # erasure goes one contact at a time, confirmed
+        return actions
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context=None) -> HttpResponse:
+        """Delete is erasure: a page listing what will go (the same list as
+        ``forget_contact --dry-run``), then ``contact_forget`` on confirmation."""
+        if not self.has_delete_permission(request):
+            request.refused_permission = "dossiers.delete_contact"  # for the audit row
+            raise PermissionDenied
+        contact = self.get_object(request, object_id)
+        if contact is None:
+            raise Http404("No such contact.")
+        actor = f"operator:{request.user.get_username()}"
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            report = contact_forget(contact_id=contact.pk, actor=actor)
+            self.message_user(request, f"Contact {report.contact_id} erased: {sum(report.counts.values())} "
+                              f"records and {len(report.files)} files; the audit log keeps the counts.",
+                              messages.SUCCESS)  # fmt: skip
+            return HttpResponseRedirect(reverse("admin:dossiers_contact_changelist"))
+        plan = contact_forget(contact_id=contact.pk, actor=actor, dry_run=True)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Erase a contact",
+            "opts": self.opts,
+            "contact": contact,
+            "plan": plan,
+            "rows": [(kind.replace("_", " "), count) for kind, count in plan.counts.items()],
+        }
+        return TemplateResponse(request, "dossiers/contact_erase.html", context)
+
+    def delete_model(self, request, obj) -> None:
+        contact_forget(contact_id=obj.pk, actor=f"operator:{request.user.get_username()}")
+
+    def delete_queryset(self, request, queryset) -> None:
+        for contact_id in queryset.values_list("pk", flat=True):
+            contact_forget(contact_id=contact_id, actor=f"operator:{request.user.get_username()}")
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """Opening a contact shows its personal data: that is audited."""

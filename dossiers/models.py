@@ -29,6 +29,11 @@ class Contact(models.Model):
     # A plain FileField (content type checked on upload) rather than ImageField, which
     # would need Pillow; without an upload the API renders an initials avatar as SVG.
     avatar = models.FileField(upload_to="avatars/", blank=True)
+    synthetic = models.BooleanField(
+        default=False,
+        help_text="a smoke-test contact (manage.py smoke): kept out of the inbound queue and the "
+        "console's figures, erased by the retention job an hour after it was created",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

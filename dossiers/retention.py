@@ -6,6 +6,7 @@ left, and a deleted row cannot leak. What survives is an ``AuditLog`` row with c
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,13 +20,27 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from agents.common.models import WebhookEvent
-from dossiers.models import Artifact, AuditAction, Call, Contact, Email, Message
+from dossiers.models import (
+    Artifact,
+    AuditAction,
+    AuditLog,
+    Call,
+    Consent,
+    ConsentChange,
+    Contact,
+    Email,
+    EmailEvent,
+    Message,
+    TranscriptTurn,
+)
 from dossiers.services import audit_record
 from orchestrator.models import Task, TaskEvent
-from orchestrator.states import FINAL
+from orchestrator.services import task_cancel
+from orchestrator.states import FINAL, IllegalTransition
 
 log = structlog.get_logger(__name__)
 BATCH = 1000
+SMOKE_CONTACT_TTL = timedelta(hours=1)
 
 
 @dataclass
@@ -48,6 +63,7 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
     others = Artifact.objects.exclude(kind="recording").filter(occurred_at__lt=cutoff("artifacts"))
     calls = Call.objects.filter(occurred_at__lt=cutoff("calls"))
     emails = Email.objects.filter(occurred_at__lt=cutoff("emails"))
+    stale = Q(updated_at__lt=cutoff("tasks")) & ~Q(status__in=FINAL)
     steps: list[tuple[str, QuerySet]] = [
         ("messages", Message.objects.filter(occurred_at__lt=cutoff("messages"))),
         # A deleted call or email takes its recording or HTML body with it.
@@ -57,13 +73,19 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
         ("artifacts", others),
         ("webhook_events", WebhookEvent.objects.filter(received_at__lt=cutoff("webhook_events"))),
         ("tasks", Task.objects.filter(status__in=FINAL, finished_at__lt=cutoff("tasks"))),
+        # Unfinished but untouched for as long (an inbound message resolved before resolving
+        # finished its task, a task whose agent vanished): nobody works them any more.
+        ("abandoned_tasks", Task.objects.filter(stale)),
+        ("audit_entries", AuditLog.objects.filter(at__lt=cutoff("audit"))),
     ]
+    smoke = Contact.objects.filter(synthetic=True, created_at__lt=now - SMOKE_CONTACT_TTL)
     linked = Artifact.objects.filter(
         Q(id__in=calls.exclude(recording=None).values("recording_id"))
         | Q(id__in=emails.exclude(html=None).values("html_id"))
     )
     if dry_run:
         report.counts = {name: qs.count() for name, qs in steps}
+        report.counts["smoke_contacts"] = smoke.count()
         report.blobs = Artifact.objects.filter(
             Q(pk__in=recordings) | Q(pk__in=others) | Q(pk__in=linked)
         ).count()
@@ -76,6 +98,11 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
         else:
             count = _delete_in_batches(qs)
         report.counts[name] = count
+    # Smoke runs leave a marked contact; an interrupted run's is erased here like any other.
+    report.counts["smoke_contacts"] = 0
+    for contact_id in smoke.values_list("pk", flat=True):
+        contact_forget(contact_id=contact_id, actor="retention (smoke contact)")
+        report.counts["smoke_contacts"] += 1
     log.info("retention.applied", status="done", **report.counts, blobs=report.blobs)
     if any(report.counts.values()):
         audit_record(actor="retention", action=AuditAction.RETENTION, object_type="dossier", object_id="*",
@@ -109,64 +136,155 @@ def _delete_artifacts(qs: QuerySet) -> int:
 
 # --- Erasure ------------------------------------------------------------------------------
 
+# What erasure here cannot reach: said on the confirmation page and by --dry-run.
+PROVIDER_KEEPS = (
+    "Twilio keeps its own logs of these messages and calls (numbers, bodies, recordings): delete "
+    "them in the Twilio Console or with its API (Messages, Calls, Recordings resources).",
+    "SendGrid keeps email activity (addresses, subjects) for its own retention period (30 days "
+    "on most plans); a suppression for this address stays until you remove it there.",
+    "Log stores and database backups keep what they held until they age out on their own schedule.",
+)
+
 
 @dataclass
 class ErasureReport:
+    """What an erasure deletes (or, with ``dry_run``, would delete): rows by kind, files."""
+
     contact_id: str
     counts: dict[str, int] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    dry_run: bool = False
+    provider_keeps: tuple[str, ...] = PROVIDER_KEEPS
+
+    def lines(self) -> list[str]:
+        """The same list for the admin's confirmation page and ``forget_contact --dry-run``."""
+        verb = "would go" if self.dry_run else "gone"
+        rows = [f"{kind.replace('_', ' ')}: {count} {verb}" for kind, count in self.counts.items()]
+        files = [f"file {name} {verb}" for name in self.files]
+        return [*rows, f"files: {len(self.files)} {verb}", *files]
 
 
-def contact_forget(*, contact_id: Any, actor: str) -> ErasureReport:
-    """Erase a contact's personal data everywhere it is kept.
+@dataclass
+class _Scope:
+    contact: Contact
+    identifiers: list[str]
+    querysets: dict[str, QuerySet]
+    task_ids: list[Any]
+    files: list[str]
 
-    Deletes the contact with its consent history, messages, calls (and transcripts),
-    emails (and their events), artifacts and blobs; deletes the raw webhook events that
-    mention the contact's phone, WhatsApp address or email; blanks the payload, result and
-    error of every task of the contact or mentioning them (the task rows stay, for the
-    operational history, without personal data). Leaves one audit row with counts only.
-    """
-    contact = Contact.objects.get(pk=contact_id)
+
+def _scope(contact: Contact) -> _Scope:
+    """Every row and file that holds or points to the contact, found by the contact or by its
+    phone, WhatsApp address or email (records written before the contact existed too)."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
     identifiers = _identifiers(contact)
     mentions = Q(pk__in=[])
     for value in identifiers:
         mentions |= Q(payload__icontains=value)
-    report = ErasureReport(contact_id=str(contact.pk))
-    blobs: list[str] = []
+    whatsapp = [f"whatsapp:{v}" for v in identifiers]
+    addressed = (
+        Q(contact=contact)
+        | Q(from_address__in=identifiers)
+        | Q(to_address__in=identifiers)
+        | Q(from_address__in=whatsapp)
+        | Q(to_address__in=whatsapp)
+    )
+    calls = Call.objects.filter(addressed)
+    emails = Email.objects.filter(addressed)
+    artifacts = Artifact.objects.filter(
+        Q(contact=contact)
+        | Q(id__in=calls.exclude(recording=None).values("recording_id"))
+        | Q(id__in=emails.exclude(html=None).values("html_id"))
+    )
+    task_ids = list(Task.objects.filter(Q(contact=contact) | mentions).values_list("id", flat=True))
+    files = list(artifacts.values_list("storage_key", flat=True))
+    if contact.avatar:
+        files.append(contact.avatar.name)
+    querysets = {
+        "messages": Message.objects.filter(addressed),
+        "calls": calls,
+        "transcript_turns": TranscriptTurn.objects.filter(call__in=calls),
+        "emails": emails,
+        "email_events": EmailEvent.objects.filter(email__in=emails),
+        "artifacts": artifacts,
+        "webhook_events": WebhookEvent.objects.filter(mentions),
+        "consents": Consent.objects.filter(contact=contact),
+        "consent_changes": ConsentChange.objects.filter(contact=contact),
+        # Nothing may wait for data that is gone (an inbound message in the operators' queue).
+        "tasks_cancelled": Task.objects.filter(id__in=task_ids).exclude(status__in=FINAL),
+        "tasks_scrubbed": Task.objects.filter(id__in=task_ids),
+        "task_events_scrubbed": TaskEvent.objects.filter(task_id__in=task_ids),
+        "admin_log_entries_scrubbed": LogEntry.objects.filter(
+            content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
+        ),
+    }
+    return _Scope(contact, identifiers, querysets, task_ids, files)
+
+
+def contact_forget(*, contact_id: Any, actor: str, dry_run: bool = False) -> ErasureReport:
+    """Erase a contact's personal data everywhere it is kept; the one erasure path (the
+    admin's Delete and ``manage.py forget_contact`` both come here).
+
+    Deletes the contact with its consent history, messages, calls (and transcripts),
+    emails (and their events), artifacts and blobs, avatar included; deletes the raw webhook
+    events that mention the contact's phone, WhatsApp address or email; blanks the payload,
+    result, error and idempotency key of every task of the contact or mentioning them, and
+    their events' details (the task rows stay, for the operational history, without personal
+    data); blanks the admin's change history of the contact. Leaves one audit row with counts
+    only. ``dry_run`` counts the same rows and lists the same files, and changes nothing.
+    """
+    contact = Contact.objects.get(pk=contact_id)
+    scope = _scope(contact)
+    report = ErasureReport(contact_id=str(contact.pk), dry_run=dry_run, files=scope.files)
+    q = scope.querysets
+    if dry_run:
+        report.counts = {"contact": 1, **{kind: qs.count() for kind, qs in q.items()}}
+        return report
     with transaction.atomic():
-        addressed = Q(contact=contact) | Q(from_address__in=identifiers) | Q(to_address__in=identifiers)
-        whatsapp = [f"whatsapp:{v}" for v in identifiers]
-        addressed |= Q(from_address__in=whatsapp) | Q(to_address__in=whatsapp)
-        calls = Call.objects.filter(addressed)
-        emails = Email.objects.filter(addressed)
-        artifacts = Artifact.objects.filter(
-            Q(contact=contact)
-            | Q(id__in=calls.exclude(recording=None).values("recording_id"))
-            | Q(id__in=emails.exclude(html=None).values("html_id"))
+        # Counted before the deletes: turns and events go with their calls and emails.
+        counts = {
+            "contact": 1,
+            **{
+                k: q[k].count()
+                for k in (
+                    "messages",
+                    "calls",
+                    "transcript_turns",
+                    "emails",
+                    "email_events",
+                    "consents",
+                    "consent_changes",
+                )
+            },
+        }
+        for kind in ("messages", "calls", "emails"):
+            q[kind].delete()
+        counts["artifacts"] = Artifact.objects.filter(storage_key__in=scope.files).delete()[0]
+        counts["webhook_events"] = q["webhook_events"].delete()[0]
+        counts["tasks_cancelled"] = 0
+        for task_id in q["tasks_cancelled"].values_list("id", flat=True):
+            with contextlib.suppress(IllegalTransition):
+                counts["tasks_cancelled"] += task_cancel(
+                    task_id=task_id, actor=actor, reason="contact erased"
+                ).applied
+        counts["tasks_scrubbed"] = Task.objects.filter(id__in=scope.task_ids).update(
+            payload={"erased": True}, result={}, error_message="", contact=None, idempotency_key=None
         )
-        blobs = list(artifacts.values_list("storage_key", flat=True))
-        report.counts["messages"] = Message.objects.filter(addressed).count()
-        Message.objects.filter(addressed).delete()
-        report.counts["calls"] = calls.count()
-        calls.delete()
-        report.counts["emails"] = emails.count()
-        emails.delete()
-        report.counts["artifacts"] = Artifact.objects.filter(storage_key__in=blobs).delete()[0]
-        report.counts["webhook_events"] = WebhookEvent.objects.filter(mentions).delete()[0]
-        tasks = Task.objects.filter(Q(contact=contact) | mentions)
-        task_ids = list(tasks.values_list("id", flat=True))
-        report.counts["tasks_scrubbed"] = Task.objects.filter(id__in=task_ids).update(
-            payload={"erased": True}, result={}, error_message="", contact=None
+        counts["task_events_scrubbed"] = q["task_events_scrubbed"].update(details={})
+        counts["admin_log_entries_scrubbed"] = q["admin_log_entries_scrubbed"].update(
+            object_repr="(erased contact)", change_message=""
         )
-        TaskEvent.objects.filter(task_id__in=task_ids).update(details={})
-        if contact.avatar:
-            blobs.append(contact.avatar.name)
         contact.delete()
+        report.counts = counts
         audit_record(actor=actor, action=AuditAction.ERASE, object_type="contact", object_id=report.contact_id,
-                     details=report.counts)  # fmt: skip
-    for key in blobs:  # after the commit: a rolled-back erasure keeps its blobs
+                     details={**counts, "files": len(scope.files)})  # fmt: skip
+    for key in scope.files:  # after the commit: a rolled-back erasure keeps its blobs
         default_storage.delete(key)
-    report.counts["blobs"] = len(blobs)
-    log.info("contact.forgotten", status="done", contact_id=report.contact_id, **report.counts)
+    log.info(
+        "contact.forgotten", status="done", contact_id=report.contact_id, files=len(scope.files), **counts
+    )
     return report
 
 
@@ -176,4 +294,6 @@ def _identifiers(contact: Contact) -> list[str]:
     if contact.phone:
         values.add(re.sub(r"\D", "", contact.phone))
         values.add(contact.phone.replace("+", "%2B"))  # form-encoded callbacks
+    if contact.email:
+        values.add(contact.email.replace("@", "%40"))
     return sorted(v for v in values if v and len(v) >= 6)

@@ -75,6 +75,7 @@ def contact_get_or_create(
     whatsapp: str = "",
     locale: str = "",
     timezone_name: str = "",
+    synthetic: bool = False,
 ) -> tuple[Contact, bool]:
     """The contact with this phone or this email, or a new one. Returns (contact, created).
 
@@ -87,7 +88,7 @@ def contact_get_or_create(
     existing = _contact_matching(phone, email)
     if existing is not None:
         return existing, False
-    fields = {"phone": phone, "email": email, "name": name, "whatsapp": whatsapp}
+    fields = {"phone": phone, "email": email, "name": name, "whatsapp": whatsapp, "synthetic": synthetic}
     if phone and not whatsapp:
         fields["whatsapp"] = f"whatsapp:{phone}"
     if locale:

@@ -23,6 +23,10 @@ class ContactCreateSerializer(StrictFieldsMixin, serializers.Serializer):
     whatsapp = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     locale = serializers.CharField(max_length=16, required=False, allow_blank=True, default="")
     timezone = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    synthetic = serializers.BooleanField(
+        required=False, default=False,
+        help_text="a smoke-test contact: kept out of the inbound queue, erased an hour after creation",
+    )  # fmt: skip
 
     def validate_timezone(self, value: str) -> str:
         if value and value not in zoneinfo.available_timezones():
@@ -57,7 +61,7 @@ class ContactSerializer(serializers.ModelSerializer):
     class Meta:
         model = Contact
         fields = [
-            "id", "name", "phone", "email", "whatsapp", "locale", "timezone", "email_undeliverable",
+            "id", "name", "phone", "email", "whatsapp", "locale", "timezone", "email_undeliverable", "synthetic",
             "consents", "avatar_url", "timeline_url", "created_at", "updated_at",
         ]  # fmt: skip
         read_only_fields = fields

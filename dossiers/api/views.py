@@ -77,7 +77,7 @@ class ContactListCreateView(generics.ListAPIView, DossierView):
         data = serializer.validated_data
         contact, created = services.contact_get_or_create(
             phone=data["phone"], email=data["email"], name=data["name"], whatsapp=data["whatsapp"],
-            locale=data["locale"], timezone_name=data["timezone"],
+            locale=data["locale"], timezone_name=data["timezone"], synthetic=data["synthetic"],
         )  # fmt: skip
         body = ContactSerializer(Contact.objects.prefetch_related("consents").get(pk=contact.pk)).data
         return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

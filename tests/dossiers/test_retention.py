@@ -28,7 +28,7 @@ NOW = at(0) + timedelta(days=400)  # the frozen clock: T0 is 400 days before
 def media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path
     settings.RETENTION_DAYS = {"messages": 365, "calls": 365, "recordings": 90, "emails": 365,
-                               "artifacts": 180, "webhook_events": 30, "tasks": 730}  # fmt: skip
+                               "artifacts": 180, "webhook_events": 30, "tasks": 730, "audit": 2190}  # fmt: skip
     return tmp_path
 
 
@@ -62,7 +62,8 @@ def test_expired_rows_and_blobs_go_and_the_rest_stays(media):
     s = seed()
     report = retention_apply(now=NOW)
     assert report.counts == {"messages": 1, "calls": 1, "emails": 1, "recordings": 1, "artifacts": 1,
-                             "webhook_events": 1, "tasks": 0}  # fmt: skip
+                             "webhook_events": 1, "tasks": 0, "abandoned_tasks": 0, "audit_entries": 0,
+                             "smoke_contacts": 0}  # fmt: skip
     assert report.blobs == 3
     assert list(Message.objects.values_list("pk", flat=True)) == [s["new_msg"].pk]
     assert not Call.objects.exists() and not Email.objects.exists()
@@ -141,7 +142,7 @@ def test_forget_contact_leaves_no_trace_of_phone_email_or_bodies(media):
     bob_blob = blob(b, kind="document", days_ago=1, content=b"bob's file")
 
     out = io.StringIO()
-    call_command("forget_contact", str(a.id), "--actor", "operator:jane", stdout=out)
+    call_command("forget_contact", str(a.id), "--actor", "operator:jane", "--yes", stdout=out)
 
     dump = _snapshot()
     for trace in (a.phone, a.phone[1:], a.email, "Alice", secret_body, "7319"):
@@ -169,3 +170,57 @@ def test_forget_unknown_contact_is_a_command_error():
         call_command("forget_contact", "00000000-0000-0000-0000-000000000000")
     with pytest.raises(CommandError, match="No contact"):
         call_command("forget_contact", "not-a-uuid")
+
+
+# --- Every personal record (issue 16) -------------------------------------------------------
+
+
+def test_unfinished_tasks_untouched_past_the_period_and_old_audit_rows_go():
+    stuck, _ = task_create(type="diagnostic.echo", scheduled_for=NOW + timedelta(days=1))
+    fresh, _ = task_create(type="diagnostic.echo", scheduled_for=NOW + timedelta(days=1))
+    Task.objects.filter(pk=stuck.pk).update(status="in_progress", updated_at=ago(731))
+    Task.objects.filter(pk=fresh.pk).update(status="in_progress", updated_at=ago(10))
+    old = AuditLog.objects.create(actor="x", action="view_dossier", object_type="contact", object_id="1")
+    AuditLog.objects.filter(pk=old.pk).update(at=ago(2191))
+    recent = AuditLog.objects.create(actor="y", action="view_dossier", object_type="contact", object_id="2")
+    dry = retention_apply(now=NOW, dry_run=True).counts
+    assert (dry["abandoned_tasks"], dry["audit_entries"]) == (1, 1)
+    report = retention_apply(now=NOW)
+    assert (report.counts["abandoned_tasks"], report.counts["audit_entries"]) == (1, 1)
+    assert list(Task.objects.values_list("pk", flat=True)) == [fresh.pk]
+    assert set(AuditLog.objects.exclude(action="retention").values_list("pk", flat=True)) == {recent.pk}
+
+
+def test_smoke_contacts_are_erased_an_hour_after_creation_real_ones_never(media):
+    from django.utils import timezone
+
+    smoke = Contact.objects.create(name="Smoke test", phone="+14155550177", synthetic=True)
+    young = Contact.objects.create(name="Smoke test", phone="+14155550178", synthetic=True)
+    real = alice()
+    Contact.objects.filter(pk__in=[smoke.pk, real.pk]).update(created_at=timezone.now() - timedelta(hours=2))
+    task, _ = task_create(type="diagnostic.echo", contact_id=smoke.id, payload={"to": smoke.phone})
+    assert retention_apply(dry_run=True).counts["smoke_contacts"] == 1
+    assert Contact.objects.filter(pk=smoke.pk).exists()
+    assert retention_apply().counts["smoke_contacts"] == 1
+    assert set(Contact.objects.values_list("pk", flat=True)) == {young.pk, real.pk}
+    assert Task.objects.get(pk=task.pk).payload == {"erased": True}
+    assert AuditLog.objects.get(action="erase").actor == "retention (smoke contact)"
+
+
+def test_resolving_a_conversation_finishes_its_inbound_task_so_retention_removes_it(django_user_model):
+    from dashboard.services import inbox_resolve, inbox_sync
+    from tests.dashboard.conftest import inbound, register_console_types
+
+    register_console_types()
+    operator = django_user_model.objects.create_user("oli", password="pw-long-enough-1", is_staff=True)
+    task = inbound(alice(), "please call me back")
+    Task.objects.filter(pk=task.pk).update(status="in_progress")  # parked for the operators
+    inbox_sync()
+    from dashboard.models import InboxItem
+
+    assert inbox_resolve(item_id=InboxItem.objects.get(task=task).pk, user=operator)
+    task.refresh_from_db()
+    assert (task.status, task.events.last().actor) == ("succeeded", "operator:oli")
+    Task.objects.filter(pk=task.pk).update(finished_at=NOW - timedelta(days=731))
+    assert retention_apply(now=NOW).counts["tasks"] == 1
+    assert not Task.objects.filter(pk=task.pk).exists()

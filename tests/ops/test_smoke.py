@@ -133,11 +133,38 @@ def test_without_base_url_it_starts_its_own_server():
 
     if connection.vendor != "postgresql":
         unavailable("needs PostgreSQL: the smoke server shares the test database")
+    from dashboard.models import InboxItem
+    from dashboard.services import inbox_sync
+    from dossiers.models import Contact, Message
+    from orchestrator.models import Task
+
+    # What an interrupted run left: its marked contact and a message.
+    leftover = Contact.objects.create(name="Smoke test", phone="+14155550100", email="smoke@example.com",
+                                      synthetic=True)  # fmt: skip
+    Task.objects.create(type="sms.inbound", channel="sms", status="in_progress", contact=leftover,
+                        payload={"from": "+14155550100", "body": "SMOKE interrupted"})  # fmt: skip
     code, rows, text = run_smoke("diagnostic", "inbound", "whatsapp")
     assert code == 0, text
     assert [row[:2] for row in rows] == [["diagnostic", "PASS"], ["whatsapp", "PASS"], ["inbound", "PASS"]], (
         text
     )
+    inbox_sync()  # the operators' queue as the next page load builds it
+    assert not InboxItem.objects.exists()  # the smoke conversation never reached the inbox
+    # Cleaned up: this run's contact and the interrupted run's, with their messages and payloads.
+    assert not Contact.objects.filter(phone="+14155550100").exists()
+    assert not Message.objects.filter(body__contains="SMOKE").exists()
+    assert not Task.objects.filter(payload__icontains="+14155550100").exists()
+
+
+def test_smoke_never_uses_a_real_contact_with_its_phone():
+    from dossiers.models import Contact
+
+    real = Contact.objects.create(name="Real Customer", phone="+14155550100", email="smoke@example.com")
+    ctx = smoke.Context(api=None, timeout=1, phone="+14155550100", email="smoke@example.com")
+    with pytest.raises(smoke.SmokeFailure, match="belong to a real contact"):
+        smoke.contact_in_database(ctx)
+    assert smoke.erase_local_contacts(phone="+14155550100", email="smoke@example.com") == 0
+    assert Contact.objects.filter(pk=real.pk).exists()
 
 
 def test_base_url_without_api_key_is_refused():

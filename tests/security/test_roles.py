@@ -18,6 +18,7 @@ from comms_platform.routing import websocket_urlpatterns
 from dashboard import access, connectivity
 from dashboard.access import ACCESS, ROLES, Access
 from dashboard.models import InboxItem
+from dashboard.roles import roles_sync
 from dossiers.models import AuditLog, Call, Contact
 from dossiers.services import artifact_store
 from orchestrator.models import Task
@@ -26,6 +27,13 @@ from tests.dashboard.conftest import inbound, register_console_types
 
 pytestmark = pytest.mark.django_db
 PEOPLE = [*ROLES, None]  # None: staff, no group
+
+
+@pytest.fixture(autouse=True)
+def roles(db) -> None:
+    """The migration creates the groups; a transactional test earlier in the run flushes them."""
+    if Group.objects.filter(name__in=ROLES).count() != len(ROLES):
+        roles_sync(roles=ROLES)
 
 
 @pytest.fixture
@@ -125,6 +133,15 @@ def test_refusals_that_change_state_change_nothing(client, world, django_user_mo
     assert client.get(f"/api/contacts/{world['contact']}/export/").status_code == 403
     assert AuditLog.objects.filter(action="denied", actor="stan").count() == 4
     assert not AuditLog.objects.filter(action="export").exists()
+
+
+def test_the_migration_creates_exactly_the_tables_groups():
+    import importlib
+
+    migration = importlib.import_module("dashboard.migrations.0003_h16a_roles")
+    assert {name: set(perms) for name, perms in migration.ROLES.items()} == {
+        n: set(p) for n, p in ROLES.items()
+    }
 
 
 def test_the_groups_hold_exactly_the_tables_permissions():

@@ -57,6 +57,7 @@ class Command(BaseCommand):
             from orchestrator.models import ApiKey
 
             record, key = api_key_create(name="smoke (local server)", contacts="write", all_tasks=True)
+            smoke.erase_local_contacts(phone=options["phone"], email=options["email"])  # an interrupted run's
             try:
                 with smoke.local_server() as base:
                     rows = self._run(
@@ -66,6 +67,7 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
             finally:
                 ApiKey.objects.filter(id=record.id).update(revoked_at=timezone.now())
+                smoke.erase_local_contacts(phone=options["phone"], email=options["email"])
         self.stdout.write(smoke.render(rows))
         if any(row.result != "PASS" for row in rows):
             raise SystemExit(1)
