@@ -15,9 +15,11 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from comms_platform.routing import provider_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
+from comms_platform.testmode import loopback_only_websockets  # noqa: E402
 
 browser_websockets = AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns)))
 application = ProtocolTypeRouter(
@@ -28,3 +30,6 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter([*provider_websocket_urlpatterns, re_path(r"", browser_websockets)]),
     }
 )
+if settings.TEST_MODE and not settings.ALLOW_TEST_MODE_ON_NETWORK:
+    # HTTP is guarded by LoopbackOnlyMiddleware; websockets do not pass through it.
+    application = loopback_only_websockets(application)
