@@ -13,9 +13,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402
 
 from comms_platform.routing import provider_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
+from comms_platform.testmode import loopback_only_websockets  # noqa: E402
 from dashboard.live_auth import TicketAuthMiddleware  # noqa: E402
 
 # The console's sockets are opened with a single-use ticket minted by the web service (the
@@ -29,3 +31,6 @@ application = ProtocolTypeRouter(
         "websocket": URLRouter([*provider_websocket_urlpatterns, re_path(r"", browser_websockets)]),
     }
 )
+if settings.TEST_MODE and not settings.ALLOW_TEST_MODE_ON_NETWORK:
+    # HTTP is guarded by LoopbackOnlyMiddleware; websockets do not pass through it.
+    application = loopback_only_websockets(application)

@@ -7,6 +7,7 @@ worker exits its live gauges must be dropped, or /metrics keeps reporting a dead
 from __future__ import annotations
 
 import os
+import sys
 
 
 def child_exit(server, worker) -> None:
@@ -14,3 +15,16 @@ def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def on_starting(server) -> None:
+    """Test mode serves this machine only (comms_platform/testmode.py)."""
+    from comms_platform import testmode
+
+    if os.environ.get("COMMS_MODE", "test") != "test":
+        return
+    if os.environ.get("ALLOW_TEST_MODE_ON_NETWORK", "").lower() in ("1", "true", "yes", "on"):
+        return
+    problem = testmode.bind_problem(list(server.cfg.bind))
+    if problem:
+        sys.exit(problem)

@@ -17,6 +17,7 @@ import environ
 
 from comms_platform import config as platform_config
 from comms_platform import logs as comms_logs
+from comms_platform import testmode as comms_testmode
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -38,11 +39,20 @@ if not TEST_MODE and not _DIAGNOSTIC_COMMANDS.intersection(sys.argv[1:2]):
     if problems:
         sys.exit(platform_config.format_startup_problems(problems))
 
-# A fixed key in test mode keeps `make run` sessions and signed URLs stable; production
-# must set its own (the startup check above refuses a missing or placeholder one).
-SECRET_KEY = env.str("SECRET_KEY", default="test-mode-secret-key-not-for-production-use-0123456789")
+# Test mode's secrets, unless set, are random per installation (var/test-mode-secrets.json):
+# stable across `make run` sessions, never a published constant. Production sets its own
+# (the startup check above refuses a missing or placeholder one).
+_LOCAL_SECRETS = comms_testmode.installation_secrets(VAR_DIR) if TEST_MODE else {}
+SECRET_KEY = env.str("SECRET_KEY", default=_LOCAL_SECRETS.get("SECRET_KEY", ""))
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+# Test mode serves this machine only (comms_platform/testmode.py) unless this is set.
+ALLOW_TEST_MODE_ON_NETWORK = env.bool("ALLOW_TEST_MODE_ON_NETWORK", default=False)
+if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK and comms_testmode.non_local_hosts(ALLOWED_HOSTS):
+    sys.exit(
+        f"ALLOWED_HOSTS names {', '.join(comms_testmode.non_local_hosts(ALLOWED_HOSTS))}: "
+        + comms_testmode.NETWORK_REFUSAL
+    )
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 PUBLIC_WS_BASE_URL = env.str("PUBLIC_WS_BASE_URL", default="").rstrip("/")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
@@ -226,7 +236,7 @@ ROUTING_CHANNEL_TASK_TYPES = {
     "voice": "call.outbound",
 }
 REMOTE_AGENT_SECRETS = [
-    s for s in env.list("REMOTE_AGENT_SECRET", default=["test-mode-remote-agent-secret"]) if s
+    s for s in env.list("REMOTE_AGENT_SECRET", default=[_LOCAL_SECRETS.get("REMOTE_AGENT_SECRET", "")]) if s
 ]
 REMOTE_AGENT_TIMEOUT_SECONDS = env.float("REMOTE_AGENT_TIMEOUT_SECONDS", default=10.0)
 # Outbound requests to URLs we did not write (remote agents, media and recording URLs):
@@ -378,6 +388,8 @@ comms_logs.configure_structlog()
 # --- Dossiers, retention, heartbeats, audit ---------------------------------------------
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="US")
 MIDDLEWARE.insert(0, "comms_platform.logs.RequestLogContextMiddleware")
+if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK:
+    MIDDLEWARE.insert(0, "comms_platform.testmode.LoopbackOnlyMiddleware")
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=5)
 HEARTBEAT_STALE_SECONDS = env.int("HEARTBEAT_STALE_SECONDS", default=30)
 RETENTION_INTERVAL_SECONDS = env.int("RETENTION_INTERVAL_SECONDS", default=3600)
@@ -407,12 +419,12 @@ INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)
 
 # --- messaging agent ------------------------------------------------------------------
 INSTALLED_APPS += ["agents.messaging.apps.MessagingConfig"]
-# Test mode signs and verifies simulated Twilio callbacks with a fixed token, so `make run`
-# works offline; production requires real credentials (config.schema.json).
+# Test mode signs and verifies simulated Twilio callbacks with this installation's generated
+# token, so `make run` works offline; production requires real credentials (config.schema.json).
 if TEST_MODE and not TWILIO_ACCOUNT_SID:
     TWILIO_ACCOUNT_SID = "AC" + "0" * 31 + "1"
-if TEST_MODE and not TWILIO_AUTH_TOKEN:
-    TWILIO_AUTH_TOKEN = "0123456789abcdef0123456789abcdef"  # noqa: S105 (test mode only)
+if TEST_MODE and not TWILIO_AUTH_TOKEN:  # this installation's own (comms_platform/testmode.py)
+    TWILIO_AUTH_TOKEN = _LOCAL_SECRETS["TWILIO_AUTH_TOKEN"]
 if TEST_MODE and not (TWILIO_SMS_FROM or TWILIO_MESSAGING_SERVICE_SID):
     TWILIO_SMS_FROM = "+15005550006"
 if TEST_MODE and not TWILIO_WHATSAPP_FROM:

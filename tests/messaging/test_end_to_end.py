@@ -12,7 +12,7 @@ from orchestrator.states import TaskStatus
 from tests.support.services import platform_env, transactional_db, wait_until, web_server
 
 S = TaskStatus
-TEST_MODE_TOKEN = "0123456789abcdef0123456789abcdef"  # settings.py's test-mode default
+TEST_MODE_TOKEN = "0123456789abcdef0123456789abcdef"  # given to the server (test mode generates its own)
 pytestmark = [transactional_db, pytest.mark.services]
 
 
@@ -61,7 +61,7 @@ def test_sms_to_a_landline_ends_failed_with_30006():
 
 def test_whatsapp_reply_inside_the_window_ends_succeeded():
     key = api_key_create(name="e2e")[1]
-    with web_server(platform_env()) as base:
+    with web_server(platform_env(TWILIO_AUTH_TOKEN=TEST_MODE_TOKEN)) as base:
         url = f"{base}/webhooks/twilio/messaging/inbound/"
         params = {"MessageSid": "SM" + "e" * 32, "AccountSid": "AC" + "0" * 31 + "1", "From": "whatsapp:+14155550123",
                   "To": "whatsapp:+14155238886", "Body": "Hi, is my order ready?", "NumMedia": "0",
