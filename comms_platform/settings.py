@@ -390,6 +390,11 @@ CELERY_BEAT_SCHEDULE["messaging-fetch-pending-media"] = {
     "schedule": float(MEDIA_PICKUP_INTERVAL_SECONDS),
     "options": {"queue": "messaging"},
 }
+CELERY_BEAT_SCHEDULE["messaging-close-open-attempts"] = {
+    "task": "messaging.close_open_attempts",
+    "schedule": 60.0,
+    "options": {"queue": "messaging"},
+}
 CELERY_BEAT_SCHEDULE["voice-fetch-pending-recordings"] = {
     "task": "voice.fetch_pending_recordings",
     "schedule": float(MEDIA_PICKUP_INTERVAL_SECONDS),

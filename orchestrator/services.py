@@ -357,6 +357,7 @@ def task_transition(
     result: dict[str, Any] | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
+    supersedes_failure: bool = False,
 ) -> TransitionResult:
     """Apply one transition. Raises IllegalTransition (nothing written) or Task.DoesNotExist.
 
@@ -364,7 +365,8 @@ def task_transition(
     leaves the task as it was, so late or duplicated callbacks never regress a task.
     """
     change = Transition(task_id=task_id, to=to, actor=actor, details=details, provider_id=provider_id,
-                        result=result, error_code=error_code, error_message=error_message)  # fmt: skip
+                        result=result, error_code=error_code, error_message=error_message,
+                        supersedes_failure=supersedes_failure)  # fmt: skip
     with transaction.atomic():
         (outcome,) = task_transition_many([change])
     if isinstance(outcome, Exception):
@@ -384,6 +386,16 @@ class Transition:
     result: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The provider's later word on the same send: a task it failed (undelivered) may still
+    # succeed when it reports the message delivered after all (FINAL_STATUS_RULE).
+    supersedes_failure: bool = False
+
+
+# One rule for conflicting final statuses, for the task and the dossier record alike: the
+# provider's highest-ranked status wins (delivered/read over undelivered/failed). So a
+# provider failure followed by a delivery ends succeeded, and a failure after a delivery is
+# recorded but changes nothing. Our own decisions (cancelled, expired) are never superseded.
+FINAL_STATUS_RULE = "the provider's highest-ranked final status wins"
 
 
 def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult | Exception]:
@@ -432,14 +444,21 @@ def _transition_in_memory(task: Task, change: Transition) -> tuple[TaskEvent, li
     tells a parent chain, both after commit."""
     to = change.to
     kind = classify(task.status, to)
-    if kind is Kind.ILLEGAL:
+    superseded = change.supersedes_failure and task.status == S.FAILED and to == S.SUCCEEDED
+    if kind is Kind.ILLEGAL and not superseded:
         raise IllegalTransition(task.status, to)
     event = TaskEvent(task=task, from_status=task.status, to_status=to, actor=change.actor,
                       channel=task.channel, details=dict(change.details or {}))  # fmt: skip
-    if kind is Kind.STALE:
+    if kind is Kind.STALE and not superseded:
         event.applied = False
         return event, []
     fields = ["status", "updated_at"]
+    if superseded:
+        event.details.update(superseded=S.FAILED, rule=FINAL_STATUS_RULE)
+    if to == S.SUCCEEDED and (task.error_code or task.error_message):
+        # A success carries no error: a retry's reason or a superseded failure is in the events.
+        task.error_code, task.error_message = "", ""
+        fields += ["error_code", "error_message"]
     if change.provider_id is not None:
         task.provider_id = change.provider_id
         fields.append("provider_id")

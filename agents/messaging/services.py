@@ -132,8 +132,10 @@ def message_send(*, task: Task, channel: str) -> None:
         _check_window(contact, rendered)
     from_, service = _sender(channel)
     to = f"whatsapp:{phone}" if channel == "whatsapp" else phone
-    message = _dossier_message(task, contact, channel, from_ or service, to, rendered.text, info)
+    # Paced before anything is written: a send that waits for its sender's turn (and comes
+    # back as a retry with its attempt given back) writes one dossier message, not one per wait.
     _rate_limit(task, from_ or service)
+    message = _dossier_message(task, contact, channel, from_ or service, to, rendered.text, info)
     outbound = OutboundMessage(
         to=to, body=rendered.text, status_callback=status_callback_url(task.id), from_=from_,
         messaging_service_sid=service, media_urls=list(payload.get("media_url") or []),
@@ -216,6 +218,24 @@ def _after_refusal(*, task: Task, message: Message, exc: Exception) -> None:
                     source="provider_error", detail=f"Twilio {code}", actor=f"agent:{task.agent or 'messaging'}")  # fmt: skip
     if not getattr(exc, "permanent", True) and task.attempts > settings.MESSAGING_MAX_RETRIES:
         raise PermanentError(f"gave up after {task.attempts} attempts: {exc}", code=str(code)) from exc
+
+
+def attempts_close_open() -> int:
+    """Close the send attempts left ``started`` on a task that has ended: accepted when the task
+    succeeded (a callback proved the provider had it), abandoned otherwise. Returns how many."""
+    from orchestrator.states import FINAL
+
+    now = timezone.now()
+    open_attempts = SendAttempt.objects.filter(outcome=SendAttempt.Outcome.STARTED)
+    accepted = open_attempts.filter(task__status=S.SUCCEEDED).update(
+        outcome=SendAttempt.Outcome.ACCEPTED, finished_at=now,
+        detail="closed: the provider's callbacks show it was accepted",
+    )  # fmt: skip
+    abandoned = open_attempts.filter(task__status__in=FINAL - {S.SUCCEEDED}).update(
+        outcome=SendAttempt.Outcome.ABANDONED, finished_at=now,
+        detail="closed: the task ended before this attempt was answered",
+    )  # fmt: skip
+    return accepted + abandoned
 
 
 def _finish_attempt(attempt: SendAttempt, outcome: str, *, sid: str = "", detail: str = "") -> None:
@@ -436,6 +456,7 @@ def _apply_batch(records: list) -> list[str]:
         failed = target in (S.FAILED, S.CANCELLED)
         changes.append((i, status, Transition(
             task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            supersedes_failure=target == S.SUCCEEDED,
             details={"message_status": status, **({"error_code": code} if code else {})},
             result={"message_status": status} if not failed else None,
             error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
@@ -496,6 +517,7 @@ def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
     try:
         result = task_transition(
             task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            supersedes_failure=target == S.SUCCEEDED,
             details={"message_status": status, **({"error_code": code} if code else {})},
             result={"message_status": status} if not failed else None,
             error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
@@ -527,6 +549,8 @@ def _message_status(message: Message, sid: str, status: str, code: str, reason: 
         fields: dict[str, Any] = {"status": status}
         if code:
             fields.update(error_code=code[:16], error_message=reason[:300])
+        elif rank >= RANK["partially_delivered"]:
+            fields.update(error_code="", error_message="")  # delivered after all: no stale error
         not_lower = [name for name, r in RANK.items() if r >= rank]
         Message.objects.filter(id=message.id).exclude(status__in=not_lower).update(**fields, updated_at=now)
 
