@@ -549,6 +549,7 @@ class SweepReport:
     resent: int = 0
     expired: int = 0
     left_pending: int = 0
+    status_checks: int = 0
 
 
 def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> SweepReport:
@@ -577,7 +578,42 @@ def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> S
             report.resent += 1
         else:
             report.left_pending += 1
+    report.status_checks = _queue_status_checks(now, batch)
     return report
+
+
+def _claim_overdue_in_progress(now: datetime, batch: int) -> list[tuple[Any, str]]:
+    """In-progress tasks with a status check, untouched for their channel's age: (id, type)."""
+    checks = registry.status_checks()
+    ages = settings.STATUS_CHECK_AGE_SECONDS
+    overdue = Q()
+    for channel, seconds in ages.items():
+        overdue |= Q(channel=channel, updated_at__lte=now - timedelta(seconds=seconds))
+    if not checks or not ages:
+        return []
+    with transaction.atomic():
+        qs = Task.objects.filter(overdue, status=S.IN_PROGRESS, type__in=list(checks)).order_by("updated_at")
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True)
+        rows = list(qs.values_list("id", "type")[:batch])
+        if rows:  # touched: checked again one age later if it is still open then
+            Task.objects.filter(id__in=[task_id for task_id, _ in rows]).update(updated_at=now)
+    return rows
+
+
+def _queue_status_checks(now: datetime, batch: int) -> int:
+    """Ask each overdue task's agent (on its own queue) to check with the provider."""
+    from orchestrator.tasks import check_status
+
+    queued = 0
+    for task_id, task_type in _claim_overdue_in_progress(now, batch):
+        route = registry.get_route(task_type)
+        try:
+            check_status.apply_async(args=[str(task_id)], queue=route.queue if route else "orchestrator")
+            queued += 1
+        except Exception as exc:  # the broker is down: the next sweep after one age asks again
+            log.warning("status check of %s not queued (%s)", task_id, type(exc).__name__)
+    return queued
 
 
 def _claim_expired(now: datetime, batch: int) -> list[Any]:

@@ -492,7 +492,7 @@ def _apply_stored(record) -> str:
         return "error"
 
 
-def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
+def status_apply(*, event: dict[str, str], task_id: str | None, actor: str = "webhook:twilio") -> str:
     """Apply one (new) status callback; returns an outcome label."""
     status = event.get("MessageStatus") or event.get("SmsStatus") or ""
     sid = event.get("MessageSid") or event.get("SmsSid") or ""
@@ -516,7 +516,7 @@ def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
     failed = target in (S.FAILED, S.CANCELLED)
     try:
         result = task_transition(
-            task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            task_id=message.task_id, to=target, actor=actor, provider_id=sid,
             supersedes_failure=target == S.SUCCEEDED,
             details={"message_status": status, **({"error_code": code} if code else {})},
             result={"message_status": status} if not failed else None,
@@ -525,6 +525,39 @@ def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
     except IllegalTransition:
         return f"{status}:not_applied"
     return status if result.applied else f"{status}:stale"
+
+
+def status_check(*, task_id: Any) -> str:
+    """A send still in progress past its channel's age: its final callback was lost. Ask the
+    provider and apply what it says as a callback would; fail the task when the provider has no
+    such message, or still no final status after STATUS_CHECK_GIVE_UP_SECONDS."""
+    from orchestrator.services import task_fail
+
+    task = Task.objects.filter(id=task_id, status=S.IN_PROGRESS).first()
+    if task is None:
+        return "not_in_progress"
+    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    sid = task.provider_id or (message.provider_sid if message else "") or ""
+    actor = "agent:messaging (status check)"
+    if not sid:
+        task_fail(task_id=task.id, code="no_provider_id", actor=actor,
+                  message="in progress without a provider message id: nothing to ask the provider")  # fmt: skip
+        return "failed:no_provider_id"
+    status, code = get_provider().fetch_status(sid)
+    if status == "not_found":
+        task_fail(task_id=task.id, code="not_found_at_provider", actor=actor,
+                  message=f"the provider has no message {sid}")  # fmt: skip
+        return "failed:not_found_at_provider"
+    if TASK_STATUS.get(status) in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
+        with transaction.atomic():
+            outcome = status_apply(event={"MessageSid": sid, "MessageStatus": status, "ErrorCode": code},
+                                   task_id=str(task.id), actor=actor)  # fmt: skip
+        return f"applied:{outcome}"
+    if (timezone.now() - task.created_at).total_seconds() > settings.STATUS_CHECK_GIVE_UP_SECONDS:
+        task_fail(task_id=task.id, code="no_final_status", actor=actor,
+                  message=f"the provider still says {status!r}: no final status came")  # fmt: skip
+        return "failed:no_final_status"
+    return f"still:{status}"
 
 
 def _message_for(*, sid: str, task_id: str | None) -> Message | None:
