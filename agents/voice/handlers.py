@@ -11,7 +11,7 @@ from agents.voice.providers import OutboundCall, get_provider
 from dossiers.models import ConsentStatus
 from dossiers.services import consent_status
 from orchestrator.models import Task
-from orchestrator.registry import handler, payload_validator
+from orchestrator.registry import handler, payload_validator, status_check
 from orchestrator.services import task_transition
 from orchestrator.states import TaskStatus
 
@@ -59,3 +59,8 @@ def call_handoff(task: Task) -> None:
     """A caller asked for a person: the task waits in progress in the operators' queue."""
     task_transition(task_id=task.id, to=TaskStatus.IN_PROGRESS, actor="agent:operators",
                     details={"waiting_for": "operator", "call_task": task.payload.get("call_task", "")})  # fmt: skip
+
+
+@status_check("call.outbound")
+def call_status_check(task_id) -> str:
+    return services.call_status_check(task_id=task_id)

@@ -31,6 +31,10 @@ class VoiceProvider(Protocol):
 
     def start_call(self, call: OutboundCall) -> str: ...
 
+    def fetch_call(self, sid: str) -> tuple[str, int | None]:
+        """The call's status and duration at the provider; ("not_found", None) when unknown."""
+        ...
+
 
 def get_provider() -> VoiceProvider:
     if settings.TEST_MODE:
