@@ -219,6 +219,16 @@ TASK_LEASE_SECONDS = env.int("TASK_LEASE_SECONDS", default=20)
 TASK_LEASE_RENEW_SECONDS = env.float("TASK_LEASE_RENEW_SECONDS", default=max(0.5, TASK_LEASE_SECONDS / 4))
 # A worker whose database is away retries the message this much later (not counted as an attempt).
 TASK_DATABASE_RETRY_SECONDS = env.float("TASK_DATABASE_RETRY_SECONDS", default=3.0)
+# A task still in_progress this long after its last change (per channel) has lost its final
+# callback: the sweeper asks the provider (the agent's status check). Format: "sms=900,whatsapp=900".
+STATUS_CHECK_AGE_SECONDS = {
+    channel: int(seconds)
+    for channel, seconds in env.dict(
+        "STATUS_CHECK_AGE_SECONDS", default={"sms": "900", "whatsapp": "900"}
+    ).items()
+}
+# After this long without a final status from the provider either, the task fails (no_final_status).
+STATUS_CHECK_GIVE_UP_SECONDS = env.int("STATUS_CHECK_GIVE_UP_SECONDS", default=24 * 3600)
 TASK_MAX_ATTEMPTS = env.int("TASK_MAX_ATTEMPTS", default=5)
 TASK_RETRY_BACKOFF_SECONDS = env.float("TASK_RETRY_BACKOFF_SECONDS", default=2.0)
 TASK_RETRY_BACKOFF_MAX_SECONDS = env.float("TASK_RETRY_BACKOFF_MAX_SECONDS", default=300.0)
@@ -453,6 +463,11 @@ CELERY_BEAT_SCHEDULE["messaging-drain-status-events"] = {
 CELERY_BEAT_SCHEDULE["messaging-fetch-pending-media"] = {
     "task": "messaging.fetch_pending_media",
     "schedule": float(MEDIA_PICKUP_INTERVAL_SECONDS),
+    "options": {"queue": "messaging"},
+}
+CELERY_BEAT_SCHEDULE["messaging-close-open-attempts"] = {
+    "task": "messaging.close_open_attempts",
+    "schedule": 60.0,
     "options": {"queue": "messaging"},
 }
 CELERY_BEAT_SCHEDULE["voice-fetch-pending-recordings"] = {

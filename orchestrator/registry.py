@@ -89,12 +89,34 @@ def task_action(task_type: str, name: str) -> Callable[[TaskAction], TaskAction]
     return register
 
 
+# Status checks: for a task type whose final state comes from a provider's callback, the agent
+# registers how to ask the provider directly. The sweeper queues it for a task still
+# ``in_progress`` past its channel's STATUS_CHECK_AGE_SECONDS (a lost final callback). The
+# check receives the task id; it finishes the task with what the provider says, or fails it.
+StatusCheck = Callable[[Any], str]
+_status_checks: dict[str, str] = {}
+
+
+def status_check(*task_types: str) -> Callable[[StatusCheck], StatusCheck]:
+    def register(func: StatusCheck) -> StatusCheck:
+        for task_type in task_types:
+            _status_checks[task_type] = f"{func.__module__}.{func.__qualname__}"
+        return func
+
+    return register
+
+
 def run_task_action(task: Task, name: str, *, actor: str) -> str:
     """Run the ``name`` action on ``task`` and return its outcome; NoSuchAction when no agent offers it."""
     action = _actions.get((task.type, name))
     if action is None:
         raise NoSuchAction(f"no agent offers {name!r} for {task.type} tasks")
     return action(task, actor)
+
+
+def status_checks() -> dict[str, str]:
+    """Task type → dotted path of its status check."""
+    return dict(_status_checks)
 
 
 # Type-specific checks run at intake, so a bad payload is a 400 that says what is wrong

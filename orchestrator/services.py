@@ -357,6 +357,7 @@ def task_transition(
     result: dict[str, Any] | None = None,
     error_code: str | None = None,
     error_message: str | None = None,
+    supersedes_failure: bool = False,
 ) -> TransitionResult:
     """Apply one transition. Raises IllegalTransition (nothing written) or Task.DoesNotExist.
 
@@ -364,7 +365,8 @@ def task_transition(
     leaves the task as it was, so late or duplicated callbacks never regress a task.
     """
     change = Transition(task_id=task_id, to=to, actor=actor, details=details, provider_id=provider_id,
-                        result=result, error_code=error_code, error_message=error_message)  # fmt: skip
+                        result=result, error_code=error_code, error_message=error_message,
+                        supersedes_failure=supersedes_failure)  # fmt: skip
     with transaction.atomic():
         (outcome,) = task_transition_many([change])
     if isinstance(outcome, Exception):
@@ -384,6 +386,16 @@ class Transition:
     result: dict[str, Any] | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The provider's later word on the same send: a task it failed (undelivered) may still
+    # succeed when it reports the message delivered after all (FINAL_STATUS_RULE).
+    supersedes_failure: bool = False
+
+
+# One rule for conflicting final statuses, for the task and the dossier record alike: the
+# provider's highest-ranked status wins (delivered/read over undelivered/failed). So a
+# provider failure followed by a delivery ends succeeded, and a failure after a delivery is
+# recorded but changes nothing. Our own decisions (cancelled, expired) are never superseded.
+FINAL_STATUS_RULE = "the provider's highest-ranked final status wins"
 
 
 def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult | Exception]:
@@ -432,17 +444,24 @@ def _transition_in_memory(task: Task, change: Transition) -> tuple[TaskEvent, li
     tells a parent chain, both after commit."""
     to = change.to
     kind = classify(task.status, to)
-    if kind is Kind.ILLEGAL:
+    superseded = change.supersedes_failure and task.status == S.FAILED and to == S.SUCCEEDED
+    if kind is Kind.ILLEGAL and not superseded:
         raise IllegalTransition(task.status, to)
     event = TaskEvent(task=task, from_status=task.status, to_status=to, actor=change.actor,
                       channel=task.channel, details=dict(change.details or {}))  # fmt: skip
-    if kind is Kind.STALE:
+    if kind is Kind.STALE and not superseded:
         event.applied = False
         # A late callback changes no state, but what it says (a message's "sent" after the
         # task moved on) is news to a page showing it.
         _publish(task, {"status": task.status, "from": task.status, "to": to, "applied": False}, change)
         return event, []
     fields = ["status", "updated_at"]
+    if superseded:
+        event.details.update(superseded=S.FAILED, rule=FINAL_STATUS_RULE)
+    if to == S.SUCCEEDED and (task.error_code or task.error_message):
+        # A success carries no error: a retry's reason or a superseded failure is in the events.
+        task.error_code, task.error_message = "", ""
+        fields += ["error_code", "error_message"]
     if change.provider_id is not None:
         task.provider_id = change.provider_id
         fields.append("provider_id")
@@ -543,6 +562,7 @@ class SweepReport:
     resent: int = 0
     expired: int = 0
     left_pending: int = 0
+    status_checks: int = 0
 
 
 def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> SweepReport:
@@ -571,7 +591,42 @@ def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> S
             report.resent += 1
         else:
             report.left_pending += 1
+    report.status_checks = _queue_status_checks(now, batch)
     return report
+
+
+def _claim_overdue_in_progress(now: datetime, batch: int) -> list[tuple[Any, str]]:
+    """In-progress tasks with a status check, untouched for their channel's age: (id, type)."""
+    checks = registry.status_checks()
+    ages = settings.STATUS_CHECK_AGE_SECONDS
+    overdue = Q()
+    for channel, seconds in ages.items():
+        overdue |= Q(channel=channel, updated_at__lte=now - timedelta(seconds=seconds))
+    if not checks or not ages:
+        return []
+    with transaction.atomic():
+        qs = Task.objects.filter(overdue, status=S.IN_PROGRESS, type__in=list(checks)).order_by("updated_at")
+        if connection.features.has_select_for_update_skip_locked:
+            qs = qs.select_for_update(skip_locked=True)
+        rows = list(qs.values_list("id", "type")[:batch])
+        if rows:  # touched: checked again one age later if it is still open then
+            Task.objects.filter(id__in=[task_id for task_id, _ in rows]).update(updated_at=now)
+    return rows
+
+
+def _queue_status_checks(now: datetime, batch: int) -> int:
+    """Ask each overdue task's agent (on its own queue) to check with the provider."""
+    from orchestrator.tasks import check_status
+
+    queued = 0
+    for task_id, task_type in _claim_overdue_in_progress(now, batch):
+        route = registry.get_route(task_type)
+        try:
+            check_status.apply_async(args=[str(task_id)], queue=route.queue if route else "orchestrator")
+            queued += 1
+        except Exception as exc:  # the broker is down: the next sweep after one age asks again
+            log.warning("status check of %s not queued (%s)", task_id, type(exc).__name__)
+    return queued
 
 
 def _claim_expired(now: datetime, batch: int) -> list[Any]:

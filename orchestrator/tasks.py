@@ -121,7 +121,18 @@ def _retry(celery_task, task: Task, queue: str, reason: str, retry_after: float 
 @shared_task(name="orchestrator.sweep_tasks", acks_late=True)
 def sweep_tasks() -> dict[str, int]:
     report = services.sweep_tasks()
-    return {"resent": report.resent, "expired": report.expired, "left_pending": report.left_pending}
+    return {"resent": report.resent, "expired": report.expired, "left_pending": report.left_pending,
+            "status_checks": report.status_checks}  # fmt: skip
+
+
+@shared_task(name="orchestrator.check_status", acks_late=True)
+def check_status(task_id: str) -> str:
+    """Run the task type's status check (registry.status_check): a final callback never came."""
+    task_type = Task.objects.values_list("type", flat=True).filter(id=task_id).first()
+    path = registry.status_checks().get(task_type or "")
+    if path is None:
+        return "no_status_check"
+    return registry.load_handler(path)(task_id)
 
 
 @shared_task(name="orchestrator.child_finished", acks_late=True)

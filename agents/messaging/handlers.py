@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agents.messaging import services
 from orchestrator.models import Task
-from orchestrator.registry import handler
+from orchestrator.registry import handler, status_check
 
 
 @handler("sms.send", channel="sms", queue="messaging")
@@ -25,3 +25,8 @@ def sms_inbound(task: Task) -> None:
 @handler("whatsapp.inbound", channel="whatsapp", queue="messaging", internal=True)
 def whatsapp_inbound(task: Task) -> None:
     services.inbound_park(task=task)
+
+
+@status_check("sms.send", "whatsapp.send")
+def message_status_check(task_id) -> str:
+    return services.status_check(task_id=task_id)

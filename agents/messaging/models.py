@@ -51,6 +51,7 @@ class SendAttempt(models.Model):
         ACCEPTED = "accepted"
         REFUSED = "refused"
         RETRY = "retry"
+        ABANDONED = "abandoned"  # the task ended (failed, expired, cancelled) with no answer to it
 
     task = models.ForeignKey("orchestrator.Task", on_delete=models.CASCADE, related_name="send_attempts")
     number = models.PositiveSmallIntegerField()
@@ -63,6 +64,10 @@ class SendAttempt(models.Model):
     class Meta:
         ordering = ["task", "number"]
         constraints = [models.UniqueConstraint(fields=["task", "number"], name="sendattempt_task_number")]
+        # The periodic close of attempts left open reads only these (a handful at any time).
+        indexes = [
+            models.Index(fields=["task"], condition=models.Q(outcome="started"), name="sendattempt_open")
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.task_id}: {self.outcome}"

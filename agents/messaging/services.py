@@ -133,8 +133,10 @@ def message_send(*, task: Task, channel: str) -> None:
         _check_window(contact, rendered)
     from_, service = _sender(channel)
     to = f"whatsapp:{phone}" if channel == "whatsapp" else phone
-    message = _dossier_message(task, contact, channel, from_ or service, to, rendered.text, info)
+    # Paced before anything is written: a send that waits for its sender's turn (and comes
+    # back as a retry with its attempt given back) writes one dossier message, not one per wait.
     _rate_limit(task, from_ or service)
+    message = _dossier_message(task, contact, channel, from_ or service, to, rendered.text, info)
     outbound = OutboundMessage(
         to=to, body=rendered.text, status_callback=status_callback_url(task.id), from_=from_,
         messaging_service_sid=service, media_urls=list(payload.get("media_url") or []),
@@ -217,6 +219,24 @@ def _after_refusal(*, task: Task, message: Message, exc: Exception) -> None:
                     source="provider_error", detail=f"Twilio {code}", actor=f"agent:{task.agent or 'messaging'}")  # fmt: skip
     if not getattr(exc, "permanent", True) and task.attempts > settings.MESSAGING_MAX_RETRIES:
         raise PermanentError(f"gave up after {task.attempts} attempts: {exc}", code=str(code)) from exc
+
+
+def attempts_close_open() -> int:
+    """Close the send attempts left ``started`` on a task that has ended: accepted when the task
+    succeeded (a callback proved the provider had it), abandoned otherwise. Returns how many."""
+    from orchestrator.states import FINAL
+
+    now = timezone.now()
+    open_attempts = SendAttempt.objects.filter(outcome=SendAttempt.Outcome.STARTED)
+    accepted = open_attempts.filter(task__status=S.SUCCEEDED).update(
+        outcome=SendAttempt.Outcome.ACCEPTED, finished_at=now,
+        detail="closed: the provider's callbacks show it was accepted",
+    )  # fmt: skip
+    abandoned = open_attempts.filter(task__status__in=FINAL - {S.SUCCEEDED}).update(
+        outcome=SendAttempt.Outcome.ABANDONED, finished_at=now,
+        detail="closed: the task ended before this attempt was answered",
+    )  # fmt: skip
+    return accepted + abandoned
 
 
 def _finish_attempt(attempt: SendAttempt, outcome: str, *, sid: str = "", detail: str = "") -> None:
@@ -437,6 +457,7 @@ def _apply_batch(records: list) -> list[str]:
         failed = target in (S.FAILED, S.CANCELLED)
         changes.append((i, status, Transition(
             task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            supersedes_failure=target == S.SUCCEEDED,
             details={"message_status": status, **({"error_code": code} if code else {})},
             result={"message_status": status} if not failed else None,
             error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
@@ -472,7 +493,7 @@ def _apply_stored(record) -> str:
         return "error"
 
 
-def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
+def status_apply(*, event: dict[str, str], task_id: str | None, actor: str = "webhook:twilio") -> str:
     """Apply one (new) status callback; returns an outcome label."""
     status = event.get("MessageStatus") or event.get("SmsStatus") or ""
     sid = event.get("MessageSid") or event.get("SmsSid") or ""
@@ -496,7 +517,8 @@ def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
     failed = target in (S.FAILED, S.CANCELLED)
     try:
         result = task_transition(
-            task_id=message.task_id, to=target, actor="webhook:twilio", provider_id=sid,
+            task_id=message.task_id, to=target, actor=actor, provider_id=sid,
+            supersedes_failure=target == S.SUCCEEDED,
             details={"message_status": status, **({"error_code": code} if code else {})},
             result={"message_status": status} if not failed else None,
             error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
@@ -504,6 +526,39 @@ def status_apply(*, event: dict[str, str], task_id: str | None) -> str:
     except IllegalTransition:
         return f"{status}:not_applied"
     return status if result.applied else f"{status}:stale"
+
+
+def status_check(*, task_id: Any) -> str:
+    """A send still in progress past its channel's age: its final callback was lost. Ask the
+    provider and apply what it says as a callback would; fail the task when the provider has no
+    such message, or still no final status after STATUS_CHECK_GIVE_UP_SECONDS."""
+    from orchestrator.services import task_fail
+
+    task = Task.objects.filter(id=task_id, status=S.IN_PROGRESS).first()
+    if task is None:
+        return "not_in_progress"
+    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    sid = task.provider_id or (message.provider_sid if message else "") or ""
+    actor = "agent:messaging (status check)"
+    if not sid:
+        task_fail(task_id=task.id, code="no_provider_id", actor=actor,
+                  message="in progress without a provider message id: nothing to ask the provider")  # fmt: skip
+        return "failed:no_provider_id"
+    status, code = get_provider().fetch_status(sid)
+    if status == "not_found":
+        task_fail(task_id=task.id, code="not_found_at_provider", actor=actor,
+                  message=f"the provider has no message {sid}")  # fmt: skip
+        return "failed:not_found_at_provider"
+    if TASK_STATUS.get(status) in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
+        with transaction.atomic():
+            outcome = status_apply(event={"MessageSid": sid, "MessageStatus": status, "ErrorCode": code},
+                                   task_id=str(task.id), actor=actor)  # fmt: skip
+        return f"applied:{outcome}"
+    if (timezone.now() - task.created_at).total_seconds() > settings.STATUS_CHECK_GIVE_UP_SECONDS:
+        task_fail(task_id=task.id, code="no_final_status", actor=actor,
+                  message=f"the provider still says {status!r}: no final status came")  # fmt: skip
+        return "failed:no_final_status"
+    return f"still:{status}"
 
 
 def _message_for(*, sid: str, task_id: str | None) -> Message | None:
@@ -528,6 +583,8 @@ def _message_status(message: Message, sid: str, status: str, code: str, reason: 
         fields: dict[str, Any] = {"status": status}
         if code:
             fields.update(error_code=code[:16], error_message=reason[:300])
+        elif rank >= RANK["partially_delivered"]:
+            fields.update(error_code="", error_message="")  # delivered after all: no stale error
         not_lower = [name for name, r in RANK.items() if r >= rank]
         Message.objects.filter(id=message.id).exclude(status__in=not_lower).update(**fields, updated_at=now)
 

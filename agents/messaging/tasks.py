@@ -26,3 +26,9 @@ def drain_status_events() -> int:
 def fetch_pending_media() -> int:
     """Beat's pick-up of inbound media whose download was never queued or kept failing."""
     return services.media_pending_fetch(min_age_seconds=max(5, settings.MEDIA_PICKUP_INTERVAL_SECONDS))
+
+
+@shared_task(name="messaging.close_open_attempts", acks_late=True)
+def close_open_attempts() -> int:
+    """Beat's close of send attempts left ``started`` on tasks that have ended."""
+    return services.attempts_close_open()

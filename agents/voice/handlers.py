@@ -11,7 +11,7 @@ from agents.voice.providers import OutboundCall, get_provider
 from dossiers.models import ConsentStatus
 from dossiers.services import consent_status
 from orchestrator.models import Task
-from orchestrator.registry import handler, payload_validator, task_action
+from orchestrator.registry import handler, payload_validator, status_check, task_action
 from orchestrator.services import task_transition
 from orchestrator.states import TaskStatus
 
@@ -76,3 +76,8 @@ def call_hang_up(task: Task, actor: str) -> str:
         )
     get_provider().hang_up(sid)
     return "asked"
+
+
+@status_check("call.outbound")
+def call_status_check(task_id) -> str:
+    return services.call_status_check(task_id=task_id)

@@ -364,3 +364,37 @@ def recording_fetch(*, artifact_id: Any) -> str:
         content_type=response.headers.get("Content-Type", artifact.content_type).split(";")[0],
     )
     return "downloaded"
+
+
+def call_status_check(*, task_id: Any) -> str:
+    """A call still in progress past its channel's age: its final callback was lost. Ask the
+    provider and apply what it says as the status callback would; fail the task when the
+    provider has no such call, or still no final status after STATUS_CHECK_GIVE_UP_SECONDS."""
+    from orchestrator.services import task_fail
+
+    task = Task.objects.filter(id=task_id, status=TaskStatus.IN_PROGRESS).first()
+    if task is None:
+        return "not_in_progress"
+    call = Call.objects.filter(task_id=task.id).order_by("created_at").first()
+    sid = task.provider_id or (call.provider_sid if call else "") or ""
+    actor = "agent:voice (status check)"
+    if not sid or call is None:
+        task_fail(task_id=task.id, code="no_provider_id", actor=actor,
+                  message="in progress without a provider call id: nothing to ask the provider")  # fmt: skip
+        return "failed:no_provider_id"
+    from agents.voice.providers import get_provider
+
+    status, duration = get_provider().fetch_call(sid)
+    if status == "not_found":
+        task_fail(task_id=task.id, code="not_found_at_provider", actor=actor,
+                  message=f"the provider has no call {sid}")  # fmt: skip
+        return "failed:not_found_at_provider"
+    if STATUS_RANK.get(status) == 4:
+        outcome = call_status_apply(task_id=task.id, update=StatusUpdate(call_sid=sid, status=status,
+                                                                        duration_seconds=duration))  # fmt: skip
+        return f"applied:{outcome}"
+    if (timezone.now() - task.created_at).total_seconds() > settings.STATUS_CHECK_GIVE_UP_SECONDS:
+        task_fail(task_id=task.id, code="no_final_status", actor=actor,
+                  message=f"the provider still says {status!r}: no final status came")  # fmt: skip
+        return "failed:no_final_status"
+    return f"still:{status}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import secrets
 import threading
 import time
@@ -133,6 +134,12 @@ class FakeTwilio:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                one = re.search(r"/Messages/(SM\w+)\.json$", item.path)
+                if one:  # GET one message (MessageContext.fetch)
+                    found = [m for m in fake.messages if m["sid"] == one.group(1)]
+                    if not found:
+                        return self._json(404, {"code": 20404, "message": "Not found", "status": 404})
+                    return self._json(200, found[0])
                 to = item.query.get("To", [None])[0]
                 found = [m for m in fake.messages if to is None or m["to"] == to]
                 self._json(200, {"messages": found, "next_page_uri": None, "page": 0, "page_size": 50,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
+CALL_PATH = re.compile(r"^/2010-04-01/Accounts/AC[0-9a-fA-F]{32}/Calls/(CA\w+)\.json$")
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 CALL_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls/(CA[0-9a-fA-F]{32})\.json$")
 RECORDING_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})\.wav$")
@@ -41,6 +42,7 @@ class FakeTwilioCalls:
     requests: list[CallRequest] = field(default_factory=list)
     fail_with: tuple[int, int, str] | None = None  # (HTTP status, Twilio code, message)
     recordings: dict[str, bytes] = field(default_factory=dict)  # RecordingSid -> WAV bytes
+    calls: dict[str, dict] = field(default_factory=dict)  # CallSid -> resource (set its "status")
 
     def __post_init__(self) -> None:
         fake = self
@@ -79,6 +81,14 @@ class FakeTwilioCalls:
                 return self._json(201, fake.call_resource(request))
 
             def do_GET(self) -> None:
+                one = CALL_PATH.match(self.path)
+                if one is not None:  # GET one call (CallContext.fetch)
+                    if self._basic_auth() != (fake.account_sid, fake.auth_token):
+                        return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                    call = fake.calls.get(one.group(1))
+                    if call is None:
+                        return self._json(404, {"code": 20404, "message": "not found", "status": 404})
+                    return self._json(200, call)
                 match = RECORDING_PATH.match(self.path)
                 if match is None or match.group(2) not in fake.recordings:
                     return self._json(404, {"code": 20404, "message": "not found", "status": 404})
@@ -115,7 +125,7 @@ class FakeTwilioCalls:
 
     def call_resource(self, request: CallRequest) -> dict:
         sid = "CA" + secrets.token_hex(16)
-        return {
+        resource = {
             "sid": sid,
             "account_sid": self.account_sid,
             "to": request.one("To"),
@@ -124,7 +134,10 @@ class FakeTwilioCalls:
             "direction": "outbound-api",
             "api_version": "2010-04-01",
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Calls/{sid}.json",
+            "duration": None,
         }
+        self.calls[sid] = resource
+        return resource
 
     def __enter__(self) -> FakeTwilioCalls:
         self.thread.start()

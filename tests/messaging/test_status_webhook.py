@@ -463,3 +463,65 @@ def test_a_drain_batch_is_set_based_and_records_what_one_at_a_time_does(
         record.outcome = services._apply_stored(record)
         record.save(update_fields=["outcome"])
     assert _records_of(tasks) == batched
+
+
+@pytest.mark.parametrize("order", [("undelivered", "delivered"), ("delivered", "undelivered")])
+def test_conflicting_finals_in_either_order_end_delivered_and_succeeded(client, order):
+    """The documented rule (orchestrator.services.FINAL_STATUS_RULE): the provider's highest-ranked
+    final status wins, for the task and the dossier message alike; a success keeps no error."""
+    task = in_flight()
+    for status in order:
+        extra = {"ErrorCode": "30003", "ErrorMessage": "Unreachable"} if status == "undelivered" else {}
+        assert signed_post(client, url_for(task), callback(status, **extra)).status_code == 204
+    task.refresh_from_db()
+    message = Message.objects.get(task=task)
+    assert (task.status, task.error_code, task.error_message) == (S.SUCCEEDED, "", "")
+    assert (message.status, message.error_code, message.error_message) == ("delivered", "", "")
+    if order[0] == "undelivered":
+        event = TaskEvent.objects.get(task=task, to_status=S.SUCCEEDED)
+        assert event.applied and event.details["superseded"] == S.FAILED
+
+
+@pytest.mark.parametrize("order", [("undelivered", "delivered"), ("delivered", "undelivered")])
+def test_conflicting_finals_drained_in_one_batch_end_the_same(order):
+    from agents.common.webhooks import store_once
+    from agents.messaging import services
+
+    task = in_flight()
+    for status in order:
+        event = {
+            **callback(status, ErrorCode="30003" if status == "undelivered" else ""),
+            services.TASK_KEY: str(task.id),
+        }
+        store_once(
+            provider="twilio", kind=services.STATUS_KIND, dedupe_key=f"status:{SID}:{status}", payload=event
+        )
+    assert services.status_events_drain() == 2
+    task.refresh_from_db()
+    assert (task.status, task.error_code) == (S.SUCCEEDED, "")
+    assert Message.objects.get(task=task).status == "delivered"
+
+
+def test_cancelled_is_never_superseded_by_a_late_delivery(client):
+    task = in_flight()
+    Task.objects.filter(id=task.id).update(status=S.CANCELLED, error_code="cancelled")
+    signed_post(client, url_for(task), callback("delivered"))
+    task.refresh_from_db()
+    assert task.status == S.CANCELLED
+
+
+def test_attempts_left_open_are_closed_once_their_task_ended():
+    from agents.messaging.models import SendAttempt
+    from agents.messaging.services import attempts_close_open
+
+    delivered, dead = in_flight(), in_flight(sid="SM" + "d" * 32, phone="+14155550111")
+    running = in_flight(sid="SM" + "e" * 32, phone="+14155550112")
+    Task.objects.filter(id=delivered.id).update(status=S.SUCCEEDED)
+    Task.objects.filter(id=dead.id).update(status=S.FAILED, error_code="dead_letter")
+    for task in (delivered, dead, running):
+        SendAttempt.objects.create(task=task, number=1)
+    assert attempts_close_open() == 2
+    outcomes = dict(SendAttempt.objects.values_list("task_id", "outcome"))
+    assert outcomes == {delivered.id: "accepted", dead.id: "abandoned", running.id: "started"}
+    assert not SendAttempt.objects.filter(outcome__in=["accepted", "abandoned"], finished_at=None).exists()
+    assert attempts_close_open() == 0

@@ -163,3 +163,13 @@ def test_a_recording_is_downloaded_with_basic_auth(fake_twilio, client, settings
     assert call.recording_id == artifact.id
     with default_storage.open(artifact.storage_key) as stored:
         assert stored.read() == b"RIFF....WAVEfmt fake audio"
+
+
+def test_fetch_call_reads_twilios_record_with_the_sdk(fake_twilio):
+    from agents.voice.providers.twilio import TwilioVoiceProvider
+
+    provider = TwilioVoiceProvider()
+    sid = provider.start_call(outbound())
+    fake_twilio.calls[sid].update(status="completed", duration="42")
+    assert provider.fetch_call(sid) == ("completed", 42)
+    assert provider.fetch_call("CA" + "0" * 32) == ("not_found", None)

@@ -204,3 +204,28 @@ def test_recording_callback_stores_an_artifact_reference_once(client, call_task)
     assert call.recording_id == artifact.id
     assert (artifact.kind, artifact.source_url) == ("recording", params["RecordingUrl"])
     assert Task.objects.get(id=task.id).status == "in_progress"  # a recording does not end the task
+
+
+@pytest.mark.django_db
+def test_a_call_whose_final_callback_was_lost_is_finished_by_the_status_check():
+    """The sweeper's status check asks the (simulated) provider and applies its answer."""
+    from agents.voice.services import call_status_check
+
+    task, call = make_call_task()
+    Task.objects.filter(id=task.id).update(provider_id="CA" + "1" * 32)
+    assert call_status_check(task_id=task.id) == "applied:completed"
+    task.refresh_from_db()
+    call.refresh_from_db()
+    assert (task.status, call.status) == ("succeeded", "completed")
+    assert task.events.filter(to_status="succeeded").exists()
+
+
+@pytest.mark.django_db
+def test_a_call_the_provider_does_not_know_fails_with_a_clear_code():
+    from agents.voice.services import call_status_check
+
+    task, _ = make_call_task()
+    Task.objects.filter(id=task.id).update(provider_id="XX-unknown")
+    assert call_status_check(task_id=task.id) == "failed:not_found_at_provider"
+    task.refresh_from_db()
+    assert (task.status, task.error_code) == ("failed", "not_found_at_provider")

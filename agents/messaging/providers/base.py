@@ -40,3 +40,8 @@ class MessagingProvider(ABC):
     @abstractmethod
     def find_recent(self, *, to: str, since: datetime, body: str) -> str | None:
         """The SID of a message to ``to`` with this body created since ``since``, if any."""
+
+    @abstractmethod
+    def fetch_status(self, sid: str) -> tuple[str, str]:
+        """The message's current status and error code at the provider; ("not_found", "")
+        when the provider has no such message. Raises TransientError when it cannot answer."""

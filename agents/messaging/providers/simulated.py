@@ -169,3 +169,7 @@ class SimulatedProvider(MessagingProvider):
                 if sent_to == to and sent_body == body and created >= since:
                     return sid
         return None
+
+    def fetch_status(self, sid: str) -> tuple[str, str]:
+        # The simulated Twilio delivers everything it accepted (refused numbers get no SID).
+        return ("delivered", "") if sid.startswith("SM") else ("not_found", "")

@@ -123,3 +123,19 @@ class TwilioProvider(MessagingProvider):
             ):
                 return item.sid
         return None
+
+    def fetch_status(self, sid: str) -> tuple[str, str]:
+        # GET /Messages/{sid}.json (twilio-python MessageContext.fetch).
+        try:
+            message = twilio_client().messages(sid).fetch()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return "not_found", ""
+            raise TransientError(
+                f"cannot fetch the message from Twilio: {exc.msg}", code="twilio_unreachable"
+            ) from None
+        except requests.RequestException as exc:
+            raise TransientError(
+                f"Twilio did not answer: {type(exc).__name__}", code="twilio_unreachable"
+            ) from None
+        return message.status or "", str(message.error_code or "")

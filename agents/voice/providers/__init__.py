@@ -34,6 +34,10 @@ class VoiceProvider(Protocol):
     def hang_up(self, call_sid: str) -> None:
         """End a call in progress (Twilio: update the call to ``completed``)."""
 
+    def fetch_call(self, sid: str) -> tuple[str, int | None]:
+        """The call's status and duration at the provider; ("not_found", None) when unknown."""
+        ...
+
 
 def get_provider() -> VoiceProvider:
     if settings.TEST_MODE:

@@ -94,6 +94,10 @@ class SimulatedVoiceProvider:
         )
         return sid
 
+    def fetch_call(self, sid: str) -> tuple[str, int | None]:
+        # The simulated callee always hangs up in the end: a call it was given is completed.
+        return ("completed", None) if sid.startswith("CA") else ("not_found", None)
+
 
 @dataclass
 class SimulatedCallee:

@@ -87,6 +87,21 @@ class TwilioVoiceProvider:
                 f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
             ) from exc
 
+    def fetch_call(self, sid: str) -> tuple[str, int | None]:
+        # GET /Calls/{sid}.json (twilio-python CallContext.fetch): a lost final callback.
+        try:
+            call = twilio_client().calls(sid).fetch()
+        except TwilioRestException as exc:
+            if exc.status == 404:
+                return "not_found", None
+            raise _error(exc) from exc
+        except requests.RequestException as exc:
+            raise TransientError(
+                f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
+            ) from exc
+        duration = str(call.duration or "")
+        return call.status or "", int(duration) if duration.isdigit() else None
+
 
 def _error(exc: TwilioRestException):
     code = f"twilio_{exc.code}" if exc.code else f"twilio_http_{exc.status}"
