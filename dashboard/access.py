@@ -83,7 +83,7 @@ class Access:
     what: str
     kind: str  # page, action, websocket, api
     method: str  # GET, POST, WS
-    path: str  # with {task}, {item}, {contact}, {artifact}, {call} placeholders
+    path: str  # with {task}, {item}, {contact}, {artifact}, {call}, {correlation} placeholders
     perm: str
 
 
@@ -114,6 +114,14 @@ ACCESS: list[Access] = [
     Access("Contacts (API)", "api", "GET", "/api/contacts/", VIEW_DOSSIERS),
     Access("A contact (API)", "api", "GET", "/api/contacts/{contact}/", VIEW_DOSSIERS),
     Access("A contact's timeline (API)", "api", "GET", "/api/contacts/{contact}/timeline/", VIEW_DOSSIERS),
+    Access("A contact's avatar (API)", "api", "GET", "/api/contacts/{contact}/avatar/", VIEW_DOSSIERS),
+    Access(
+        "A correlation's timeline (API)",
+        "api",
+        "GET",
+        "/api/correlations/{correlation}/timeline/",
+        VIEW_DOSSIERS,
+    ),
     Access("Export a dossier (API)", "api", "GET", "/api/contacts/{contact}/export/", EXPORT_DOSSIERS),
     Access("Change consent (API)", "api", "POST", "/api/contacts/{contact}/consent/", CHANGE_CONTACTS),
     Access("An artifact's link (API)", "api", "GET", "/api/artifacts/{artifact}/", VIEW_DOSSIERS),

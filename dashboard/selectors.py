@@ -220,6 +220,7 @@ def agent_health(
     counts = {
         row["type"]: row
         for row in Task.objects.filter(finished_at__gte=since)
+        .exclude(contact__synthetic=True)  # smoke runs are not traffic
         .values("type")
         .annotate(
             finished=Count("id"),

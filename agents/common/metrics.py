@@ -284,7 +284,12 @@ class ScrapeCollector:
         gauge = GaugeMetricFamily(
             "comms_tasks_open", "Tasks not yet final, by type and status", labels=["type", "status"]
         )
-        rows = Task.objects.exclude(status__in=FINAL).values("type", "status").annotate(n=Count("id"))
+        rows = (
+            Task.objects.exclude(status__in=FINAL)
+            .exclude(contact__synthetic=True)  # smoke runs are not traffic
+            .values("type", "status")
+            .annotate(n=Count("id"))
+        )
         for row in rows.order_by("type", "status"):
             gauge.add_metric([row["type"], row["status"]], row["n"])
         yield gauge
@@ -305,6 +310,7 @@ class ScrapeCollector:
         since = timezone.now() - RECENT_WINDOW
         rows = (
             Task.objects.filter(status__in=FINAL, updated_at__gte=since)
+            .exclude(contact__synthetic=True)  # smoke runs are not traffic
             .values("type", "channel", "status")
             .annotate(n=Count("id"))
         )

@@ -97,6 +97,24 @@ def test_open_and_recently_finished_tasks_are_read_from_the_database(api, client
 
 
 @pytest.mark.django_db
+def test_smoke_contacts_tasks_stay_out_of_the_scraped_gauges_and_the_health_page(client, admin_client):
+    from dossiers.models import Contact
+    from orchestrator.models import Task
+
+    smoke = Contact.objects.create(name="Smoke test", phone="+14155550100", synthetic=True)
+    real = Contact.objects.create(name="Real", phone="+14155550101")
+    for contact in (smoke, real):
+        Task.objects.create(type="sms.send", channel="sms", status="queued", contact=contact)
+        Task.objects.create(type="sms.send", channel="sms", status="failed", contact=contact,
+                            updated_at=timezone.now(), finished_at=timezone.now())  # fmt: skip
+    samples = scrape(client)
+    assert value(samples, "comms_tasks_open", type="sms.send", status="queued") == 1
+    assert value(samples, "comms_tasks_finished_recent", type="sms.send", channel="sms", status="failed") == 1
+    health = admin_client.get("/admin/health/")
+    assert (health.context["totals"]["created"], health.context["totals"]["failed"]) == (2, 1)
+
+
+@pytest.mark.django_db
 @override_settings(ROOT_URLCONF=__name__)
 def test_webhook_counters_move_when_refused_and_when_accepted(client):
     labels = {"provider": "testprovider", "kind": "status"}

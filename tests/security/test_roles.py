@@ -55,7 +55,7 @@ def world(monkeypatch) -> dict[str, str]:
                                  payload={"to": ada.phone, "body": "hi"})  # fmt: skip
     artifact = artifact_store(content=b"hello", content_type="text/plain", kind="text", contact_id=ada.pk)
     return {"item": str(InboxItem.objects.get(task=task).pk), "call": str(call_task.pk), "task": str(failed.pk),
-            "contact": str(ada.pk), "artifact": str(artifact.pk)}  # fmt: skip
+            "contact": str(ada.pk), "artifact": str(artifact.pk), "correlation": task.correlation_id}  # fmt: skip
 
 
 @pytest.fixture
