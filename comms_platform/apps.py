@@ -14,3 +14,9 @@ class CommsPlatformConfig(AppConfig):
         dbhealth.connect_worker_signals()  # first: the others read the database
         connect_celery_signals()
         connect_worker_signals()
+
+        from django.core import checks
+
+        from comms_platform.outbound import check_configured_urls
+
+        checks.register(check_configured_urls, "security")

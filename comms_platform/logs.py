@@ -26,6 +26,7 @@ SECRET_KEY_NAMES = re.compile(
 # Identifiers and bookkeeping fields: never personal data, and masking could mangle them.
 UNMASKED = {"task_id", "timestamp", "level", "logger", "request_id", "celery_id", "artifact_id", "contact_id"}
 MIN_SECRET_LENGTH = 6
+QUIET_LOGGERS = ("twilio", "urllib3", "httpx", "httpcore", "openai", "sendgrid", "python_http_client")
 
 # Settings that hold secrets (and the schema's x-secret variables, read from the environment).
 SECRET_SETTINGS = (
@@ -69,6 +70,26 @@ def secret_values() -> list[str]:
 API_KEY_PATTERN = re.compile(r"\bcp_[A-Za-z0-9_-]{20,}")
 
 
+# Query strings carry what people type and what APIs are asked (``?search=%2B1415…``,
+# ``?To=…``), and signed links carry tokens: a logged URL keeps its path only.
+URL_QUERY = re.compile(
+    r"""((?:https?|wss?)://[^\s?#"'<>]+|\b(?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS|WebSocket) /[^\s?#"']*)\?[^\s"'<>]*"""
+)
+ARTIFACT_TOKEN = re.compile(r"/a/[A-Za-z0-9_:.-]{20,}/")
+# Percent-encoded numbers and addresses (form bodies, URLs) that the plain-text maskers miss.
+ENCODED_PHONE = re.compile(r"%2[Bb]\d{6,15}(?!\d)")
+ENCODED_EMAIL = re.compile(r"[\w.+%-]+%40[\w-]+(?:\.[\w-]+)+")
+
+
+def mask_urls(text: str) -> str:
+    """Drop query strings from URLs and request lines; hide signed artifact tokens."""
+    if "?" in text:
+        text = URL_QUERY.sub(r"\1?[query]", text)
+    if "/a/" in text:
+        text = ARTIFACT_TOKEN.sub("/a/[token]/", text)
+    return text
+
+
 def _scrub_text(text: str, secrets: list[str]) -> str:
     from dossiers.redaction import mask_for_logs
 
@@ -77,6 +98,11 @@ def _scrub_text(text: str, secrets: list[str]) -> str:
             text = text.replace(secret, "[secret]")
     if "cp_" in text:
         text = API_KEY_PATTERN.sub("cp_[secret]", text)
+    text = mask_urls(text)
+    if "%40" in text:
+        text = ENCODED_EMAIL.sub("[email]", text)
+    if "%2B" in text or "%2b" in text:
+        text = ENCODED_PHONE.sub("[phone]", text)
     return mask_for_logs(text)
 
 
@@ -156,7 +182,16 @@ def logging_config(*, level: str, fmt: str) -> dict[str, Any]:
         },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
         "root": {"handlers": ["console"], "level": level},
-        "loggers": {"django.db.backends": {"level": "WARNING"}},
+        "loggers": {
+            "django.db.backends": {"level": "WARNING"},
+            # The Twilio SDK logs every request's URL, parameters (recipients, bodies) and
+            # headers at INFO; HTTP client libraries log URLs with their query strings.
+            **{name: {"level": "WARNING"} for name in QUIET_LOGGERS},
+            # uvicorn's own lines ("WebSocket /ws/…?…" [accepted]) go through the same
+            # scrubbing handler instead of uvicorn's plain one.
+            "uvicorn": {"handlers": ["console"], "level": "INFO", "propagate": False},
+            "uvicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
     }
 
 

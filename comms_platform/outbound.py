@@ -178,3 +178,37 @@ def twilio_credential_hosts() -> list[str]:
 
 def twilio_redirect_hosts() -> list[str]:
     return [*twilio_credential_hosts(), *TWILIO_MEDIA_SUFFIXES]
+
+
+# Settings that name a URL the platform sends requests to (the provider SDKs' base URLs,
+# the remote agents'): checked at start-up by ``manage.py check`` / ``migrate`` (pre-deploy).
+CONFIGURED_URL_SETTINGS = ("TWILIO_API_BASE_URL", "SENDGRID_API_BASE_URL", "OPENAI_BASE_URL")
+
+
+def configured_urls() -> list[tuple[str, str]]:
+    urls = [(name, getattr(settings, name, "")) for name in CONFIGURED_URL_SETTINGS]
+    urls += [(f"{agent.upper()}_AGENT_URL", url) for agent, url in settings.REMOTE_AGENT_URLS.items()]
+    return [(name, url) for name, url in urls if url]
+
+
+def check_configured_urls(app_configs=None, **kwargs) -> list:
+    """Django system check: a configured URL on a private address is an error where private
+    addresses are refused (production); one that does not resolve now is a warning."""
+    from django.core import checks
+
+    messages = []
+    if not block_private():
+        return messages
+    for name, url in configured_urls():
+        try:
+            check_url(url)
+        except OutboundRefused as exc:
+            level = checks.Warning if "does not resolve" in str(exc) else checks.Error
+            messages.append(
+                level(
+                    f"{name} is refused: {exc}.",
+                    hint="Use a public address, or name the host in OUTBOUND_ALLOW_PRIVATE_HOSTS.",
+                    id="comms.W101" if level is checks.Warning else "comms.E101",
+                )
+            )
+    return messages

@@ -48,6 +48,8 @@ DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 # Test mode serves this machine only (comms_platform/testmode.py) unless this is set.
 ALLOW_TEST_MODE_ON_NETWORK = env.bool("ALLOW_TEST_MODE_ON_NETWORK", default=False)
+if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK and comms_testmode.runserver_problem(sys.argv):
+    sys.exit(comms_testmode.runserver_problem(sys.argv))
 if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK and comms_testmode.non_local_hosts(ALLOWED_HOSTS):
     sys.exit(
         f"ALLOWED_HOSTS names {', '.join(comms_testmode.non_local_hosts(ALLOWED_HOSTS))}: "

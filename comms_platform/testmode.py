@@ -19,6 +19,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -92,6 +93,17 @@ def bind_problem(binds: list[str]) -> str:
         if not is_loopback(host):
             return f"Refusing to listen on {bind}: {NETWORK_REFUSAL}"
     return ""
+
+
+def runserver_problem(argv: list[str]) -> str:
+    """``manage.py runserver 0.0.0.0:8000`` in test mode: the refusal message, else ''."""
+    if len(argv) < 2 or argv[1] != "runserver":
+        return ""
+    addr = next((a for a in argv[2:] if not a.startswith("-")), "")
+    if addr.isdigit():  # a port only: runserver's default address, 127.0.0.1
+        return ""
+    host = addr.rsplit(":", 1)[0] if re.search(r":\d+$", addr) else addr
+    return bind_problem([f"{host}:0"]) if host else ""
 
 
 class LoopbackOnlyMiddleware:

@@ -94,9 +94,9 @@ def unavailable_reason(artifact: Artifact) -> str:
 def served_type(content_type: str) -> str:
     """The stored type when it is a well-formed ``type/subtype``, else octet-stream."""
     base = (content_type or "").split(";")[0].strip().lower()
-    return (
-        content_type.strip() if _MIME.match(base) and "\n" not in content_type else "application/octet-stream"
-    )
+    if _MIME.match(base) and not any(c in content_type for c in "\r\n\x00"):
+        return content_type.strip()
+    return "application/octet-stream"
 
 
 def is_inline(content_type: str) -> bool:

@@ -50,6 +50,7 @@ def assert_protected(response) -> None:
         (b"%PDF-1.4", "application/pdf", "document", "attachment"),
         (b"<?xml version='1.0'?><x/>", "application/xml", "document", "attachment"),
         (b"who knows", "text/html\r\nSet-Cookie: a=b", "media", "attachment"),  # a hostile header value
+        (b"who knows", "image/png\rX-Evil: 1", "media", "attachment"),
     ],
 )
 def test_headers_per_type(api, content, content_type, kind, disposition):
@@ -62,9 +63,9 @@ def test_headers_per_type(api, content, content_type, kind, disposition):
     if disposition == "attachment":
         assert f'filename="{kind}-{str(artifact.id)[:8]}' in response["Content-Disposition"]
     assert b"".join(response.streaming_content) == content
-    if "\n" in content_type:
+    if "\r" in content_type:
         assert response["Content-Type"] == "application/octet-stream"
-        assert "Set-Cookie" not in response
+        assert "Set-Cookie" not in response and "X-Evil" not in response
 
 
 def test_inbound_media_served_as_html_is_an_attachment_in_a_sandbox(

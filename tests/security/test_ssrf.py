@@ -289,3 +289,21 @@ def test_recording_redirect_to_loopback_gets_no_credentials(trap, settings):
     )  # fmt: skip
     assert recording_fetch(artifact_id=artifact.id) == "refused"
     assert [p for _, p, _ in trap.requests] == ["/2010-04-01/Accounts/AC1/Recordings/RE1.wav"]
+
+
+# --- configured URLs (start-up check) -----------------------------------------------------
+
+
+def test_configured_urls_on_private_addresses_fail_the_system_check(settings):
+    from comms_platform.outbound import check_configured_urls
+
+    settings.OPENAI_BASE_URL = "http://169.254.169.254/v1"
+    settings.REMOTE_AGENT_URLS = {"voice": "http://internal.example/tasks", "email": ""}
+    settings.SENDGRID_API_BASE_URL = "https://public.example"
+    errors = check_configured_urls()
+    assert [(e.id, e.msg.split(" is refused")[0]) for e in errors] == [
+        ("comms.E101", "OPENAI_BASE_URL"),
+        ("comms.E101", "VOICE_AGENT_URL"),
+    ]
+    settings.OUTBOUND_BLOCK_PRIVATE = False  # test mode's default: local simulators and fakes
+    assert check_configured_urls() == []

@@ -140,3 +140,9 @@ def test_websockets_from_another_machine_are_refused():
 )  # fmt: skip
 def test_bind_problem(binds, refused):
     assert bool(testmode.bind_problem(binds)) is refused
+
+
+def test_runserver_refuses_a_network_address():
+    refused = run([str(BIN / "python"), "manage.py", "runserver", "--noreload", f"0.0.0.0:{free_port()}"])
+    assert refused.returncode != 0
+    assert "Refusing to listen on 0.0.0.0" in refused.stderr
