@@ -12,6 +12,7 @@ tasks run in process) there is no worker to be silent, so every agent is healthy
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -83,14 +84,27 @@ class HeartbeatThread(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        announced = False
         while not self.stopped.is_set():
             try:
                 close_old_connections()
-                heartbeat_publish(queues=self.queues)
+                self.agents = heartbeat_publish(queues=self.queues)
+                if not announced:  # the console's health page shows these agents up at once
+                    _announce(self.agents, "healthy")
+                    announced = True
             except Exception as exc:  # Redis or the database away: try again next beat
                 log.warning("heartbeat.failed", status="error", error=type(exc).__name__)
             self.stopped.wait(settings.HEARTBEAT_INTERVAL_SECONDS)
         connection.close()
+
+    agents: list[str] = []
+
+
+def _announce(agents: list[str], state: str) -> None:
+    from orchestrator.live import publish_health_update
+
+    for agent in agents:
+        publish_health_update(agent=agent, state=state)
 
 
 _thread: HeartbeatThread | None = None
@@ -110,6 +124,8 @@ def on_worker_ready(sender: Any = None, **kwargs) -> None:
 def on_worker_shutdown(**kwargs) -> None:
     if _thread is not None:
         _thread.stopped.set()
+        with contextlib.suppress(Exception):  # other workers may still serve these agents
+            _announce(_thread.agents, "stopping")
 
 
 def connect_worker_signals() -> None:
