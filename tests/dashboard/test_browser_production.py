@@ -216,6 +216,16 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
 
     with page.expect_navigation():
         page.click("#cc-claim")
+    with page.expect_navigation():  # Release gives it back to the queue...
+        page.get_by_role("button", name="Release").click()
+    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_text(
+        "unclaimed"
+    ).wait_for()
+    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_role(
+        "link", name="Open"
+    ).click()
+    with page.expect_navigation():  # ...and Claim takes it again
+        page.click("#cc-claim")
     wait_live(page)
     page.fill("#cc-reply", "Done: we deliver to 10 Downing Street.")
     with page.expect_navigation():
@@ -239,6 +249,11 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
     reply = Message.objects.get(contact=contact, direction="outbound")
     assert reply.status == "delivered" and reply.body == "Done: we deliver to 10 Downing Street."
     shot(page, "03-reply-delivered")
+    with page.expect_navigation():  # Resolve closes it and returns to the queue
+        page.click("#cc-resolve")
+    assert (
+        "Resolved." in page.content() and "change the delivery" not in page.locator("#cc-inbox").inner_text()
+    )
 
 
 def test_a_call_appears_in_the_live_list_streams_its_turns_and_hang_up_ends_it(layout, browser, olivia):
