@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,7 @@ from dossiers.models import AuditAction, ConsentStatus, Message
 from dossiers.services import audit_record, consent_status
 from orchestrator.models import Task
 from orchestrator.services import task_cancel, task_create, task_retry, task_transition
-from orchestrator.states import TaskStatus
+from orchestrator.states import IllegalTransition, TaskStatus
 
 INBOUND_TYPES = {"sms.inbound": "sms", "whatsapp.inbound": "whatsapp"}
 WHATSAPP_WINDOW = timedelta(hours=24)
@@ -86,10 +87,20 @@ def inbox_resolve(*, item_id: int, user: Any) -> bool:
         .update(resolved_at=timezone.now(), claimed_by=user)
     )
     if done:
-        publish_inbox_update(
-            InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id), reason="resolved", by=user.pk
-        )
+        task_id = InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id)
+        _finish_inbound(task_id=task_id, user=user)
+        publish_inbox_update(task_id, reason="resolved", by=user.pk)
     return done == 1
+
+
+def _finish_inbound(*, task_id: Any, user: Any) -> None:
+    """Resolving answers the inbound task: it succeeds (recorded, with who did it)."""
+    actor = f"operator:{user.get_username()}"
+    # Still pending/queued (no agent parked it yet): the state machine refuses; the item is resolved.
+    with contextlib.suppress(IllegalTransition):
+        task_transition(task_id=task_id, to=TaskStatus.SUCCEEDED, actor=actor, details={"action": "resolve"})
+    audit_record(actor=actor, action=AuditAction.OPERATOR_ACTION, object_type="task", object_id=task_id,
+                 details={"action": "resolve"})  # fmt: skip
 
 
 def whatsapp_window_open(*, contact: Any, now: Any = None) -> bool:

@@ -349,3 +349,19 @@ def test_a_worker_starting_to_beat_is_pushed_to_the_health_page(olivia):
 
     message = async_to_sync(run)()
     assert message == {"type": "health.update", "agent": "content", "state": "healthy"}
+
+
+def test_resolving_a_conversation_finishes_its_inbound_task_with_an_event(staff_client, olivia, ada):
+    from dashboard.models import InboxItem
+    from dashboard.services import inbox_sync
+
+    task = inbound(ada, "Thanks, all good")
+    Task.objects.filter(pk=task.pk).update(status="in_progress")  # parked by the messaging agent
+    inbox_sync()
+    item = InboxItem.objects.get(task=task)
+    staff_client.post(reverse("dashboard:inbox-item", args=[item.pk]), {"action": "resolve"})
+    task.refresh_from_db()
+    assert task.status == "succeeded"
+    event = TaskEvent.objects.filter(task=task).latest("created_at")
+    assert (event.actor, event.details) == ("operator:olivia", {"action": "resolve"})
+    assert AuditLog.objects.filter(object_id=str(task.pk), details__action="resolve").exists()
