@@ -214,6 +214,9 @@ log = structlog.get_logger("comms_platform.requests")
 task_log = structlog.get_logger("comms_platform.tasks")
 
 
+_QUIET_PREFIXES = ("/static/", "/favicon.ico")
+
+
 class RequestLogContextMiddleware:
     """Binds a request id and the caller's correlation id (``X-Correlation-Id``) for every
     line logged while the request runs, including tasks run in process."""
@@ -230,6 +233,8 @@ class RequestLogContextMiddleware:
         started = time.monotonic()
         try:
             response = self.get_response(request)
+            if request.path.startswith(_QUIET_PREFIXES):  # a page's assets: no line each
+                return response
             log.info("http.request", method=request.method, path=request.path, http_status=response.status_code,
                      duration_ms=round((time.monotonic() - started) * 1000, 2))  # fmt: skip
             response["X-Request-Id"] = request_id

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents.common.api import AgentListView
@@ -18,6 +19,7 @@ urlpatterns = [
     path("api/", include("orchestrator.api.urls")),
     path("webhooks/twilio/messaging/", include("agents.messaging.urls")),
     path("healthz", health.healthz, name="healthz"),
+    path("favicon.ico", RedirectView.as_view(url="/static/dashboard/favicon.svg", permanent=True)),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view.metrics, name="metrics"),
     path("api/", include("dossiers.api.urls")),

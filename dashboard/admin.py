@@ -198,11 +198,36 @@ class ConsoleContactAdmin(ContactAdmin):
             "cc_avatar": presentation.avatar(contact, size=64),
             "cc_consents": selectors.contact_consents(contact_id=contact.pk),
             "cc_timeline": [
-                {"entry": e, "icon": presentation.channel_icon(e.channel or "content")} for e in timeline
+                {"entry": e, "icon": presentation.channel_icon(e.channel or "content"), "url": url}
+                for e, url in zip(timeline, timeline_links(timeline), strict=True)
             ],
         }
         return super().change_view(request, object_id, form_url, extra_context=extra)
 
+
+def timeline_links(entries: list[selectors.TimelineEntry]) -> list[str]:
+    """Where each dossier row leads: a call to its call view, an inbound message to its
+    conversation, a message or email to its task, an artifact to its signed link (one query)."""
+    task_ids = [e.obj.task_id for e in entries if e.kind == "message" and e.obj.task_id]
+    conversations = dict(InboxItem.objects.filter(task_id__in=task_ids).values_list("task_id", "pk"))
+    links = []
+    for e in entries:
+        task_id = getattr(e.obj, "task_id", None)
+        if e.kind == "artifact":
+            links.append(artifacts.artifact_url(e.obj))
+        elif e.kind == "call" and task_id:
+            links.append(reverse("dashboard:call", args=[task_id]))
+        elif e.kind == "message" and task_id in conversations:
+            links.append(reverse("dashboard:inbox-item", args=[conversations[task_id]]))
+        elif task_id:
+            links.append(reverse("admin:orchestrator_task_change", args=[task_id]))
+        else:
+            links.append("")
+    return links
+
+
+# "View site" leads to the console's inbound queue (this project has no public site).
+admin.site.site_url = "/admin/inbox/"
 
 admin.site.unregister(Task)
 admin.site.register(Task, ConsoleTaskAdmin)

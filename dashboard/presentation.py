@@ -30,6 +30,10 @@ STATUS_TONES = {
     "succeeded": "good", "failed": "bad", "expired": "warn", "cancelled": "warn",
 }  # fmt: skip
 _AVATAR_HUES = (210, 260, 330, 20, 140, 180, 45, 290)
+_ANON = mark_safe(
+    '<svg viewBox="0 0 24 24" width="60%" height="60%" aria-hidden="true" fill="currentColor">'
+    '<circle cx="12" cy="8" r="4"/><path d="M4 21c0-4.4 3.6-7 8-7s8 2.6 8 7z"/></svg>'
+)
 
 
 def channel_icon(channel: str, *, label: bool = False) -> SafeString:
@@ -59,6 +63,10 @@ def avatar(contact: Any, *, size: int = 28) -> SafeString:
     url = adapters.contact_avatar_url(contact)
     if url:
         return format_html('<img class="cc-avatar" style="--s:{}px" src="{}" alt="">', size, url)
+    if not any(ch.isalpha() for ch in getattr(contact, "name", "") or ""):
+        # Known only by a number (or an address): a neutral silhouette, not the digit "1".
+        return format_html('<span class="cc-avatar cc-avatar-anon" style="--s:{}px" title="no name yet">{}</span>',
+                           size, _ANON)  # fmt: skip
     hue = _AVATAR_HUES[int(hashlib.md5(str(contact.pk).encode(), usedforsecurity=False).hexdigest(), 16) % 8]
     return format_html(
         '<span class="cc-avatar" style="--s:{}px;--h:{}" aria-hidden="true">{}</span>',

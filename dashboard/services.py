@@ -89,17 +89,19 @@ def inbox_resolve(*, item_id: int, user: Any) -> bool:
     )
     if done:
         task_id = InboxItem.objects.values_list("task_id", flat=True).get(pk=item_id)
-        _finish_inbound_task(task_id=task_id, user=user)
+        _finish_inbound(task_id=task_id, user=user)
         publish_inbox_update(task_id, reason="resolved", by=user.pk)
     return done == 1
 
 
-def _finish_inbound_task(*, task_id: Any, user: Any) -> None:
-    """Resolving finishes the inbound task (succeeded), so retention counts it as finished
-    and removes its body and number in time; one already final stays as it is."""
+def _finish_inbound(*, task_id: Any, user: Any) -> None:
+    """Resolving answers the inbound task: it succeeds (recorded, with who did it)."""
+    actor = f"operator:{user.get_username()}"
+    # Still pending/queued (no agent parked it yet): the state machine refuses; the item is resolved.
     with contextlib.suppress(IllegalTransition):
-        task_transition(task_id=task_id, to=TaskStatus.SUCCEEDED, actor=f"operator:{user.get_username()}",
-                        details={"resolved": True})  # fmt: skip
+        task_transition(task_id=task_id, to=TaskStatus.SUCCEEDED, actor=actor, details={"action": "resolve"})
+    audit_record(actor=actor, action=AuditAction.OPERATOR_ACTION, object_type="task", object_id=task_id,
+                 details={"action": "resolve"})  # fmt: skip
 
 
 def whatsapp_window_open(*, contact: Any, now: Any = None) -> bool:

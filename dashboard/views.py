@@ -241,4 +241,5 @@ def health(request: HttpRequest) -> HttpResponse:
         created=Count("id"), failed=Count("id", filter=Q(status="failed"))
     )
     context = _ctx(request, "Agent health", rows=rows, totals=totals, redis=bool(settings.REDIS_URL))
-    return render(request, "dashboard/health.html", context)
+    template = "dashboard/health_table.html" if request.GET.get("partial") else "dashboard/health.html"
+    return render(request, template, context)

@@ -494,6 +494,12 @@ def _publish(task: Task, data: dict[str, Any], change: Transition) -> None:
     publish_task_update(task.id, data, channel=task.channel)
 
 
+def task_contact_link(*, task_id: Any, contact_id: Any) -> bool:
+    """Attach a contact to a task that has none (an agent found or created it by the task's
+    address), so the task shows in the contact's dossier. One conditional UPDATE."""
+    return Task.objects.filter(id=task_id, contact__isnull=True).update(contact_id=contact_id) == 1
+
+
 def task_fail(*, task_id: Any, code: str, message: str, actor: str) -> TransitionResult:
     return task_transition(
         task_id=task_id, to=S.FAILED, actor=actor, error_code=code, error_message=message[:2000]

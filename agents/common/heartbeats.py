@@ -110,6 +110,7 @@ class HeartbeatThread(threading.Thread):
     def run(self) -> None:
         from comms_platform.dbhealth import is_database_error, replace_broken_connections
 
+        announced = False
         while not self.stopped.is_set():
             try:
                 close_old_connections()
@@ -117,6 +118,9 @@ class HeartbeatThread(threading.Thread):
                 self.agents = heartbeat_publish(queues=self.queues) or self.agents
                 if self.agents:
                     redis_client().delete(*[ERROR_KEY.format(agent=a) for a in self.agents])
+                if not announced:  # the console's health page shows these agents up at once
+                    _announce(self.agents, "healthy")
+                    announced = True
             except Exception as exc:  # Redis or the database away: try again next beat
                 log.warning("heartbeat.failed", status="error", error=type(exc).__name__)
                 if is_database_error(exc):
@@ -127,6 +131,15 @@ class HeartbeatThread(threading.Thread):
                         )
             self.stopped.wait(settings.HEARTBEAT_INTERVAL_SECONDS)
         connection.close()
+
+    agents: list[str] = []
+
+
+def _announce(agents: list[str], state: str) -> None:
+    from orchestrator.live import publish_health_update
+
+    for agent in agents:
+        publish_health_update(agent=agent, state=state)
 
 
 _thread: HeartbeatThread | None = None
@@ -146,6 +159,8 @@ def on_worker_ready(sender: Any = None, **kwargs) -> None:
 def on_worker_shutdown(**kwargs) -> None:
     if _thread is not None:
         _thread.stopped.set()
+        with contextlib.suppress(Exception):  # other workers may still serve these agents
+            _announce(_thread.agents, "stopping")
 
 
 def connect_worker_signals() -> None:

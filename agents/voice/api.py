@@ -19,7 +19,12 @@ from rest_framework.views import APIView
 
 from agents.voice import services
 from dossiers.models import ConsentStatus, Contact
-from dossiers.services import InvalidPhoneNumber, consent_status, normalize_phone
+from dossiers.services import (
+    InvalidPhoneNumber,
+    consent_status,
+    contact_get_or_create_by_phone,
+    normalize_phone,
+)
 from orchestrator import services as task_services
 from orchestrator.api.errors import error_body
 from orchestrator.api.permissions import task_create_check
@@ -106,6 +111,8 @@ class CallCreateView(APIView):
         key = request.META.get(IDEMPOTENCY_HEADER) or None
         try:
             with transaction.atomic():
+                if contact_id is None:  # a call placed by number joins that number's dossier
+                    contact_id = contact_get_or_create_by_phone(phone=data["to"])[0].id
                 task, created = task_services.task_create(
                     type="call.outbound", payload=data, contact_id=contact_id, correlation_id=correlation_id,
                     source=source_of(request), idempotency_key=key,

@@ -9,10 +9,10 @@ from agents.voice import links, services
 from agents.voice.api import validate_call_payload
 from agents.voice.providers import OutboundCall, get_provider
 from dossiers.models import ConsentStatus
-from dossiers.services import consent_status
+from dossiers.services import consent_status, contact_get_or_create_by_phone
 from orchestrator.models import Task
 from orchestrator.registry import handler, payload_validator, status_check, task_action
-from orchestrator.services import task_transition
+from orchestrator.services import task_contact_link, task_transition
 from orchestrator.states import TaskStatus
 
 payload_validator("call.outbound")(validate_call_payload)
@@ -28,6 +28,10 @@ def call_outbound(task: Task) -> None:
         and consent_status(contact_id=task.contact_id, channel="voice") == ConsentStatus.OPTED_OUT
     ):
         raise PermanentError("the contact opted out of calls", code="opted_out")
+    if not task.contact_id:  # placed by number (POST /api/tasks/): link the number's contact
+        contact, _ = contact_get_or_create_by_phone(phone=task.payload["to"])
+        task_contact_link(task_id=task.id, contact_id=contact.id)
+        task.contact_id = contact.id
     call = services.call_get_or_create_for_task(task=task, from_address=settings.TWILIO_VOICE_CALLER_ID)
     provider = get_provider()
     if call.provider_sid:

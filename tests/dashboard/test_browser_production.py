@@ -62,6 +62,23 @@ pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.worker, _tr
 class Layout:
     def __init__(self, web: str, rt: str, env: dict[str, str], logs: Path) -> None:
         self.web, self.rt, self.env, self.logs = web, rt, env, logs
+        self.realtime: subprocess.Popen | None = None
+
+    def start_realtime(self) -> None:
+        """uvicorn serving the websockets, as bin/render-realtime does (ws pings every 20 s)."""
+        port = self.rt.rsplit(":", 1)[1]
+        with open(self.logs / "uvicorn.log", "a") as log:
+            self.realtime = subprocess.Popen(
+                [str(BIN / "uvicorn"), "comms_platform.asgi:application", "--host", "127.0.0.1", "--port", port,
+                 "--no-access-log", "--ws-ping-interval", "20", "--ws-ping-timeout", "20"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        wait_for_port(int(port), proc=self.realtime)
+
+    def stop_realtime(self) -> None:
+        if self.realtime is not None:
+            stop_process(self.realtime)
+            self.realtime = None
 
     def signed_post(self, path: str, params: dict[str, str]) -> requests.Response:
         """POST to the web host as Twilio does: form-encoded, signed over the public URL."""
@@ -93,25 +110,20 @@ def layout(django_db_setup, django_db_blocker):
             MESSAGING_RATE_PER_SECOND="0",
         )  # fmt: skip
     logs = Path(tempfile.mkdtemp(prefix="console-layout-"))
+    layout = Layout(web, rt, env, logs)
     with ExitStack() as stack:
         web_log = stack.enter_context(open(logs / "gunicorn.log", "w"))
-        rt_log = stack.enter_context(open(logs / "uvicorn.log", "w"))
         gunicorn = subprocess.Popen(
             [str(BIN / "gunicorn"), "comms_platform.wsgi:application", "-b", f"127.0.0.1:{web_port}", "-w", "1",
              "--worker-class", "gthread", "--threads", "8", "--timeout", "60"],
             cwd=ROOT, env=env, stdout=web_log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         stack.callback(stop_process, gunicorn)
-        uvicorn = subprocess.Popen(
-            [str(BIN / "uvicorn"), "comms_platform.asgi:application", "--host", "127.0.0.1", "--port",
-             str(rt_port), "--no-access-log", "--ws-ping-interval", "20", "--ws-ping-timeout", "20"],
-            cwd=ROOT, env=env, stdout=rt_log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        stack.callback(stop_process, uvicorn)
+        layout.start_realtime()
+        stack.callback(layout.stop_realtime)
         stack.enter_context(celery_worker(env, log_path=logs / "worker.log"))
         wait_for_port(web_port, proc=gunicorn)
-        wait_for_port(rt_port, proc=uvicorn)
-        yield Layout(web, rt, env, logs)
+        yield layout
     connections.close_all()
 
 
@@ -204,6 +216,16 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
 
     with page.expect_navigation():
         page.click("#cc-claim")
+    with page.expect_navigation():  # Release gives it back to the queue...
+        page.get_by_role("button", name="Release").click()
+    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_text(
+        "unclaimed"
+    ).wait_for()
+    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_role(
+        "link", name="Open"
+    ).click()
+    with page.expect_navigation():  # ...and Claim takes it again
+        page.click("#cc-claim")
     wait_live(page)
     page.fill("#cc-reply", "Done: we deliver to 10 Downing Street.")
     with page.expect_navigation():
@@ -227,6 +249,11 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
     reply = Message.objects.get(contact=contact, direction="outbound")
     assert reply.status == "delivered" and reply.body == "Done: we deliver to 10 Downing Street."
     shot(page, "03-reply-delivered")
+    with page.expect_navigation():  # Resolve closes it and returns to the queue
+        page.click("#cc-resolve")
+    assert (
+        "Resolved." in page.content() and "change the delivery" not in page.locator("#cc-inbox").inner_text()
+    )
 
 
 def test_a_call_appears_in_the_live_list_streams_its_turns_and_hang_up_ends_it(layout, browser, olivia):
@@ -337,3 +364,24 @@ def test_the_realtime_host_refuses_sockets_without_a_valid_ticket(layout, browse
         assert refused.value.response.status_code == 403
     log = (layout.logs / "uvicorn.log").read_text()
     assert "ticket already used" in log and "origin does not match" in log and "no ticket" in log
+
+
+def test_after_a_realtime_outage_the_page_reconnects_and_catches_up(layout, browser, olivia):
+    page, sockets = signed_in_page(browser, layout, olivia)
+    page.goto(f"{layout.web}/admin/inbox/")
+    wait_live(page)
+    mark_document(page)
+    layout.stop_realtime()  # the realtime service goes away (a deploy, a crash)
+    page.wait_for_function("document.getElementById('cc-live-state').textContent === 'reconnecting…'")
+    layout.inbound_sms("+14155550188", "Sent while the live service was down")  # nobody is listening
+    shot(page, "10-realtime-down")
+    time.sleep(3)
+    assert "Sent while the live service was down" not in page.locator("#cc-inbox").inner_text()
+    layout.start_realtime()
+    # Back-off retries find it again; on reopening, the page fetches what it missed.
+    page.locator("#cc-inbox-table", has_text="Sent while the live service was down").wait_for(timeout=45_000)
+    wait_live(page)
+    assert same_document(page) and len([s for s in sockets if "/ws/inbox/" in s.url]) >= 2
+    layout.inbound_sms("+14155550189", "And this one after it came back")  # pushed again
+    page.locator("#cc-inbox-table", has_text="And this one after it came back").wait_for(timeout=15_000)
+    shot(page, "11-realtime-back-caught-up")

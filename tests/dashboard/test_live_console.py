@@ -22,6 +22,7 @@ from dashboard import live_auth
 from dossiers.models import AuditLog, Call
 from orchestrator.models import Task, TaskEvent
 from orchestrator.services import task_create, task_transition
+from tests.dashboard.conftest import inbound
 from tests.fakes.twilio_calls import FakeTwilioCalls
 from tests.voice.conftest import twilio_sign
 
@@ -41,7 +42,7 @@ def open_socket(path: str, query: str, origin: str = PAGE) -> tuple[bool, int | 
     async def run():
         communicator = WebsocketCommunicator(application, f"{path}?{query}", headers=[(b"origin", origin.encode()),
                                                                                        (b"host", b"rt.example.com")])  # fmt: skip
-        connected, code = await communicator.connect()
+        connected, code = await communicator.connect(timeout=10)
         if connected:
             await communicator.disconnect()
         return connected, code
@@ -277,3 +278,90 @@ def test_call_view_catch_up_returns_the_turns_after_a_sequence(staff_client, ada
         staff_client.get(reverse("dashboard:call", args=[task.pk]), {"format": "json", "after": "1"}).content
     )
     assert body["live"] is True and [t["text"] for t in body["turns"]] == ["turn 2", "turn 3"]
+
+
+# --- dossier links and first-minutes polish ---------------------------------------------------------
+
+
+def test_a_call_placed_by_number_joins_that_contacts_dossier_and_every_row_links(api, staff_client, ada):
+    response = api.post("/api/calls/", {"to": ada.phone, "goal": "confirm the delivery window"},
+                        content_type="application/json")  # fmt: skip
+    assert response.status_code == 201, response.content
+    task = Task.objects.get(id=response.json()["id"])
+    assert task.contact_id == ada.pk and Call.objects.get(task=task).contact_id == ada.pk
+    inbound_task = inbound(ada, "Where is my parcel?")
+    html = staff_client.get(reverse("admin:dossiers_contact_change", args=[ada.pk])).content.decode()
+    dossier = html[html.index('id="cc-dossier"') : html.index("Edit contact")]
+    assert reverse("dashboard:call", args=[task.pk]) in dossier
+    assert reverse("admin:orchestrator_task_change", args=[inbound_task.pk]) in dossier
+    assert dossier.count('class="cc-timeline-link"') == 2  # one link per row
+
+
+def test_a_call_to_a_new_number_creates_its_contact(api):
+    response = api.post(
+        "/api/calls/", {"to": "+14155550199", "goal": "say hello"}, content_type="application/json"
+    )
+    assert response.status_code == 201, response.content
+    task = Task.objects.select_related("contact").get(id=response.json()["id"])
+    assert task.contact.phone == "+14155550199"
+
+
+def test_a_contact_known_by_number_only_gets_a_neutral_avatar(staff_client):
+    from dashboard.presentation import avatar
+    from dossiers.models import Contact
+
+    html = str(avatar(Contact.objects.create(phone="+14155550143")))
+    assert "cc-avatar-anon" in html and ">1<" not in html
+    assert ">AL<" in str(avatar(Contact.objects.create(name="Ada Lovelace", phone="+14155550144")))
+
+
+def test_view_site_leads_to_the_console_and_there_is_a_favicon(staff_client):
+    html = staff_client.get(reverse("admin:index")).content.decode()
+    assert 'href="/admin/inbox/"' in html and "dashboard/favicon.svg" in html
+    response = staff_client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"].endswith("dashboard/favicon.svg")
+
+
+def test_optional_settings_are_not_flagged_red_in_test_mode(staff_client):
+    html = staff_client.get(reverse("dashboard:operations")).content.decode()
+    row = html[html.index("<code>AWS_STORAGE_BUCKET_NAME</code>") :].split("</tr>")[0]
+    assert "not set" in row and 'cc-bad"' not in row and "cc-bad " not in row
+
+
+def test_a_worker_starting_to_beat_is_pushed_to_the_health_page(olivia):
+    from channels.routing import URLRouter
+
+    from agents.common.heartbeats import HeartbeatThread
+    from comms_platform.routing import websocket_urlpatterns
+
+    async def run():
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/health/")
+        communicator.scope["user"] = olivia
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        beat = HeartbeatThread(["content"])  # what a worker starts on worker_ready
+        beat.start()
+        try:
+            return await communicator.receive_json_from(timeout=10)
+        finally:
+            beat.stopped.set()
+            await communicator.disconnect()
+
+    message = async_to_sync(run)()
+    assert message == {"type": "health.update", "agent": "content", "state": "healthy"}
+
+
+def test_resolving_a_conversation_finishes_its_inbound_task_with_an_event(staff_client, olivia, ada):
+    from dashboard.models import InboxItem
+    from dashboard.services import inbox_sync
+
+    task = inbound(ada, "Thanks, all good")
+    Task.objects.filter(pk=task.pk).update(status="in_progress")  # parked by the messaging agent
+    inbox_sync()
+    item = InboxItem.objects.get(task=task)
+    staff_client.post(reverse("dashboard:inbox-item", args=[item.pk]), {"action": "resolve"})
+    task.refresh_from_db()
+    assert task.status == "succeeded"
+    event = TaskEvent.objects.filter(task=task).latest("created_at")
+    assert (event.actor, event.details) == ("operator:olivia", {"action": "resolve"})
+    assert AuditLog.objects.filter(object_id=str(task.pk), details__action="resolve").exists()
