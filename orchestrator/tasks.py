@@ -79,7 +79,9 @@ def _database_lost(celery_task, task_id: str, exc: Exception, countdown: float) 
     log.warning(
         "task %s: database unavailable (%s); tried again in %.0fs", task_id, type(exc).__name__, countdown
     )
-    raise celery_task.retry(countdown=countdown, exc=None)
+    # Back to the queue it came from (the route is in the database, which is away).
+    queue = (celery_task.request.delivery_info or {}).get("routing_key") or None
+    raise celery_task.retry(countdown=countdown, exc=None, queue=queue)
 
 
 def _retry_after_database_error(celery_task, task: Task, queue: str, exc: Exception) -> None:

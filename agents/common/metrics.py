@@ -188,7 +188,8 @@ class ScrapeCollector:
         return []
 
     def collect(self):
-        for build in (self._providers, self._queues, self._heartbeats, self._open_tasks, self._recent_tasks):
+        for build in (self._providers, self._queues, self._worker_errors, self._heartbeats, self._open_tasks,
+                      self._recent_tasks):  # fmt: skip
             try:
                 yield from build()
             except Exception as exc:  # a scrape must still answer when one source is down
@@ -233,8 +234,30 @@ class ScrapeCollector:
             gauge.add_metric([queue], depth)
         yield gauge
 
-    def _heartbeats(self):
+    def _worker_errors(self):
+        """From Redis alone, so it is served while the database is the thing that is down."""
         from django.conf import settings
+
+        from agents.common.heartbeats import ERROR_KEY, KEY, redis_client
+
+        if not settings.REDIS_URL:
+            return
+        client = redis_client()
+        prefix, error_prefix = KEY.format(agent=""), ERROR_KEY.format(agent="")
+        agents = {k.decode()[len(prefix) :] for k in client.scan_iter(match=prefix + "*", count=200)}
+        errors = {
+            k.decode()[len(error_prefix) :] for k in client.scan_iter(match=error_prefix + "*", count=200)
+        }
+        gauge = GaugeMetricFamily(
+            "comms_agent_worker_error",
+            "1 while a worker serving the agent reports it cannot work (its database is unreachable)",
+            labels=["agent"],
+        )
+        for agent in sorted(agents | errors):
+            gauge.add_metric([agent], 1 if agent in errors else 0)
+        yield gauge
+
+    def _heartbeats(self):
         from django.db.models import Max
         from django.utils import timezone
 
@@ -255,19 +278,6 @@ class ScrapeCollector:
             last = row["last"]
             age.add_metric([row["agent"]], (now - last).total_seconds() if last else float("inf"))
         yield age
-        if settings.REDIS_URL:
-            from agents.common.heartbeats import heartbeat_errors
-
-            agents = sorted({row["agent"] for row in rows})
-            errors = heartbeat_errors(agents)
-            down = GaugeMetricFamily(
-                "comms_agent_worker_error",
-                "1 while a worker serving the agent reports it cannot work (its database is unreachable)",
-                labels=["agent"],
-            )
-            for agent in agents:
-                down.add_metric([agent], 1 if agent in errors else 0)
-            yield down
         enabled = GaugeMetricFamily(
             "comms_agent_enabled", "1 when the task type's registration is enabled", labels=["type", "agent"]
         )

@@ -3,7 +3,6 @@ call status and recording callbacks. All verify ``X-Twilio-Signature`` (403 othe
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABCMeta, abstractmethod
 from typing import Any
@@ -21,6 +20,7 @@ from agents.common.twilio_security import is_valid_twilio_request
 from agents.common.webhooks import FORM_TYPES, BadWebhook, WebhookView, on_refused, refuse_unreadable
 from agents.voice import services, twiml
 from agents.voice.conversation import CallContext, gather_turn, load_call_context
+from comms_platform import jsonsafe
 
 log = logging.getLogger(__name__)
 XML = "application/xml"
@@ -91,8 +91,8 @@ class ConnectActionView(SignedTwimlView):
 
     def answer(self, request: HttpRequest, context: CallContext) -> str:
         try:
-            handoff = json.loads(request.POST.get("HandoffData") or "{}")
-        except json.JSONDecodeError:
+            handoff = jsonsafe.loads(request.POST.get("HandoffData") or "{}")
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
             handoff = {}
         if isinstance(handoff, dict) and handoff.get("reasonCode") == "live-agent-handoff":
             return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)

@@ -94,6 +94,8 @@ def test_postgres_restart_under_an_idle_then_a_busy_worker(tmp_path):
             assert b"database" in broker.get("comms:heartbeat-error:diagnostic")
             ready = requests.get(f"{base}/readyz", timeout=10)
             assert ready.status_code == 503 and "database" in ready.json()["failed"]
+            scrape = requests.get(f"{base}/metrics", timeout=10)
+            assert 'comms_agent_worker_error{agent="diagnostic"} 1.0' in scrape.text, scrape.text[-2000:]
             pg_start(datadir, port)
             restarted = time.monotonic()
 

@@ -146,3 +146,29 @@ def test_media_is_downloaded_with_basic_auth_into_artifacts(
 def test_token_is_never_in_the_response(client, django_capture_on_commit_callbacks):
     response = receive(client, django_capture_on_commit_callbacks, inbound("HELP"))
     assert TOKEN not in response.content.decode()
+
+
+def test_media_never_fetched_is_picked_up_by_the_periodic_job(fake_twilio):
+    """The message row is the outbox: media whose download was never queued (Redis down) is
+    queued by ``media_pending_fetch`` once old enough, fetched once, and given up after 10 rounds."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.messaging.services import MEDIA_MAX_PICKUPS, media_pending_fetch
+
+    url = fake_twilio.add_media("ME9", b"\x89PNG late", "image/png")
+    contact = Contact.objects.create(phone="+14155550100")
+    old = timezone.now() - timedelta(minutes=5)
+    message = Message.objects.create(contact=contact, channel="sms", direction="inbound", body="",
+                                     media=[{"url": url, "content_type": "image/png"}], occurred_at=old)  # fmt: skip
+    Message.objects.create(contact=contact, channel="sms", direction="inbound", body="", occurred_at=old,
+                           media=[{"url": url + "x", "content_type": "image/png", "pickups": MEDIA_MAX_PICKUPS}])  # fmt: skip
+    fresh = Message.objects.create(contact=contact, channel="sms", direction="inbound", body="",
+                                   media=[{"url": url, "content_type": "image/png"}], occurred_at=timezone.now())  # fmt: skip
+    assert media_pending_fetch(min_age_seconds=30) == 1  # not the fresh one, not the given-up one
+    message.refresh_from_db()
+    artifact = Artifact.objects.get(kind="media")
+    assert message.media[0]["artifact"] == str(artifact.id) and artifact.size == len(b"\x89PNG late")
+    assert media_pending_fetch(min_age_seconds=30) == 0  # fetched: nothing left
+    assert not Message.objects.get(id=fresh.id).media[0].get("artifact")

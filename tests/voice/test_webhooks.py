@@ -229,3 +229,31 @@ def test_a_call_the_provider_does_not_know_fails_with_a_clear_code():
     assert call_status_check(task_id=task.id) == "failed:not_found_at_provider"
     task.refresh_from_db()
     assert (task.status, task.error_code) == ("failed", "not_found_at_provider")
+
+
+@pytest.mark.django_db
+def test_recordings_never_fetched_are_picked_up_by_the_periodic_job(settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from agents.voice.services import recording_reference_store, recordings_pending_fetch
+    from tests.fakes.twilio_calls import FakeTwilioCalls
+
+    account, token = "AC" + "2" * 32, "2" * 32
+    settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN = account, token
+    task, _ = make_call_task()
+    recording_sid = "RE" + "3" * 32
+    with FakeTwilioCalls(account, token) as fake:
+        fake.recordings[recording_sid] = b"RIFF fake wav"
+        url = f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{recording_sid}"
+        settings.TWILIO_API_BASE_URL = ""  # the reference is stored without queueing a download
+        recording_reference_store(task_id=task.id, recording_url=url)
+        artifact = Artifact.objects.get(kind="recording")
+        assert artifact.sha256 == ""
+        Artifact.objects.filter(id=artifact.id).update(occurred_at=timezone.now() - timedelta(minutes=5))
+        settings.TWILIO_API_BASE_URL = fake.base_url
+        assert recordings_pending_fetch(min_age_seconds=30) == 1
+        artifact.refresh_from_db()
+        assert artifact.size == len(b"RIFF fake wav") and artifact.sha256
+        assert recordings_pending_fetch(min_age_seconds=30) == 0

@@ -6,7 +6,8 @@ from orchestrator.services import sweep_tasks
 class Command(BaseCommand):
     help = (
         "Re-send tasks left pending/queued past TASK_SWEEP_AGE_SECONDS (e.g. the broker was down at "
-        "intake), retake dispatched tasks whose lease ran out, and expire tasks past expires_at. "
+        "intake), retake dispatched tasks whose lease ran out, expire tasks past expires_at, and queue "
+        "a provider status check for sends in progress past STATUS_CHECK_AGE_SECONDS. "
         "Celery beat runs the same sweep every TASK_SWEEP_INTERVAL_SECONDS."
     )
 
@@ -19,5 +20,6 @@ class Command(BaseCommand):
     def handle(self, *args, older_than: int | None, batch: int, **options) -> None:
         report = sweep_tasks(older_than_seconds=older_than, batch=batch)
         self.stdout.write(
-            f"resent {report.resent}, expired {report.expired}, still waiting {report.left_pending}"
+            f"resent {report.resent}, expired {report.expired}, still waiting {report.left_pending}, "
+            f"status checks queued {report.status_checks}"
         )
