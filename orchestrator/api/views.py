@@ -73,13 +73,13 @@ def actor_of(request: Request) -> str:
 
 class TaskListCreateView(generics.ListAPIView):
     queryset = Task.objects.all()
-
-    def get_queryset(self):
-        return tasks_visible(self.request, super().get_queryset())
-
     serializer_class = TaskSerializer
     filterset_class = TaskFilter
     pagination_class = TaskCursorPagination
+
+    def get_queryset(self):
+        """A client key's own tasks, an agent key's agent's, everything for a person with the permission."""
+        return tasks_visible(self.request, super().get_queryset())
 
     @extend_schema(
         request=TaskCreateSerializer,
