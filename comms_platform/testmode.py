@@ -113,7 +113,9 @@ class LoopbackOnlyMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if not is_loopback(request.META.get("REMOTE_ADDR", "")):
+        # No address at all: an in-process call (a WSGI test client) or a Unix socket — local.
+        remote = request.META.get("REMOTE_ADDR") or "127.0.0.1"
+        if not is_loopback(remote):
             from django.http import HttpResponseForbidden
 
             return HttpResponseForbidden(NETWORK_REFUSAL, content_type="text/plain")

@@ -107,6 +107,7 @@ def test_requests_from_another_machine_are_refused(client):
     refused = client.get("/healthz", REMOTE_ADDR="192.0.2.10")
     assert refused.status_code == 403 and b"serves only this machine" in refused.content
     assert client.get("/admin/login/", REMOTE_ADDR="10.0.0.5").status_code == 403
+    assert client.get("/healthz", REMOTE_ADDR="").status_code == 200  # in-process, no socket
 
 
 def test_websockets_from_another_machine_are_refused():

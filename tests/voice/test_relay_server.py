@@ -161,6 +161,19 @@ def test_upgrade_without_signature_is_refused(relay_server):
         )
 
 
+def test_a_replayed_handshake_is_refused_over_a_real_socket(relay_server, fake_llm):
+    """The attack of issue 16: the same signed upgrade sent again (during or after the call)."""
+    task, call = make_call_task()
+    url = relay_url(relay_server, task.id)
+    signature = RequestValidator(settings.TWILIO_AUTH_TOKEN).compute_signature(url, {})
+    with connect(url, additional_headers={"X-Twilio-Signature": signature}, open_timeout=5):
+        pass
+    with pytest.raises(InvalidStatus) as refused:
+        connect(url, additional_headers={"X-Twilio-Signature": signature}, open_timeout=5)
+    assert refused.value.response.status_code == 403
+    assert not TranscriptTurn.objects.filter(call=call, speaker="caller").exists()
+
+
 def test_llm_failure_over_a_real_socket(relay_server, fake_llm):
     task, call = make_call_task()
     fake_llm.fail_status = 503
