@@ -365,3 +365,12 @@ def test_resolving_a_conversation_finishes_its_inbound_task_with_an_event(staff_
     event = TaskEvent.objects.filter(task=task).latest("created_at")
     assert (event.actor, event.details) == ("operator:olivia", {"action": "resolve"})
     assert AuditLog.objects.filter(object_id=str(task.pk), details__action="resolve").exists()
+
+
+def test_static_files_get_no_log_line_each(client, caplog):
+    with caplog.at_level("INFO", logger="comms_platform.requests"):
+        client.get("/static/dashboard/console.css")
+        client.get("/healthz")
+    lines = [str(r.msg) for r in caplog.records if r.name == "comms_platform.requests"]
+    assert any("/healthz" in line for line in lines)
+    assert not any("/static/" in line for line in lines)
