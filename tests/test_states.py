@@ -140,3 +140,31 @@ def test_many_transitions_apply_in_order_as_one_at_a_time_would():
     assert list(TaskEvent.objects.filter(task=a).order_by("id").values_list("from_status", "to_status", "applied")) == [
         (S.DISPATCHED, S.IN_PROGRESS, True), (S.IN_PROGRESS, S.SUCCEEDED, True), (S.SUCCEEDED, S.IN_PROGRESS, False),
     ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_task_that_succeeds_after_retries_keeps_no_stale_error():
+    from orchestrator.services import task_release
+
+    task = Task.objects.create(type="diagnostic.echo", channel="system", status=TaskStatus.DISPATCHED)
+    task_release(task_id=task.id, reason="Twilio answered 500", retry_in=0)
+    assert Task.objects.get(id=task.id).error_message == "Twilio answered 500"
+    task_transition(task_id=task.id, to=TaskStatus.SUCCEEDED, actor="agent:diagnostic")
+    task.refresh_from_db()
+    assert (task.status, task.error_code, task.error_message) == (TaskStatus.SUCCEEDED, "", "")
+
+
+@pytest.mark.django_db
+def test_only_a_provider_failure_is_superseded_by_a_later_success():
+    for final in (TaskStatus.CANCELLED, TaskStatus.EXPIRED):
+        task = Task.objects.create(type="diagnostic.echo", channel="system", status=final)
+        with pytest.raises(IllegalTransition):
+            task_transition(task_id=task.id, to=TaskStatus.SUCCEEDED, actor="webhook:twilio",
+                            supersedes_failure=True)  # fmt: skip
+    failed = Task.objects.create(type="diagnostic.echo", channel="system", status=TaskStatus.FAILED,
+                                 error_code="30003", error_message="unreachable")  # fmt: skip
+    with pytest.raises(IllegalTransition):  # without the flag, a final state is never left
+        task_transition(task_id=failed.id, to=TaskStatus.SUCCEEDED, actor="webhook:twilio")
+    result = task_transition(task_id=failed.id, to=TaskStatus.SUCCEEDED, actor="webhook:twilio",
+                             supersedes_failure=True)  # fmt: skip
+    assert result.applied and result.task.status == TaskStatus.SUCCEEDED and result.task.error_code == ""
