@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dossiers', '0005_h16a_contact_synthetic'),
-        ('orchestrator', '0005_h16a_api_key_scopes'),
+        ("dossiers", "0005_h16a_contact_synthetic"),
+        ("orchestrator", "0005_h16a_api_key_scopes"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='task',
-            index=models.Index(fields=['source', '-created_at'], name='task_source_idx'),
+            model_name="task",
+            index=models.Index(fields=["source", "-created_at"], name="task_source_idx"),
         ),
     ]
