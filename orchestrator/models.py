@@ -205,6 +205,8 @@ class Task(models.Model):
             models.Index(fields=["contact", "-created_at"], name="task_contact_idx"),
             models.Index(fields=["type", "-created_at"], name="task_type_idx"),
             models.Index(fields=["provider_id"], name="task_provider_idx"),
+            # A client key lists only its own tasks (orchestrator.api.permissions.tasks_visible).
+            models.Index(fields=["source", "-created_at"], name="task_source_idx"),
         ]
 
     def __str__(self) -> str:
