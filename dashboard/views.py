@@ -49,6 +49,7 @@ def live_ticket(request: HttpRequest) -> JsonResponse:
             {"detail": f"path must be one of the console's sockets, not {path[:80]!r}"}, status=400
         )
     if not live_auth.user_may_watch(request.user):
+        request.refused_permission = live_auth.PERMISSION  # for the audit row (AuditRefusals)
         return JsonResponse({"detail": "your account may not use the live console"}, status=403)
     origin = f"{request.scheme}://{request.get_host()}"
     ticket = live_auth.ticket_mint(user=request.user, path=path, origin=origin)

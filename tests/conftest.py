@@ -58,3 +58,16 @@ def redis_url() -> str:
     if not settings.REDIS_URL:
         unavailable("needs Redis (set REDIS_URL=redis://…)")
     return settings.REDIS_URL
+
+
+@pytest.fixture
+def from_the_internet(settings):
+    """Requests from public client addresses, as a deployment receives them.
+
+    Test mode answers only this machine (``LoopbackOnlyMiddleware``); tests of what a
+    deployment does with a client's address (lockouts, per-address throttling) take the guard
+    off, as production mode does.
+    """
+    settings.MIDDLEWARE = [
+        m for m in settings.MIDDLEWARE if m != "comms_platform.testmode.LoopbackOnlyMiddleware"
+    ]

@@ -194,7 +194,7 @@ def test_an_expired_key_is_401_even_from_the_cache(client, settings):
 
 
 @pytest.mark.parametrize("backend", ["redis", "memory"])
-def test_invalid_keys_are_throttled_per_client_address(client, settings, backend):
+def test_invalid_keys_are_throttled_per_client_address(client, settings, backend, from_the_internet):
     if backend == "memory":
         settings.REDIS_URL = ""
     elif not settings.REDIS_URL:

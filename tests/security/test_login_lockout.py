@@ -9,7 +9,7 @@ import io
 import pytest
 from django.core.management import call_command
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("from_the_internet")]
 LOGIN = "/admin/login/?next=/admin/"
 
 
