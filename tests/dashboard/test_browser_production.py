@@ -73,7 +73,7 @@ class Layout:
                  "--no-access-log", "--ws-ping-interval", "20", "--ws-ping-timeout", "20"],
                 cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        wait_for_port(int(port), proc=self.realtime)
+        wait_for_port(int(port), timeout=60, proc=self.realtime)
 
     def stop_realtime(self) -> None:
         if self.realtime is not None:
@@ -122,7 +122,7 @@ def layout(django_db_setup, django_db_blocker):
         layout.start_realtime()
         stack.callback(layout.stop_realtime)
         stack.enter_context(celery_worker(env, log_path=logs / "worker.log"))
-        wait_for_port(web_port, proc=gunicorn)
+        wait_for_port(web_port, timeout=60, proc=gunicorn)
         yield layout
     connections.close_all()
 
