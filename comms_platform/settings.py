@@ -288,6 +288,8 @@ EMAIL_HOST_USER = env.str("SMTP_USER", default="")
 EMAIL_HOST_PASSWORD = env.str("SMTP_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("SMTP_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("SMTP_TIMEOUT_SECONDS", default=10)
+# Emails per second per From address (agents/email/sending.py pace_sender); 0: no limit.
+EMAIL_RATE_PER_SECOND = env.float("EMAIL_RATE_PER_SECOND", default=0)
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
