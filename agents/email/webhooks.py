@@ -37,7 +37,6 @@ from agents.common.webhooks import JSON_TYPES, BadWebhook, WebhookView
 from agents.email import event_keys, tracking
 from comms_platform import jsonsafe
 
-SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 # SendGrid's clock and ours may differ a little; a timestamp further ahead is forged.
 FUTURE_SKEW_SECONDS = 300

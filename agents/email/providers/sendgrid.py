@@ -56,11 +56,12 @@ class SendGridProvider(EmailProvider):
         if not isinstance(exc, AnymailError):
             return None
         response = getattr(exc, "response", None)
-        if not isinstance(exc, AnymailRequestsAPIError) or response is None:
-            if isinstance(exc, AnymailRequestsAPIError):  # no answer: timeout, refused connection
-                cause = type(exc.__cause__ or exc).__name__
-                return FallbackError(f"SendGrid did not answer: {cause}", code="sendgrid_timeout")
-            return PermanentError(f"SendGrid payload refused by anymail: {type(exc).__name__}",
+        if isinstance(exc, AnymailRequestsAPIError) and response is None:
+            # No answer at all (anymail wraps requests' Timeout / ConnectionError).
+            return FallbackError(f"SendGrid did not answer: {type(exc.__cause__ or exc).__name__}",
+                                 code="sendgrid_timeout")  # fmt: skip
+        if response is None:  # anymail refused the message before sending (serialisation…)
+            return PermanentError(f"SendGrid message refused by anymail: {type(exc).__name__}",
                                   code="sendgrid_rejected")  # fmt: skip
         return _classify(response.status_code, _error_text(response.content), response.headers)
 
