@@ -11,7 +11,6 @@ whatever batch it came in.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from anymail.signals import AnymailTrackingEvent, EventType
 from django.db import transaction
@@ -125,16 +124,3 @@ def _move_task(*, email: Email, event: AnymailTrackingEvent, to: str) -> None:
         pass
     except Task.DoesNotExist:
         pass
-
-
-def normalisable(raw: dict[str, Any]) -> dict[str, Any]:
-    """A copy anymail's SendGrid normaliser cannot trip on (it expects an ``event`` string, a
-    numeric ``timestamp`` and string reasons); the stored raw event stays as it came."""
-    clean = dict(raw)
-    clean["event"] = str(raw.get("event", ""))
-    if not isinstance(raw.get("timestamp"), int | float) or isinstance(raw.get("timestamp"), bool):
-        clean.pop("timestamp", None)
-    for key in ("type", "reason"):
-        if key in clean and not isinstance(clean[key], str):
-            clean[key] = str(clean[key])
-    return clean

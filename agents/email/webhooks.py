@@ -102,7 +102,7 @@ def anymail_view(*, key: str = "") -> SendGridTrackingWebhookView:
 
 def normalise(raw: dict[str, Any]) -> AnymailTrackingEvent:
     """anymail's normalised event for one raw SendGrid event; ``esp_event`` is the raw event."""
-    clean = tracking.normalisable(raw)
+    clean = normalisable(raw)
     try:
         event = anymail_view().esp_to_anymail_event(clean)
     except (OverflowError, OSError):  # a timestamp out of the platform's range
@@ -110,3 +110,16 @@ def normalise(raw: dict[str, Any]) -> AnymailTrackingEvent:
         event = anymail_view().esp_to_anymail_event(clean)
     event.esp_event = raw
     return event
+
+
+def normalisable(raw: dict[str, Any]) -> dict[str, Any]:
+    """A copy anymail's SendGrid normaliser cannot trip on (it expects an ``event`` string, a
+    numeric ``timestamp`` and string reasons); the stored raw event stays as it came."""
+    clean = dict(raw)
+    clean["event"] = str(raw.get("event", ""))
+    if not isinstance(raw.get("timestamp"), int | float) or isinstance(raw.get("timestamp"), bool):
+        clean.pop("timestamp", None)
+    for key in ("type", "reason"):
+        if key in clean and not isinstance(clean[key], str):
+            clean[key] = str(clean[key])
+    return clean
