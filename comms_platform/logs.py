@@ -26,7 +26,7 @@ SECRET_KEY_NAMES = re.compile(
 # Identifiers and bookkeeping fields: never personal data, and masking could mangle them.
 UNMASKED = {"task_id", "timestamp", "level", "logger", "request_id", "celery_id", "artifact_id", "contact_id"}
 MIN_SECRET_LENGTH = 6
-QUIET_LOGGERS = ("twilio", "urllib3", "httpx", "httpcore", "openai", "sendgrid", "python_http_client")
+QUIET_LOGGERS = ("twilio", "urllib3", "httpx", "httpcore", "openai", "anymail")
 
 # Settings that hold secrets (and the schema's x-secret variables, read from the environment).
 SECRET_SETTINGS = (

@@ -288,6 +288,8 @@ EMAIL_HOST_USER = env.str("SMTP_USER", default="")
 EMAIL_HOST_PASSWORD = env.str("SMTP_PASSWORD", default="")
 EMAIL_USE_TLS = env.bool("SMTP_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("SMTP_TIMEOUT_SECONDS", default=10)
+# Emails per second per From address (agents/email/sending.py pace_sender); 0: no limit.
+EMAIL_RATE_PER_SECOND = env.float("EMAIL_RATE_PER_SECOND", default=0)
 OPENAI_API_KEY = env.str("OPENAI_API_KEY", default="")
 OPENAI_BASE_URL = env.str("OPENAI_BASE_URL", default="")
 OPENAI_MODEL = env.str("OPENAI_MODEL", default="gpt-4o-mini")
@@ -415,8 +417,9 @@ CELERY_BEAT_SCHEDULE["apply-retention"] = {
 # SendGrid retries a failed event webhook for up to 24 h: older signed batches are refused.
 SENDGRID_EVENT_MAX_AGE_SECONDS = env.int("SENDGRID_EVENT_MAX_AGE_SECONDS", default=86400)
 # Test mode sends through the simulated provider (events signed with a key derived from
-# SECRET_KEY); tests of the real providers turn this off and point them at local fakes.
-EMAIL_SIMULATED = TEST_MODE
+# SECRET_KEY) unless SENDGRID_API_BASE_URL points the real providers at a local fake (as
+# TWILIO_API_BASE_URL does for messaging); tests of the real providers turn this off too.
+EMAIL_SIMULATED = TEST_MODE and not SENDGRID_API_BASE_URL
 
 # --- Content agent --------------------------------------------------------------------
 ARTIFACT_URL_TTL_SECONDS = env.int("ARTIFACT_URL_TTL_SECONDS", default=3600)

@@ -32,9 +32,12 @@ def test_private_key() -> ec.EllipticCurvePrivateKey:
 
 def public_key_b64(private_key: ec.EllipticCurvePrivateKey) -> str:
     """The form SendGrid shows in its settings: base64 of the DER SubjectPublicKeyInfo."""
-    der = private_key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return public_key_b64_of(private_key.public_key())
+
+
+def public_key_b64_of(public_key: ec.EllipticCurvePublicKey) -> str:
+    """A public key in SendGrid's form (what anymail's verification key setting takes)."""
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(der).decode()
 
 

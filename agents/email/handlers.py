@@ -19,7 +19,7 @@ from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
 from rest_framework.serializers import ValidationError
 
-from agents.email import services
+from agents.email import sending
 from dossiers.models import Artifact, Contact
 from orchestrator.models import Task
 from orchestrator.registry import handler, payload_validator
@@ -29,7 +29,7 @@ ARTIFACT_MODES = ("body", "link", "attachment")
 
 @handler("email.send", channel="email", queue="email")
 def send_email(task: Task) -> None:
-    services.email_send(task=task)
+    sending.email_send(task=task)
 
 
 @payload_validator("email.send")

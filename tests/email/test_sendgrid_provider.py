@@ -1,5 +1,6 @@
-"""The real ``sendgrid`` SDK against a local fake of the v3 Mail Send API: the exact JSON
-that leaves, and how 429 / 5xx / 400 / 401 / timeouts drive retry, fallback and failure."""
+"""django-anymail's real SendGrid backend against a local fake of the v3 Mail Send API: the
+exact JSON that leaves, and how 429 / 5xx / 400 / 401 / timeouts drive retry, fallback and
+failure."""
 
 from __future__ import annotations
 
@@ -45,9 +46,11 @@ def test_mail_send_body_is_exactly_what_sendgrid_documents(sendgrid, ada, django
             {"type": "text/plain", "value": "Hello Ada,\nyour order shipped."},
             {"type": "text/html", "value": html},
         ],
+        # anymail leaves out SendGrid's default disposition ("attachment") and keeps the charset
+        # Django gives a text attachment.
         "attachments": [
-            {"content": base64.b64encode(b"line one\n").decode(), "type": "text/plain", "filename": "notes.txt",
-             "disposition": "attachment"}
+            {"content": base64.b64encode(b"line one\n").decode(), "type": 'text/plain; charset="utf-8"',
+             "filename": "notes.txt"}
         ],
         "headers": {
             "List-Unsubscribe": f"<{unsubscribe_url(email_id=email.id)}>",
@@ -55,7 +58,7 @@ def test_mail_send_body_is_exactly_what_sendgrid_documents(sendgrid, ada, django
         },
         "categories": ["email.send"],
         "custom_args": {"task_id": str(task.id), "email_id": str(email.id)},
-        "reply_to": {"email": "help@example.com"},
+        "reply_to_list": [{"email": "help@example.com"}],
     }  # fmt: skip
     # Only our ids travel in custom args and categories: no name, no address.
     tagged = str(request.body["custom_args"]) + str(request.body["categories"])

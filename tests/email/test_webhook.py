@@ -235,3 +235,55 @@ def test_queries_per_event_are_fixed(client, key, email):
     # the WebhookEvent processed; the task is final, so no transition: nothing more.
     assert one == 4
     assert five == 5 * one
+
+
+def test_click_and_resubscribe_come_through_anymails_normalised_events(client, key, email, ada):
+    """click → anymail CLICKED → ``clicked``; group_resubscribe → SUBSCRIBED: recorded only."""
+    post(
+        client,
+        key,
+        [ev(email, "click", "c1", url="https://example.com/x"), ev(email, "group_resubscribe", "r1")],
+    )
+
+    assert state(email) == ("clicked", S.SUCCEEDED, 2)
+    clicked = email.events.get(event="click")
+    assert clicked.detail["url"] == "https://example.com/x"  # the raw SendGrid event is kept
+    assert clicked.provider_event_id == "c1"  # and SendGrid's event id
+    assert consent_status(contact_id=ada.id, channel="email") == "unknown"
+
+
+def test_normalised_event_uses_sendgrids_timestamp(client, key, email):
+    post(client, key, [ev(email, "delivered", "e1", timestamp=1_790_000_000)])
+    assert email.events.get().occurred_at.timestamp() == 1_790_000_000
+
+
+@pytest.mark.parametrize("timestamp", ["soon", 10**20, None], ids=["text", "out-of-range", "null"])
+def test_event_with_an_odd_timestamp_is_applied_at_receipt(client, key, email, timestamp):
+    before = timezone.now()
+    response = post(client, key, [ev(email, "delivered", "e1", timestamp=timestamp)])
+
+    assert response.status_code == 200
+    assert state(email)[:2] == ("delivered", S.SUCCEEDED)
+    assert email.events.get().occurred_at >= before
+    assert email.events.get().detail["timestamp"] == timestamp  # stored as it came
+
+
+def test_event_without_a_name_is_stored_not_applied(client, key, email):
+    event = ev(email, "delivered", "e1")
+    del event["event"]
+    assert post(client, key, [event]).status_code == 200
+    assert state(email) == ("sent", S.IN_PROGRESS, 0)
+    assert WebhookEvent.objects.get().outcome == "unknown:"
+
+
+def test_pem_key_is_accepted_too(client, email, settings):
+    from cryptography.hazmat.primitives import serialization
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    settings.SENDGRID_EVENT_PUBLIC_KEY = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    assert post(client, private, [ev(email, "delivered", "e1")]).status_code == 200
+    assert post(client, ec.generate_private_key(ec.SECP256R1()), [ev(email, "open", "e2")]).status_code == 403

@@ -1,114 +1,77 @@
-"""SendGrid's v3 Mail Send API through the official ``sendgrid`` SDK.
+"""SendGrid's v3 Mail Send API through django-anymail's SendGrid backend.
 
 https://www.twilio.com/docs/sendgrid/api-reference/mail-send/mail-send — a 202 answer
 carries the message id in ``X-Message-Id``; SendGrid's events later carry it as the
-prefix of ``sg_message_id`` and our ``custom_args`` at the top level of each event.
+prefix of ``sg_message_id`` and our ids (anymail ``metadata`` → ``custom_args``) at the
+top level of each event. anymail builds the payload (``anymail.backends.sendgrid``); this
+module only configures the backend from our settings and reads the answer.
+
+anymail 13.0.1+ no longer tests SendGrid against the live service and warns
+(``AnymailNotSupportedWarning``) on every use; ``agents.email.apps`` silences that one
+warning: the wire format is pinned by tests/email/test_sendgrid_provider.py against
+tests/fakes/sendgrid.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-from email.utils import parseaddr
-from urllib.error import URLError
 
-import python_http_client
+from anymail.exceptions import AnymailError, AnymailRequestsAPIError
 from django.conf import settings
-from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import (
-    Attachment,
-    Category,
-    CustomArg,
-    Disposition,
-    FileContent,
-    FileName,
-    FileType,
-    From,
-    Header,
-    Mail,
-    ReplyTo,
-    To,
-)
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.common.errors import PermanentError, TransientError
-from agents.email.providers import EmailProvider, FallbackError, OutgoingEmail, SendResult
+from agents.common.errors import AgentError, PermanentError, TransientError
+from agents.email.providers import EmailProvider, FallbackError
 
+BACKEND = "anymail.backends.sendgrid.EmailBackend"
 DEFAULT_HOST = "https://api.sendgrid.com"
-
-
-def build_mail(message: OutgoingEmail) -> Mail:
-    """The Mail object; custom args and categories carry only our ids and task type."""
-    from_name, from_addr = parseaddr(message.from_email)
-    mail = Mail(
-        from_email=From(from_addr, from_name or None),
-        to_emails=To(message.to),
-        subject=message.subject,
-        plain_text_content=message.text,
-        html_content=message.html,
-    )
-    if message.reply_to:
-        mail.reply_to = ReplyTo(message.reply_to)
-    if message.list_unsubscribe:
-        mail.header = [
-            Header("List-Unsubscribe", message.list_unsubscribe),
-            Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-        ]
-    mail.custom_arg = [CustomArg("task_id", message.task_id), CustomArg("email_id", str(message.email_id))]
-    if message.categories:
-        mail.category = [Category(c) for c in message.categories]
-    if message.attachments:
-        mail.attachment = [
-            Attachment(
-                FileContent(base64.b64encode(a.content).decode()),
-                FileName(a.filename),
-                FileType(a.content_type),
-                Disposition("attachment"),
-            )
-            for a in message.attachments
-        ]
-    return mail
 
 
 class SendGridProvider(EmailProvider):
     name = "sendgrid"
+    awaits_events = True
 
-    def client(self) -> SendGridAPIClient:
-        client = SendGridAPIClient(
-            settings.SENDGRID_API_KEY, host=settings.SENDGRID_API_BASE_URL or DEFAULT_HOST
+    def connection(self) -> BaseEmailBackend:
+        return get_connection(
+            BACKEND,
+            fail_silently=False,
+            api_key=settings.SENDGRID_API_KEY,
+            api_url=f"{(settings.SENDGRID_API_BASE_URL or DEFAULT_HOST).rstrip('/')}/v3/",
+            # Our own ids (metadata) identify the message in events: no extra anymail_id arg.
+            generate_message_id=False,
+            # requests waits forever without a timeout; a hung API must not hold a worker.
+            timeout=settings.EMAIL_TIMEOUT,
         )
-        # python_http_client waits forever by default; a hung API must not hold a worker.
-        client.client.timeout = settings.EMAIL_TIMEOUT
-        return client
 
-    def send(self, message: OutgoingEmail) -> SendResult:
-        try:
-            response = self.client().send(build_mail(message))
-        except python_http_client.exceptions.HTTPError as exc:
-            raise _classify(exc) from None
-        except (TimeoutError, URLError, ConnectionError) as exc:
-            raise FallbackError(
-                f"SendGrid did not answer: {type(exc).__name__}", code="sendgrid_timeout"
-            ) from None
-        message_id = _header(response.headers, "X-Message-Id")
+    def message_id(self, email: EmailMultiAlternatives) -> str:
+        response = email.anymail_status.esp_response
+        message_id = response.headers.get("X-Message-Id", "") if response is not None else ""
         if not message_id:
             raise PermanentError("SendGrid accepted the mail without an X-Message-Id", code="sendgrid_no_id")
-        return SendResult(provider=self.name, message_id=message_id, awaits_events=True)
+        return message_id
+
+    def error_for(self, exc: Exception) -> AgentError | None:
+        """SendGrid's status → our typed error (the body says why; it holds no secret)."""
+        if not isinstance(exc, AnymailError):
+            return None
+        response = getattr(exc, "response", None)
+        if isinstance(exc, AnymailRequestsAPIError) and response is None:
+            # No answer at all (anymail wraps requests' Timeout / ConnectionError).
+            return FallbackError(f"SendGrid did not answer: {type(exc.__cause__ or exc).__name__}",
+                                 code="sendgrid_timeout")  # fmt: skip
+        if response is None:  # anymail refused the message before sending (serialisation…)
+            return PermanentError(f"SendGrid message refused by anymail: {type(exc).__name__}",
+                                  code="sendgrid_rejected")  # fmt: skip
+        return _classify(response.status_code, _error_text(response.content), response.headers)
 
 
-def _header(headers, name: str) -> str:
-    return (headers.get(name) if headers is not None else None) or ""
-
-
-def _classify(exc: python_http_client.exceptions.HTTPError) -> Exception:
-    """SendGrid's status → our typed error (the body says why; it holds no secret)."""
-    status = int(exc.status_code)
-    reason = _error_text(exc.body)
+def _classify(status: int, reason: str, headers) -> AgentError:
     if status == 429:
-        retry_after = _header(exc.headers, "Retry-After")
         return TransientError(
             f"SendGrid rate limit (429){reason}",
             code="sendgrid_rate_limited",
-            retry_after=_seconds(retry_after),
+            retry_after=_seconds(headers.get("Retry-After", "")),
         )
     if status in (401, 403):
         # A revoked or rotated key, or SendGrid's auth service down: the other provider can still send.
@@ -120,7 +83,7 @@ def _classify(exc: python_http_client.exceptions.HTTPError) -> Exception:
     return PermanentError(f"SendGrid refused the mail (HTTP {status}){reason}", code="sendgrid_rejected")
 
 
-def _error_text(body: bytes | str | None) -> str:
+def _error_text(body: bytes | None) -> str:
     try:
         errors = json.loads(body or b"{}").get("errors") or []
     except (ValueError, AttributeError):

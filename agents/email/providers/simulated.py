@@ -18,8 +18,11 @@ from email.utils import parseaddr
 from typing import Any
 
 from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
+from agents.common.errors import AgentError
 from agents.email import event_keys
 from agents.email.providers import EmailProvider, OutgoingEmail, SendResult
 
@@ -35,15 +38,34 @@ def message_id() -> str:
     return secrets.token_urlsafe(16)[:22]
 
 
+ID_HEADER = "X-Simulated-Message-Id"
+
+
 class SimulatedProvider(EmailProvider):
+    """The same hooks as SendGrid's; the message goes to Django's dummy backend and the
+    events SendGrid would send are posted, signed, after commit."""
+
     name = "simulated"
+    awaits_events = True
 
     def send(self, message: OutgoingEmail) -> SendResult:
-        mid = message_id()
-        batches = [[event(name, message, mid)] for name in EVENTS]
+        result = super().send(message)
+        batches = [[event(name, message, result.message_id)] for name in EVENTS]
         url = f"{settings.PUBLIC_BASE_URL}/webhooks/sendgrid/events/"
         transaction.on_commit(lambda: start_delivery(url, batches))
-        return SendResult(provider=self.name, message_id=mid, awaits_events=True)
+        return result
+
+    def connection(self) -> BaseEmailBackend:
+        return get_connection("django.core.mail.backends.dummy.EmailBackend")
+
+    def headers(self, message: OutgoingEmail) -> dict[str, str]:
+        return {ID_HEADER: message_id()}
+
+    def message_id(self, email: EmailMultiAlternatives) -> str:
+        return email.extra_headers[ID_HEADER]
+
+    def error_for(self, exc: Exception) -> AgentError | None:
+        return None
 
 
 def event(name: str, message: OutgoingEmail, mid: str) -> dict[str, Any]:

@@ -11,66 +11,44 @@ import smtplib
 from email.utils import make_msgid, parseaddr
 
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.common.errors import PermanentError
-from agents.email.providers import EmailProvider, FallbackError, OutgoingEmail, SendResult
-
-
-def build_message(message: OutgoingEmail, connection=None) -> EmailMultiAlternatives:
-    domain = parseaddr(message.from_email)[1].rpartition("@")[2] or "localhost"
-    headers = {
-        "Message-ID": make_msgid(domain=domain),
-        "X-Comms-Task-Id": message.task_id,
-        "X-Comms-Email-Id": str(message.email_id),
-    }
-    if message.list_unsubscribe:
-        headers["List-Unsubscribe"] = message.list_unsubscribe
-        headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    email = EmailMultiAlternatives(
-        subject=message.subject,
-        body=message.text,
-        from_email=message.from_email,
-        to=[message.to],
-        reply_to=[message.reply_to] if message.reply_to else None,
-        headers=headers,
-        connection=connection,
-    )
-    if message.html:
-        email.attach_alternative(message.html, "text/html")
-    for a in message.attachments:
-        email.attach(a.filename, a.content, a.content_type)
-    return email
+from agents.common.errors import AgentError, PermanentError
+from agents.email.providers import EmailProvider, FallbackError, OutgoingEmail
 
 
 class SmtpProvider(EmailProvider):
     name = "smtp"
+    awaits_events = False
 
-    def send(self, message: OutgoingEmail) -> SendResult:
-        connection = get_connection("django.core.mail.backends.smtp.EmailBackend", fail_silently=False)
-        email = build_message(message, connection)
-        try:
-            email.send()
-        except smtplib.SMTPRecipientsRefused as exc:
+    def connection(self) -> BaseEmailBackend:
+        return get_connection("django.core.mail.backends.smtp.EmailBackend", fail_silently=False)
+
+    def headers(self, message: OutgoingEmail) -> dict[str, str]:
+        domain = parseaddr(message.from_email)[1].rpartition("@")[2] or "localhost"
+        return {
+            "Message-ID": make_msgid(domain=domain),
+            "X-Comms-Task-Id": message.task_id,
+            "X-Comms-Email-Id": str(message.email_id),
+        }
+
+    def message_id(self, email: EmailMultiAlternatives) -> str:
+        return email.extra_headers["Message-ID"]
+
+    def error_for(self, exc: Exception) -> AgentError | None:
+        if isinstance(exc, smtplib.SMTPRecipientsRefused):
             codes = sorted({code for code, _ in exc.recipients.values()})
             if codes and all(400 <= c < 500 for c in codes):
-                raise FallbackError(
-                    f"SMTP server deferred the recipient ({codes})", code="smtp_deferred"
-                ) from None
-            raise PermanentError(
-                f"SMTP server refused the recipient ({codes})", code="smtp_rejected"
-            ) from None
-        except smtplib.SMTPResponseException as exc:
+                return FallbackError(f"SMTP server deferred the recipient ({codes})", code="smtp_deferred")
+            return PermanentError(f"SMTP server refused the recipient ({codes})", code="smtp_rejected")
+        if isinstance(exc, smtplib.SMTPResponseException):
             text = f"SMTP {exc.smtp_code}: {_text(exc.smtp_error)}"
             if 400 <= exc.smtp_code < 500 or isinstance(exc, smtplib.SMTPAuthenticationError):
-                raise FallbackError(text, code="smtp_unavailable") from None
-            raise PermanentError(text, code="smtp_rejected") from None
-        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            raise FallbackError(
-                f"SMTP server unreachable: {type(exc).__name__}", code="smtp_unavailable"
-            ) from None
-        return SendResult(
-            provider=self.name, message_id=email.extra_headers["Message-ID"], awaits_events=False
-        )
+                return FallbackError(text, code="smtp_unavailable")
+            return PermanentError(text, code="smtp_rejected")
+        if isinstance(exc, TimeoutError | smtplib.SMTPException | OSError):
+            return FallbackError(f"SMTP server unreachable: {type(exc).__name__}", code="smtp_unavailable")
+        return None
 
 
 def _text(value: bytes | str) -> str:
