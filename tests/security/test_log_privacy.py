@@ -74,7 +74,7 @@ def test_a_full_flow_logs_no_number_email_or_name():
 
 
 def run_the_flow_and_audit_the_logs(redis_url: str) -> None:
-    key = api_key_create(name="log-audit")[1]
+    key = api_key_create(name="log-audit", contacts="write", all_tasks=True)[1]
     auth = {"Authorization": f"Api-Key {key}"}
     logs = Path(tempfile.mkdtemp(prefix="log-privacy-"))
     fake = FakeTwilio(account_sid=ACCOUNT, auth_token=TOKEN).start()
