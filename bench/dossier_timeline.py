@@ -223,7 +223,7 @@ def count_api_queries(contact_id) -> list[str]:
 
     from orchestrator.api.auth import api_key_create
 
-    key = api_key_create(name="bench-dossier-count")[1]
+    key = api_key_create(name="bench-dossier-count", contacts="read")[1]
     client = Client(HTTP_AUTHORIZATION=f"Api-Key {key}")
     client.get(f"/api/contacts/{contact_id}/timeline/")  # the key's last_used_at update happens once
     with CaptureQueriesContext(connection) as ctx:
