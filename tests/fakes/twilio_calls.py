@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
-CALL_PATH = re.compile(r"^/2010-04-01/Accounts/AC[0-9a-fA-F]{32}/Calls/(CA\w+)\.json$")
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 CALL_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls/(CA[0-9a-fA-F]{32})\.json$")
 RECORDING_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})\.wav$")
@@ -85,7 +84,7 @@ class FakeTwilioCalls:
                 if one is not None:  # GET one call (CallContext.fetch)
                     if self._basic_auth() != (fake.account_sid, fake.auth_token):
                         return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
-                    call = fake.calls.get(one.group(1))
+                    call = fake.calls.get(one.group(2))
                     if call is None:
                         return self._json(404, {"code": 20404, "message": "not found", "status": 404})
                     return self._json(200, call)
