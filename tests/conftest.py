@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 
 from comms_platform.celery import app as celery_app
@@ -22,6 +23,18 @@ def _in_process_tasks(settings):
     yield
     celery_app.conf.task_always_eager = previous
     registry.invalidate()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer():
+    """A new channel layer for every test. channels_redis keeps its receive state (a lock, a
+    count, the event loop of the first receive) on the layer object, and every async_to_sync in
+    a test runs its own event loop: a layer shared across tests let a consumer cancelled with
+    one test's loop leave the next test's loop waiting forever on the dead one (seen as a hang in
+    Runner.close of a websocket test). Production has one loop per process."""
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
 
 
 @pytest.fixture
