@@ -26,11 +26,10 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.common import metrics
-from agents.common.heartbeats import agent_healthy
 from comms_platform.celery import app as celery_app
 from comms_platform.pgbackend.rows import fetch_one, insert_row, update_row
-from orchestrator import registry
+from orchestrator import metrics, registry
+from orchestrator.heartbeats import agent_healthy
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
 from orchestrator.states import FINAL, IllegalTransition, Kind, TaskStatus, classify, forward_path

@@ -118,8 +118,8 @@ def test_claim_dead_letters_after_max_attempts(settings):
 
 @pytest.mark.django_db
 def test_handler_errors_retry_then_fail_with_the_reason(settings, django_capture_on_commit_callbacks):
-    from agents.common.errors import TransientError
     from orchestrator import registry
+    from orchestrator.errors import TransientError
     from orchestrator.models import AgentRegistration
 
     settings.TASK_MAX_ATTEMPTS = 6  # more than Celery's own default of 3 retries
@@ -135,7 +135,7 @@ def test_handler_errors_retry_then_fail_with_the_reason(settings, django_capture
 
 
 def always_busy(task):
-    from agents.common.errors import TransientError
+    from orchestrator.errors import TransientError
 
     raise TransientError("the provider said 503", code="provider_busy")
 

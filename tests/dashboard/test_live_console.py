@@ -331,8 +331,8 @@ def test_optional_settings_are_not_flagged_red_in_test_mode(staff_client):
 def test_a_worker_starting_to_beat_is_pushed_to_the_health_page(olivia):
     from channels.routing import URLRouter
 
-    from agents.common.heartbeats import HeartbeatThread
     from comms_platform.routing import websocket_urlpatterns
+    from orchestrator.heartbeats import HeartbeatThread
 
     async def run():
         communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/health/")
