@@ -17,6 +17,7 @@ class CommsPlatformConfig(AppConfig):
 
         from django.core import checks
 
+        from comms_platform import checks as startup_checks  # noqa: F401  (registers comms.E001-E005)
         from comms_platform.outbound import check_configured_urls
 
         checks.register(check_configured_urls, "security")
