@@ -8,11 +8,12 @@ class CommsPlatformConfig(AppConfig):
     def ready(self) -> None:
         # Celery signals: log context per task, heartbeats per worker (no-ops on the web).
         from comms_platform import dbhealth
-        from comms_platform.logs import connect_celery_signals
+        from comms_platform.logs import connect_celery_signals, connect_request_signals
         from orchestrator.heartbeats import connect_worker_signals
 
         dbhealth.connect_worker_signals()  # first: the others read the database
         connect_celery_signals()
+        connect_request_signals()
         connect_worker_signals()
 
         from django.core import checks

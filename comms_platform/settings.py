@@ -8,6 +8,7 @@ process before it serves anything: system checks in ``comms_platform.checks``.
 
 from __future__ import annotations
 
+import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -386,7 +387,15 @@ comms_logs.configure_structlog()
 
 # --- Dossiers, retention, heartbeats, audit ---------------------------------------------
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="US")
-MIDDLEWARE.insert(0, "comms_platform.logs.RequestLogContextMiddleware")
+# Request log context (request_id, correlation_id, user_id) and one http.request line per
+# request: django-structlog, with our field names (comms_platform/logs.py). No client IPs.
+MIDDLEWARE.insert(0, "django_structlog.middlewares.RequestMiddleware")
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_CORRELATION_ID = True
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG  # the finished line says it all
+DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = logging.INFO
+DJANGO_STRUCTLOG_STATUS_5XX_LOG_LEVEL = logging.ERROR
 if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK:
     MIDDLEWARE.insert(0, "comms_platform.testmode.LoopbackOnlyMiddleware")
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=5)
