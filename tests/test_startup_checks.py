@@ -84,3 +84,15 @@ def test_the_asgi_entry_point_refuses_to_start():
     assert done.returncode != 0 and "STARTED" not in done.stdout
     assert "(comms.E003) Refusing to start in production mode:" in done.stderr
     assert LEAK not in done.stderr
+
+
+def test_a_celery_worker_refuses_to_start():
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1",
+           "COMMS_MODE": "production", "TWILIO_AUTH_TOKEN": LEAK}  # fmt: skip
+    celery = Path(sys.executable).parent / "celery"
+    done = subprocess.run([str(celery), "-A", "comms_platform", "worker", "--pool", "solo", "-c", "1"], env=env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "(comms.E003) Refusing to start in production mode:" in done.stderr
+    assert "ready" not in done.stdout.lower()
+    assert LEAK not in done.stderr + done.stdout
