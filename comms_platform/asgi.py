@@ -12,6 +12,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
 django_asgi_app = get_asgi_application()
 
+from comms_platform.checks import refuse_to_start  # noqa: E402
+
+refuse_to_start()  # a wrong configuration stops uvicorn here (system checks comms.E001-E005)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import re_path  # noqa: E402

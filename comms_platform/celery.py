@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import beat_init, setup_logging, worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
 
@@ -31,3 +31,12 @@ def _use_django_logging(**kwargs) -> None:
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+@worker_init.connect
+@beat_init.connect
+def _refuse_a_wrong_configuration(**kwargs) -> None:
+    """A worker or beat starts only when the startup checks pass (comms_platform/checks.py)."""
+    from comms_platform.checks import refuse_to_start
+
+    refuse_to_start()

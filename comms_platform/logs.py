@@ -2,8 +2,8 @@
 
 Every line carries the fixed taxonomy — ``event``, ``task_id``, ``correlation_id``,
 ``channel``, ``agent``, ``provider``, ``status`` (null when unknown) — taken from context
-variables that the request middleware, the Celery task signals and the webhook base view
-bind. Before rendering, ``scrub`` drops secret-looking keys, replaces any configured secret
+variables that the request middleware (django-structlog's), the Celery task signals and the
+webhook base view bind. Before rendering, ``scrub`` drops secret-looking keys, replaces any configured secret
 value with ``[secret]`` and masks phone numbers and email addresses.
 """
 
@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 from functools import lru_cache
 from typing import Any
 
 import structlog
-from structlog.contextvars import bind_contextvars, clear_contextvars, reset_contextvars
+from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 
 TAXONOMY = ("event", "task_id", "correlation_id", "channel", "agent", "provider", "status")
 SECRET_KEY_NAMES = re.compile(
@@ -152,6 +151,7 @@ def _pre_chain() -> list:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        name_request_events,
         scrub,
         add_taxonomy,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -210,42 +210,75 @@ def configure_structlog() -> None:
 
 # --- Carrying the context -----------------------------------------------------------------
 
-log = structlog.get_logger("comms_platform.requests")
 task_log = structlog.get_logger("comms_platform.tasks")
 
 
+# Requests are logged by django-structlog's RequestMiddleware (first middleware): it binds
+# ``request_id`` (the caller's X-Request-Id, else a new one), ``correlation_id`` (the caller's
+# X-Correlation-Id) and ``user_id`` for every line logged while the request runs; its client
+# IP logging is off (personal data). Its receivers below put our fields on its lines, and
+# ``name_request_events`` gives them our event names.
 _QUIET_PREFIXES = ("/static/", "/favicon.ico")
+_REQUEST_EVENTS = {"request_finished": "http.request", "request_failed": "http.request.failed"}
+_BOUNDS = {"request_id": 64, "correlation_id": 128}  # caller-chosen values: kept short
 
 
-class RequestLogContextMiddleware:
-    """Binds a request id and the caller's correlation id (``X-Correlation-Id``) for every
-    line logged while the request runs, including tasks run in process."""
+def _request_started(sender: Any, request: Any, log_kwargs: dict[str, Any], **kwargs) -> None:
+    request._comms_log_started = time.monotonic()
 
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
 
-    def __call__(self, request):
-        clear_contextvars()
-        request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
-        bind_contextvars(
-            request_id=request_id, correlation_id=request.headers.get("X-Correlation-Id", "")[:128] or None
-        )
-        started = time.monotonic()
-        try:
-            response = self.get_response(request)
-            if request.path.startswith(_QUIET_PREFIXES):  # a page's assets: no line each
-                return response
-            log.info("http.request", method=request.method, path=request.path, http_status=response.status_code,
-                     duration_ms=round((time.monotonic() - started) * 1000, 2))  # fmt: skip
-            response["X-Request-Id"] = request_id
-            return response
-        finally:
-            clear_contextvars()
+def _request_fields(request: Any, log_kwargs: dict[str, Any], status: int) -> None:
+    """Method and path apart (never the query string, which carries what people typed)."""
+    started = getattr(request, "_comms_log_started", None)
+    log_kwargs.pop("request", None)
+    log_kwargs.pop("code", None)
+    log_kwargs.update(method=request.method, path=request.path, http_status=status)
+    if started is not None:
+        log_kwargs["duration_ms"] = round((time.monotonic() - started) * 1000, 2)
+
+
+def _request_finished(sender: Any, request: Any, response: Any, log_kwargs: dict[str, Any], **kwargs) -> None:
+    _request_fields(request, log_kwargs, response.status_code)
+    request_id = get_contextvars().get("request_id")
+    if request_id:
+        response["X-Request-Id"] = str(request_id)[: _BOUNDS["request_id"]]
+
+
+def _request_failed(sender: Any, request: Any, log_kwargs: dict[str, Any], **kwargs) -> None:
+    _request_fields(request, log_kwargs, 500)
+
+
+def name_request_events(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    """django-structlog's request lines under our names; none for a page's assets."""
+    for key, bound in _BOUNDS.items():
+        if isinstance(event_dict.get(key), str):
+            event_dict[key] = event_dict[key][:bound]
+    name = _REQUEST_EVENTS.get(event_dict.get("event"))
+    if name is not None:
+        if str(event_dict.get("path", "")).startswith(_QUIET_PREFIXES):
+            raise structlog.DropEvent
+        event_dict["event"] = name
+    return event_dict
+
+
+def connect_request_signals() -> None:
+    from django_structlog import signals
+
+    signals.bind_extra_request_metadata.connect(_request_started, dispatch_uid="comms-logs-request-started")
+    signals.bind_extra_request_finished_metadata.connect(_request_finished, dispatch_uid="comms-logs-request")
+    signals.bind_extra_request_failed_metadata.connect(
+        _request_failed, dispatch_uid="comms-logs-request-failed"
+    )
 
 
 _task_tokens: dict[str, Any] = {}
 
 
+# Celery context stays ours, not django-structlog's Celery receivers
+# (DJANGO_STRUCTLOG_CELERY_ENABLED): they bind ``task_id`` to the Celery message id (the
+# taxonomy's ``task_id`` is the orchestrator task) and clear the context in task_prerun, which
+# would wipe a request's context when tasks run in process (the embedded default).
+# TODO(issue 14, send pipeline branch): the per-task row read below goes with that work.
 def on_task_prerun(task_id: str | None = None, task: Any = None, args: Any = None, **kwargs) -> None:
     """Bind the orchestrator task's id (the message's first argument) and what its row says."""
     fields: dict[str, Any] = {"celery_task": getattr(task, "name", None), "celery_id": task_id}

@@ -18,7 +18,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
-from agents.common.metrics import ScrapeCollector
+from orchestrator.metrics import ScrapeCollector
 
 
 @functools.cache

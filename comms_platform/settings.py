@@ -3,19 +3,18 @@
 Every variable read here is described in ``comms_platform/config.schema.json`` and
 listed in ``.env.example``; ``manage.py config_report`` shows their state.
 In production mode a missing required variable or a placeholder secret stops the
-process before anything else runs (see ``comms_platform.config``).
+process before it serves anything: system checks in ``comms_platform.checks``.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import environ
 
-from comms_platform import config as platform_config
 from comms_platform import logs as comms_logs
 from comms_platform import testmode as comms_testmode
 
@@ -24,24 +23,15 @@ VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 
+# A mode other than these two, test mode on Render, and in production a missing or placeholder
+# variable stop the process: system checks comms.E001-E003 (comms_platform/checks.py), run by
+# `manage.py check` and by every entry point (WSGI, ASGI, Celery) before it serves anything.
 COMMS_MODE = env.str("COMMS_MODE", default="test")
-if COMMS_MODE not in ("test", "production"):
-    sys.exit(f"COMMS_MODE must be 'test' or 'production', not {COMMS_MODE!r}.")
 TEST_MODE = COMMS_MODE == "test"
-if TEST_MODE and os.environ.get("RENDER"):  # Render sets RENDER=true in every service
-    # Test mode uses simulated providers and a public default SECRET_KEY: never on a deployment.
-    sys.exit("COMMS_MODE is unset or 'test' on Render: set COMMS_MODE=production (render.yaml does).")
-
-# The commands that diagnose the configuration must run even when it is wrong.
-_DIAGNOSTIC_COMMANDS = {"config_report", "validate_blueprint"}
-if not TEST_MODE and not _DIAGNOSTIC_COMMANDS.intersection(sys.argv[1:2]):
-    problems = platform_config.startup_problems(os.environ, mode="production")
-    if problems:
-        sys.exit(platform_config.format_startup_problems(problems))
 
 # Test mode's secrets, unless set, are random per installation (var/test-mode-secrets.json):
 # stable across `make run` sessions, never a published constant. Production sets its own
-# (the startup check above refuses a missing or placeholder one).
+# (the startup checks refuse a missing or placeholder one).
 _LOCAL_SECRETS = comms_testmode.installation_secrets(VAR_DIR) if TEST_MODE else {}
 SECRET_KEY = env.str("SECRET_KEY", default=_LOCAL_SECRETS.get("SECRET_KEY", ""))
 DEBUG = env.bool("DEBUG", default=False)
@@ -50,11 +40,7 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "te
 ALLOW_TEST_MODE_ON_NETWORK = env.bool("ALLOW_TEST_MODE_ON_NETWORK", default=False)
 if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK and comms_testmode.runserver_problem(sys.argv):
     sys.exit(comms_testmode.runserver_problem(sys.argv))
-if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK and comms_testmode.non_local_hosts(ALLOWED_HOSTS):
-    sys.exit(
-        f"ALLOWED_HOSTS names {', '.join(comms_testmode.non_local_hosts(ALLOWED_HOSTS))}: "
-        + comms_testmode.NETWORK_REFUSAL
-    )
+# Test mode with ALLOWED_HOSTS naming another machine: system check comms.E004.
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
 PUBLIC_WS_BASE_URL = env.str("PUBLIC_WS_BASE_URL", default="").rstrip("/")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[PUBLIC_BASE_URL])
@@ -401,7 +387,15 @@ comms_logs.configure_structlog()
 
 # --- Dossiers, retention, heartbeats, audit ---------------------------------------------
 PHONE_DEFAULT_REGION = env.str("PHONE_DEFAULT_REGION", default="US")
-MIDDLEWARE.insert(0, "comms_platform.logs.RequestLogContextMiddleware")
+# Request log context (request_id, correlation_id, user_id) and one http.request line per
+# request: django-structlog, with our field names (comms_platform/logs.py). No client IPs.
+MIDDLEWARE.insert(0, "django_structlog.middlewares.RequestMiddleware")
+DJANGO_STRUCTLOG_IP_LOGGING_ENABLED = False
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_CORRELATION_ID = True
+DJANGO_STRUCTLOG_STATUS_START_LOG_LEVEL = logging.DEBUG  # the finished line says it all
+DJANGO_STRUCTLOG_STATUS_4XX_LOG_LEVEL = logging.INFO
+DJANGO_STRUCTLOG_STATUS_5XX_LOG_LEVEL = logging.ERROR
 if TEST_MODE and not ALLOW_TEST_MODE_ON_NETWORK:
     MIDDLEWARE.insert(0, "comms_platform.testmode.LoopbackOnlyMiddleware")
 HEARTBEAT_INTERVAL_SECONDS = env.int("HEARTBEAT_INTERVAL_SECONDS", default=5)
@@ -508,9 +502,7 @@ SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ConsentChannelEnum"] = "dossiers.mo
 SPECTACULAR_SETTINGS["ENUM_NAME_OVERRIDES"]["ChannelEnum"] = "orchestrator.models.Channel"
 
 # --- Voice agent ----------------------------------------------------------------------
-VOICE_MODE = env.str("VOICE_MODE", default="conversationrelay")
-if VOICE_MODE not in ("conversationrelay", "gather"):
-    sys.exit(f"VOICE_MODE must be 'conversationrelay' or 'gather', not {VOICE_MODE!r}.")
+VOICE_MODE = env.str("VOICE_MODE", default="conversationrelay")  # anything else: check comms.E005
 VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
 VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)

@@ -3,10 +3,10 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from agents.common.api import AgentListView
 from agents.voice.api import CallCreateView
 from comms_platform import health, metrics_view
 from dossiers.links import serve_artifact
+from orchestrator.api.agents import AgentListView
 
 handler400 = "orchestrator.api.errors.handler400"
 handler404 = "orchestrator.api.errors.handler404"

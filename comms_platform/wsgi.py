@@ -7,3 +7,7 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
 
 application = get_wsgi_application()
+
+from comms_platform.checks import refuse_to_start  # noqa: E402
+
+refuse_to_start()  # a wrong configuration stops gunicorn here (system checks comms.E001-E005)

@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from orchestrator import registry
+
 
 def contact_avatar_url(contact: Any) -> str:
     """The contact's picture, or "" (the console then draws an initials avatar).
@@ -47,11 +49,11 @@ def whatsapp_templates() -> list[dict[str, Any]]:
     """Approved WhatsApp templates an operator may send outside the 24-hour window:
     ``[{"name", "content_sid", "variables": [names], "preview"}]``.
 
-    Guess: the messaging agent exposes ``agents.messaging.templates.approved_templates()``;
-    until then the ``WHATSAPP_TEMPLATES`` setting (a list of those dicts) is used.
+    Those the agents offer through the orchestrator's registry (the messaging agent's
+    ``MessageTemplate`` rows with a Content SID), then those of the ``WHATSAPP_TEMPLATES``
+    setting (a list of those dicts) whose name no agent offers.
     """
-    try:
-        from agents.messaging.templates import approved_templates  # type: ignore[import-not-found]
-    except ImportError:
-        return list(getattr(settings, "WHATSAPP_TEMPLATES", []))
-    return list(approved_templates())
+    offered = registry.templates_for("whatsapp")
+    names = {t["name"] for t in offered}
+    extra = [t for t in getattr(settings, "WHATSAPP_TEMPLATES", []) if t.get("name") not in names]
+    return [*offered, *extra]

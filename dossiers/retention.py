@@ -6,7 +6,6 @@ left, and a deleted row cannot leak. What survives is an ``AuditLog`` row with c
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -19,7 +18,7 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from agents.common.models import WebhookEvent
+from comms_platform import purge
 from dossiers.models import (
     Artifact,
     AuditAction,
@@ -34,9 +33,6 @@ from dossiers.models import (
     TranscriptTurn,
 )
 from dossiers.services import audit_record
-from orchestrator.models import Task, TaskEvent
-from orchestrator.services import task_cancel
-from orchestrator.states import FINAL, IllegalTransition
 
 log = structlog.get_logger(__name__)
 BATCH = 1000
@@ -51,7 +47,8 @@ class RetentionReport:
 
 
 def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> RetentionReport:
-    """Delete every record older than its kind's period (settings.RETENTION_DAYS)."""
+    """Delete every record older than its kind's period (settings.RETENTION_DAYS): the
+    dossiers' own here, every other app's through its purge hook (``comms_platform.purge``)."""
     now = now or timezone.now()
     days = settings.RETENTION_DAYS
 
@@ -63,7 +60,6 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
     others = Artifact.objects.exclude(kind="recording").filter(occurred_at__lt=cutoff("artifacts"))
     calls = Call.objects.filter(occurred_at__lt=cutoff("calls"))
     emails = Email.objects.filter(occurred_at__lt=cutoff("emails"))
-    stale = Q(updated_at__lt=cutoff("tasks")) & ~Q(status__in=FINAL)
     steps: list[tuple[str, QuerySet]] = [
         ("messages", Message.objects.filter(occurred_at__lt=cutoff("messages"))),
         # A deleted call or email takes its recording or HTML body with it.
@@ -71,11 +67,7 @@ def retention_apply(*, now: datetime | None = None, dry_run: bool = False) -> Re
         ("emails", emails),
         ("recordings", recordings),
         ("artifacts", others),
-        ("webhook_events", WebhookEvent.objects.filter(received_at__lt=cutoff("webhook_events"))),
-        ("tasks", Task.objects.filter(status__in=FINAL, finished_at__lt=cutoff("tasks"))),
-        # Unfinished but untouched for as long (an inbound message resolved before resolving
-        # finished its task, a task whose agent vanished): nobody works them any more.
-        ("abandoned_tasks", Task.objects.filter(stale)),
+        *((kind, qs) for hook in purge.hooks() for kind, qs in hook.expired(cutoff).items()),
         ("audit_entries", AuditLog.objects.filter(at__lt=cutoff("audit"))),
     ]
     smoke = Contact.objects.filter(synthetic=True, created_at__lt=now - SMOKE_CONTACT_TTL)
@@ -169,7 +161,6 @@ class _Scope:
     contact: Contact
     identifiers: list[str]
     querysets: dict[str, QuerySet]
-    task_ids: list[Any]
     files: list[str]
 
 
@@ -180,9 +171,6 @@ def _scope(contact: Contact) -> _Scope:
     from django.contrib.contenttypes.models import ContentType
 
     identifiers = _identifiers(contact)
-    mentions = Q(pk__in=[])
-    for value in identifiers:
-        mentions |= Q(payload__icontains=value)
     whatsapp = [f"whatsapp:{v}" for v in identifiers]
     addressed = (
         Q(contact=contact)
@@ -198,7 +186,6 @@ def _scope(contact: Contact) -> _Scope:
         | Q(id__in=calls.exclude(recording=None).values("recording_id"))
         | Q(id__in=emails.exclude(html=None).values("html_id"))
     )
-    task_ids = list(Task.objects.filter(Q(contact=contact) | mentions).values_list("id", flat=True))
     files = list(artifacts.values_list("storage_key", flat=True))
     if contact.avatar:
         files.append(contact.avatar.name)
@@ -209,18 +196,14 @@ def _scope(contact: Contact) -> _Scope:
         "emails": emails,
         "email_events": EmailEvent.objects.filter(email__in=emails),
         "artifacts": artifacts,
-        "webhook_events": WebhookEvent.objects.filter(mentions),
         "consents": Consent.objects.filter(contact=contact),
         "consent_changes": ConsentChange.objects.filter(contact=contact),
-        # Nothing may wait for data that is gone (an inbound message in the operators' queue).
-        "tasks_cancelled": Task.objects.filter(id__in=task_ids).exclude(status__in=FINAL),
-        "tasks_scrubbed": Task.objects.filter(id__in=task_ids),
-        "task_events_scrubbed": TaskEvent.objects.filter(task_id__in=task_ids),
+        **{kind: qs for hook in purge.hooks() for kind, qs in hook.mentioning(contact, identifiers).items()},
         "admin_log_entries_scrubbed": LogEntry.objects.filter(
             content_type=ContentType.objects.get_for_model(Contact), object_id=str(contact.pk)
         ),
     }
-    return _Scope(contact, identifiers, querysets, task_ids, files)
+    return _Scope(contact, identifiers, querysets, files)
 
 
 def contact_forget(*, contact_id: Any, actor: str, dry_run: bool = False) -> ErasureReport:
@@ -262,17 +245,8 @@ def contact_forget(*, contact_id: Any, actor: str, dry_run: bool = False) -> Era
         for kind in ("messages", "calls", "emails"):
             q[kind].delete()
         counts["artifacts"] = Artifact.objects.filter(storage_key__in=scope.files).delete()[0]
-        counts["webhook_events"] = q["webhook_events"].delete()[0]
-        counts["tasks_cancelled"] = 0
-        for task_id in q["tasks_cancelled"].values_list("id", flat=True):
-            with contextlib.suppress(IllegalTransition):
-                counts["tasks_cancelled"] += task_cancel(
-                    task_id=task_id, actor=actor, reason="contact erased"
-                ).applied
-        counts["tasks_scrubbed"] = Task.objects.filter(id__in=scope.task_ids).update(
-            payload={"erased": True}, result={}, error_message="", contact=None, idempotency_key=None
-        )
-        counts["task_events_scrubbed"] = q["task_events_scrubbed"].update(details={})
+        for hook in purge.hooks():  # every other app's rows, before the contact goes
+            counts.update(hook.erase(contact, scope.identifiers, actor))
         counts["admin_log_entries_scrubbed"] = q["admin_log_entries_scrubbed"].update(
             object_repr="(erased contact)", change_message=""
         )

@@ -6,5 +6,11 @@ class OrchestratorConfig(AppConfig):
     verbose_name = "Orchestrator"
 
     def ready(self) -> None:
-        from orchestrator import routing  # noqa: F401  (registers the notify handler and its validator)
+        from comms_platform import purge
+        from orchestrator import (
+            retention,
+            routing,  # noqa: F401  (registers the notify handler and its validator)
+        )
         from orchestrator.api import schema  # noqa: F401  (registers the OpenAPI auth extension)
+
+        purge.register(retention.HOOK)

@@ -119,6 +119,34 @@ def status_checks() -> dict[str, str]:
     return dict(_status_checks)
 
 
+# Reply templates: an agent offers the templates an operator may send on its channel (WhatsApp's
+# approved templates, needed outside the 24-hour window). The console asks through here and
+# never imports an agent. A source returns ``[{"name", "content_sid", "variables", "preview"}]``.
+TemplateSource = Callable[[], "list[dict[str, Any]]"]
+_template_sources: dict[str, list[TemplateSource]] = {}
+
+
+def reply_templates(channel: str) -> Callable[[TemplateSource], TemplateSource]:
+    """Register ``func()`` as a source of reply templates for ``channel``."""
+
+    def register(func: TemplateSource) -> TemplateSource:
+        sources = _template_sources.setdefault(channel, [])
+        if func not in sources:
+            sources.append(func)
+        return func
+
+    return register
+
+
+def templates_for(channel: str) -> list[dict[str, Any]]:
+    """Every registered source's templates for ``channel``, the first of each name kept."""
+    found: dict[str, dict[str, Any]] = {}
+    for source in _template_sources.get(channel, []):
+        for template in source():
+            found.setdefault(template["name"], template)
+    return list(found.values())
+
+
 # Type-specific checks run at intake, so a bad payload is a 400 that says what is wrong
 # instead of a task that fails later. A validator receives the payload and the contact (or
 # None), raises rest_framework.serializers.ValidationError, and may return a normalised payload.

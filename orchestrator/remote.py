@@ -12,10 +12,9 @@ import json
 import requests
 from django.conf import settings
 
-from agents.common import signing
-from agents.common.errors import PermanentError, TransientError
-from comms_platform import outbound
+from comms_platform import outbound, signing
 from orchestrator import registry
+from orchestrator.errors import PermanentError, TransientError
 from orchestrator.models import Task
 
 

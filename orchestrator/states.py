@@ -31,6 +31,8 @@ class TaskStatus(models.TextChoices):
 
 S = TaskStatus
 FINAL = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.EXPIRED})
+# Before a worker took it: the sweeper re-sends these, and expires them past their deadline.
+PRE_DISPATCH = (S.PENDING, S.ROUTED, S.QUEUED)
 _ENDINGS = {S.FAILED, S.CANCELLED, S.EXPIRED}
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -10,9 +10,9 @@ from celery import shared_task
 from celery.exceptions import Retry
 from django.conf import settings
 
-from agents.common.errors import AgentError
 from comms_platform import dbhealth
 from orchestrator import leases, registry, services
+from orchestrator.errors import AgentError
 from orchestrator.models import Task
 from orchestrator.states import IllegalTransition
 

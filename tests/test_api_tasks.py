@@ -293,16 +293,17 @@ def test_duplicate_key_racing_past_the_lookup_returns_the_first_task(monkeypatch
     from django.db import transaction
 
     from orchestrator import services
+    from orchestrator.services import intake
 
     first, _, fields, _ = _created()
-    lookup = services._existing_for_key
+    lookup = intake._existing_for_key
     calls = []
 
     def late_lookup(source, key, digest):
         calls.append(key)
         return None if len(calls) == 1 else lookup(source, key, digest)  # the first look misses the row
 
-    monkeypatch.setattr(services, "_existing_for_key", late_lookup)
+    monkeypatch.setattr(intake, "_existing_for_key", late_lookup)
     assert transaction.get_connection().in_atomic_block  # the test's transaction: the savepoint path
     again, created = services.task_create(**fields)
     assert (again.id, created) == (first.id, False)

@@ -695,9 +695,10 @@ def test_config_report_table_defaults_to_the_running_mode(monkeypatch, settings)
 
 # --- The real startup check -----------------------------------------------------------
 
+# Loads the WSGI application as gunicorn does: the entry point runs the startup checks.
 SETUP_SNIPPET = (
-    "import django, os; os.environ['DJANGO_SETTINGS_MODULE']='comms_platform.settings'; "
-    "os.environ['COMMS_MODE']='production'; django.setup(); print('STARTED')"
+    "import os; os.environ['DJANGO_SETTINGS_MODULE']='comms_platform.settings'; "
+    "os.environ['COMMS_MODE']='production'; import comms_platform.wsgi; print('STARTED')"
 )
 
 
@@ -737,7 +738,7 @@ def test_test_mode_refuses_to_start_on_render():
 
     env = {"PATH": os.environ.get("PATH", ""), "COMMS_MODE": "test", "RENDER": "true",
            "DJANGO_SETTINGS_MODULE": "comms_platform.settings"}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-c", "import comms_platform.wsgi"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode != 0
     assert "set COMMS_MODE=production" in done.stderr

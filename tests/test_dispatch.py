@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from orchestrator import services
 from orchestrator.models import Task, TaskEvent
+from orchestrator.services import dispatch, intake
 from orchestrator.states import TaskStatus
 from orchestrator.tasks import execute_task
 from tests.support.services import transactional_db
@@ -118,8 +119,8 @@ def test_claim_dead_letters_after_max_attempts(settings):
 
 @pytest.mark.django_db
 def test_handler_errors_retry_then_fail_with_the_reason(settings, django_capture_on_commit_callbacks):
-    from agents.common.errors import TransientError
     from orchestrator import registry
+    from orchestrator.errors import TransientError
     from orchestrator.models import AgentRegistration
 
     settings.TASK_MAX_ATTEMPTS = 6  # more than Celery's own default of 3 retries
@@ -135,7 +136,7 @@ def test_handler_errors_retry_then_fail_with_the_reason(settings, django_capture
 
 
 def always_busy(task):
-    from agents.common.errors import TransientError
+    from orchestrator.errors import TransientError
 
     raise TransientError("the provider said 503", code="provider_busy")
 
@@ -149,13 +150,13 @@ def test_duplicate_key_in_autocommit_returns_the_first_task(monkeypatch, sent):
     assert not connection.in_atomic_block
     first, created = services.task_create(type="diagnostic.echo", source="key:1", idempotency_key="k-1")
     assert created and sent == [("orchestrator", str(first.id))]
-    lookup, lookups = services._existing_for_key, []
+    lookup, lookups = intake._existing_for_key, []
 
     def late_lookup(*args):
         lookups.append(args)
         return None if len(lookups) == 1 else lookup(*args)  # the first look misses the row
 
-    monkeypatch.setattr(services, "_existing_for_key", late_lookup)
+    monkeypatch.setattr(intake, "_existing_for_key", late_lookup)
     again, created = services.task_create(type="diagnostic.echo", source="key:1", idempotency_key="k-1")
     assert (again.id, created, len(lookups)) == (first.id, False, 2)
     assert Task.objects.count() == 1
@@ -265,7 +266,7 @@ def test_partly_flushed_batch_records_none_of_it(redis_broker, monkeypatch):
     client, proc = redis_broker
     assert services.send_tasks(rows(pending_tasks(1))) == 1
     client.delete("orchestrator")
-    monkeypatch.setattr(services, "PUBLISH_BATCH", 10)
+    monkeypatch.setattr(dispatch, "PUBLISH_BATCH", 10)
     flushes: list[int] = []
     original = PublishBatch.flush
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from agents.common import signing
+from comms_platform import signing
 from orchestrator import registry
 from orchestrator.api.auth import api_key_create
 from orchestrator.models import AgentRegistration, ApiKeyRole, Task

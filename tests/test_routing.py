@@ -6,6 +6,7 @@ from datetime import UTC, datetime, time
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from dossiers.models import Contact
 from dossiers.services import consent_set
@@ -205,7 +206,7 @@ def test_undelivered_channel_falls_back_after_its_timeout(channel_agents, monkey
     first = Task.objects.get(parent=parent)
     assert first.status == S.IN_PROGRESS
     assert services.sweep_tasks(older_than_seconds=3600).expired == 0  # not overdue yet
-    monkeypatch.setattr(services.timezone, "now", lambda: utc(2026, 7, 2, 16, 2))
+    monkeypatch.setattr(timezone, "now", lambda: utc(2026, 7, 2, 16, 2))
     assert services.sweep_tasks(older_than_seconds=3600).expired == 1
     parent.refresh_from_db()
     first.refresh_from_db()

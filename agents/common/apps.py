@@ -8,4 +8,10 @@ class AgentsCommonConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing a handler module registers its handlers (orchestrator.registry).
-        from agents.common import diagnostic  # noqa: F401
+        from agents.common import (
+            diagnostic,  # noqa: F401
+            retention,
+        )
+        from comms_platform import purge
+
+        purge.register(retention.HOOK)

@@ -227,19 +227,19 @@ def store_once(*, provider: str, kind: str, dedupe_key: str, payload: dict[str, 
 
 def on_refused(provider: str, kind: str) -> None:
     """Count a refused webhook (metrics hook; a misconfigured secret shows here at once)."""
-    from agents.common import metrics
+    from orchestrator import metrics
 
     metrics.webhook_refused(provider, kind)
 
 
 def on_accepted(provider: str, kind: str) -> None:
     """Count a verified webhook whose events were stored (duplicates included: they were verified)."""
-    from agents.common import metrics
+    from orchestrator import metrics
 
     metrics.webhook_accepted(provider, kind)
 
 
 def on_bad_request(provider: str, kind: str) -> None:
-    from agents.common import metrics
+    from orchestrator import metrics
 
     metrics.webhook_bad_request(provider, kind)

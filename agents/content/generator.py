@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 
-from agents.common.errors import PermanentError, TransientError
+from orchestrator.errors import PermanentError, TransientError
 
 
 def generate_text(

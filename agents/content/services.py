@@ -8,11 +8,11 @@ from typing import Any
 
 from django.template.loader import render_to_string
 
-from agents.common.errors import PermanentError, TransientError
 from agents.content.generator import generate_text
 from agents.content.links import artifact_url, artifact_url_expires_at
 from dossiers.models import Artifact, Contact, Email, Message
 from dossiers.services import artifact_store
+from orchestrator.errors import PermanentError, TransientError
 from orchestrator.models import Task
 from orchestrator.services import task_transition
 from orchestrator.states import TaskStatus

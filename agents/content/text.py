@@ -8,8 +8,8 @@ from typing import Any
 from django.core.files.storage import default_storage
 from django.utils.html import strip_tags
 
-from agents.common.errors import PermanentError
 from dossiers.models import Artifact
+from orchestrator.errors import PermanentError
 
 _BLOCK_END = re.compile(r"</(?:p|div|h[1-6]|li|tr|table|blockquote|pre)\s*>|<br\s*/?>", re.IGNORECASE)
 

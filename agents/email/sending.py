@@ -16,13 +16,13 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents.common import ratelimit
-from agents.common.errors import AgentError, PermanentError, TransientError
-from agents.common.metrics import observe_provider_call
 from agents.email.providers import FallbackError, OutgoingEmail, SendResult, get_provider, provider_chain
 from agents.email.services import Body, outgoing_for, render_body
+from comms_platform import ratelimit
 from dossiers.models import ConsentStatus, Contact, Email, EmailEvent
 from dossiers.services import artifact_store, consent_status
+from orchestrator.errors import AgentError, PermanentError, TransientError
+from orchestrator.metrics import observe_provider_call
 from orchestrator.models import Task
 from orchestrator.services import task_transition
 from orchestrator.states import IllegalTransition, TaskStatus

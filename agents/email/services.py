@@ -18,7 +18,6 @@ from django.core import signing
 from django.template import TemplateDoesNotExist
 from django.template.loader import render_to_string
 
-from agents.common.errors import PermanentError
 from agents.content.text import artifact_get, artifact_read, html_to_text
 from agents.email.providers import (
     Attachment,
@@ -26,6 +25,7 @@ from agents.email.providers import (
 )
 from dossiers.models import Artifact, ConsentStatus, Contact, Email
 from dossiers.services import consent_set
+from orchestrator.errors import PermanentError
 from orchestrator.models import Task
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,12 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from agents.common import ratelimit
-from agents.common.errors import PermanentError, TransientError
 from agents.messaging import bodies, segments
 from agents.messaging.models import InboundItem, SendAttempt
 from agents.messaging.providers import get_provider
 from agents.messaging.providers.base import OutboundMessage
 from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
+from comms_platform import ratelimit
 from comms_platform.pgbackend.base import execute_prepared
 from comms_platform.pgbackend.rows import db_value, insert_row
 from dossiers.models import ConsentStatus, Contact, Direction, Message
@@ -34,6 +33,7 @@ from dossiers.services import (
     contact_get_or_create_by_phone,
     normalize_phone,
 )
+from orchestrator.errors import PermanentError, TransientError
 from orchestrator.live import publish_inbox_update
 from orchestrator.models import Task
 from orchestrator.services import Transition, task_create, task_transition, task_transition_many

@@ -18,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from agents.voice import services
+from comms_platform.serializers import StrictFieldsMixin
 from dossiers.models import ConsentStatus, Contact
 from dossiers.services import (
     InvalidPhoneNumber,
@@ -28,7 +29,7 @@ from dossiers.services import (
 from orchestrator import services as task_services
 from orchestrator.api.errors import error_body
 from orchestrator.api.permissions import task_create_check
-from orchestrator.api.serializers import ContactFieldMixin, StrictFieldsMixin, TaskSerializer
+from orchestrator.api.serializers import ContactFieldMixin, TaskSerializer
 from orchestrator.api.views import IDEMPOTENCY_HEADER, source_of
 
 LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"

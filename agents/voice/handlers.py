@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from agents.common.errors import PermanentError
 from agents.voice import links, services
 from agents.voice.api import validate_call_payload
 from agents.voice.providers import OutboundCall, get_provider
 from dossiers.models import ConsentStatus
 from dossiers.services import consent_status, contact_get_or_create_by_phone
+from orchestrator.errors import PermanentError
 from orchestrator.models import Task
 from orchestrator.registry import handler, payload_validator, status_check, task_action
 from orchestrator.services import task_contact_link, task_transition

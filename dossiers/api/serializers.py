@@ -7,9 +7,9 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework import serializers
 
+from comms_platform.serializers import StrictFieldsMixin
 from dossiers.models import ConsentChannel, ConsentStatus, Contact
 from dossiers.services import InvalidPhoneNumber, normalize_phone
-from orchestrator.api.serializers import StrictFieldsMixin
 
 
 class ContactCreateSerializer(StrictFieldsMixin, serializers.Serializer):

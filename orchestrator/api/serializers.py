@@ -8,6 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
+from comms_platform.serializers import StrictFieldsMixin
 from dossiers.models import Contact
 from orchestrator import registry
 from orchestrator.models import Task, TaskEvent
@@ -15,19 +16,6 @@ from orchestrator.states import TaskStatus
 
 S = TaskStatus
 AGENT_REPORTABLE = [S.DISPATCHED, S.IN_PROGRESS, S.SUCCEEDED, S.FAILED]
-
-
-class StrictFieldsMixin:
-    """Refuse fields the serializer does not know, so a typo is an error, not a no-op."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - set(self.fields))
-            if unknown:
-                raise serializers.ValidationError(
-                    {name: [f"Unknown field. Allowed fields: {', '.join(self.fields)}."] for name in unknown}
-                )
-        return super().to_internal_value(data)
 
 
 class ContactFieldMixin:

@@ -1,6 +1,6 @@
 """Per-API-key request throttling (API_THROTTLE_RATE, e.g. "50/s").
 
-One token bucket per key, taken from ``agents.common.ratelimit``: with REDIS_URL the bucket
+One token bucket per key, taken from ``comms_platform.ratelimit``: with REDIS_URL the bucket
 lives in Redis and is shared by every web process. A quiet key costs one Redis round trip
 per request (one EVALSHA of the bucket script); a busy key's tokens are leased to each
 process in small chunks (at most a tenth of a second's worth, ``acquire_leased``), so
@@ -22,7 +22,7 @@ import math
 from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
-from agents.common import ratelimit
+from comms_platform import ratelimit
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.common.errors import PermanentError, TransientError
 from agents.content.generator import generate_text
 from dossiers.models import Artifact, Contact, Message
+from orchestrator.errors import PermanentError, TransientError
 from orchestrator.models import Task
 from orchestrator.services import task_create
 from tests.fakes.openai_server import Reply

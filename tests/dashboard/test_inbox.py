@@ -93,6 +93,18 @@ def test_opted_out_contact_is_marked_and_cannot_be_replied_to(staff_client, oliv
     assert not Task.objects.filter(type="sms.send").exists()
 
 
+def claimed_outside_the_window(contact, operator) -> tuple[InboxItem, str]:
+    """An inbound WhatsApp message from ``contact`` 25 hours after their last one, claimed."""
+    task = inbound(contact, "hola", channel="whatsapp")
+    Contact.objects.filter(pk=contact.pk).update(
+        last_inbound_whatsapp_at=timezone.now() - timedelta(hours=25)
+    )
+    services.inbox_sync()
+    item = InboxItem.objects.get(task=task)
+    services.inbox_claim(item_id=item.pk, user=operator)
+    return item, reverse("dashboard:inbox-item", args=[item.pk])
+
+
 def test_whatsapp_outside_the_window_offers_templates_not_free_text(staff_client, olivia, ada, settings):
     settings.WHATSAPP_TEMPLATES = [
         {
@@ -102,12 +114,7 @@ def test_whatsapp_outside_the_window_offers_templates_not_free_text(staff_client
             "preview": "Your order {{1}}",
         }
     ]
-    task = inbound(ada, "hola", channel="whatsapp")
-    Contact.objects.filter(pk=ada.pk).update(last_inbound_whatsapp_at=timezone.now() - timedelta(hours=25))
-    services.inbox_sync()
-    item = InboxItem.objects.get(task=task)
-    services.inbox_claim(item_id=item.pk, user=olivia)
-    url = reverse("dashboard:inbox-item", args=[item.pk])
+    item, url = claimed_outside_the_window(ada, olivia)
 
     page = staff_client.get(url).content.decode()
     assert "order_update" in page and 'id="cc-reply"' not in page
@@ -117,6 +124,26 @@ def test_whatsapp_outside_the_window_offers_templates_not_free_text(staff_client
 
     reply = Task.objects.get(type="whatsapp.send")
     assert reply.payload == {"to": ada.whatsapp, "template": "order_update", "variables": {"1": "shipped"}}
+
+
+def test_outside_the_window_the_messaging_agents_approved_templates_are_offered(staff_client, olivia, ada):
+    """The console reads them through the orchestrator's registry (a hook the messaging agent
+    registers), never by importing the agent: only templates with a Content SID qualify."""
+    from agents.messaging.models import MessageTemplate
+
+    MessageTemplate.objects.create(name="visit_reminder", channel="whatsapp", body="See you {{ date }}",
+                                   content_sid="HX" + "1" * 32, content_variables={"2": "time", "1": "date"})  # fmt: skip
+    MessageTemplate.objects.create(name="free_form_only", channel="whatsapp", body="Hi")
+    _, url = claimed_outside_the_window(ada, olivia)
+
+    page = staff_client.get(url).content.decode()
+    assert "visit_reminder" in page and "free_form_only" not in page
+    staff_client.post(
+        url, {"action": "reply", "template": "visit_reminder", "var_1": "Monday", "var_2": "9:00"}
+    )
+    reply = Task.objects.get(type="whatsapp.send")
+    assert reply.payload["template"] == "visit_reminder"
+    assert reply.payload["variables"] == {"1": "Monday", "2": "9:00"}
 
 
 def test_whatsapp_inside_the_window_takes_free_text(olivia, ada):

@@ -331,8 +331,8 @@ def test_optional_settings_are_not_flagged_red_in_test_mode(staff_client):
 def test_a_worker_starting_to_beat_is_pushed_to_the_health_page(olivia):
     from channels.routing import URLRouter
 
-    from agents.common.heartbeats import HeartbeatThread
     from comms_platform.routing import websocket_urlpatterns
+    from orchestrator.heartbeats import HeartbeatThread
 
     async def run():
         communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/health/")
@@ -368,9 +368,10 @@ def test_resolving_a_conversation_finishes_its_inbound_task_with_an_event(staff_
 
 
 def test_static_files_get_no_log_line_each(client, caplog):
-    with caplog.at_level("INFO", logger="comms_platform.requests"):
+    request_logger = "django_structlog.middlewares.request"  # logs http.request (comms_platform/logs.py)
+    with caplog.at_level("INFO", logger=request_logger):
         client.get("/static/dashboard/console.css")
         client.get("/healthz")
-    lines = [str(r.msg) for r in caplog.records if r.name == "comms_platform.requests"]
+    lines = [str(r.msg) for r in caplog.records if r.name == request_logger]
     assert any("/healthz" in line for line in lines)
     assert not any("/static/" in line for line in lines)

@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from agents.common import heartbeats
+from orchestrator import heartbeats
 from orchestrator.api.auth import api_key_create
 from orchestrator.models import AgentRegistration, Task
 from orchestrator.services import task_create, task_dispatch

@@ -139,3 +139,22 @@ def test_webhook_lines_carry_the_provider(client, captured):
     assert (status_line["provider"], status_line["status"]) == ("twilio", "delivered")
     assert any(line["event"] == "webhook twilio/sms-status: applied" for line in lines)
     assert PHONE not in captured.getvalue()
+
+
+def test_request_lines_come_from_django_structlog_with_our_fields(client, captured):
+    """django-structlog's RequestMiddleware binds the context; the line keeps our names and
+    never holds the query string or the client's address."""
+    response = client.get(
+        "/healthz?To=%2B14155550134", HTTP_X_REQUEST_ID="req-77", HTTP_X_CORRELATION_ID="c" * 300
+    )
+    assert response["X-Request-Id"] == "req-77"
+    client.get("/static/none.css")
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    requests = [line for line in lines if line["event"].startswith(("http.request", "request_"))]
+    assert [line["event"] for line in requests] == ["http.request"]
+    (line,) = requests
+    assert (line["method"], line["path"], line["http_status"]) == ("GET", "/healthz", response.status_code)
+    assert line["request_id"] == "req-77" and line["correlation_id"] == "c" * 128
+    assert line["duration_ms"] >= 0 and "user_id" in line
+    assert not {"ip", "request", "code"} & set(line)
+    assert "14155550134" not in captured.getvalue()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.common import metrics
-from agents.common.errors import TransientError
 from agents.email.sending import pace_sender
+from orchestrator import metrics
+from orchestrator.errors import TransientError
 from orchestrator.services import task_create
 from tests.fakes.sendgrid import Answer
 
@@ -66,7 +66,7 @@ def test_a_refused_mail_counts_sendgrids_error_code(
 def test_sender_is_paced_at_email_rate_per_second(settings):
     settings.REDIS_URL = ""
     settings.EMAIL_RATE_PER_SECOND = 1
-    from agents.common import ratelimit
+    from comms_platform import ratelimit
 
     ratelimit.reset_memory()
     pace_sender(sender="pace-test@example.com")  # the bucket's one token

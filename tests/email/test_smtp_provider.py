@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.common.errors import PermanentError
 from agents.email.providers import Attachment, FallbackError, OutgoingEmail
 from agents.email.providers.smtp import SmtpProvider
+from orchestrator.errors import PermanentError
 
 MESSAGE = OutgoingEmail(
     task_id="7d1c5a52-54a4-4a36-8f57-2b6c1d8f0a11",

@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
-from agents.common import ratelimit
+from comms_platform import ratelimit
 from tests.fakes.twilio import FakeTwilio
 
 PUBLIC = "https://comms.example.com"

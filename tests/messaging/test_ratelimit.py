@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from agents.common import ratelimit
+from comms_platform import ratelimit
 from tests.support.services import unavailable
 
 
@@ -34,9 +34,9 @@ def test_redis_bucket_is_shared_and_atomic():
 def test_a_paced_send_writes_one_dossier_message_however_often_it_waits(settings, fake_twilio):
     """A low per-sender rate: the second send waits (comes back as a retry, its attempt given
     back) twice; the dossier holds one outbound message per send that went, none per wait."""
-    from agents.common.errors import TransientError
     from agents.messaging.services import message_send
     from dossiers.models import Message
+    from orchestrator.errors import TransientError
     from orchestrator.models import Task
     from orchestrator.services import task_claim, task_release
 

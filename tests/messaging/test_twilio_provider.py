@@ -200,8 +200,8 @@ def test_worker_lost_before_twilio_accepted_sends_again(fake_twilio):
 def test_sender_rate_limit_defers_a_send_instead_of_calling_twilio(
     fake_twilio, settings, django_capture_on_commit_callbacks
 ):
-    from agents.common.errors import TransientError
     from agents.messaging import handlers
+    from orchestrator.errors import TransientError
     from orchestrator.services import task_claim
 
     settings.MESSAGING_RATE_PER_SECOND = 0.1  # one message per 10 s from this sender

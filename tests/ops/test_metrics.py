@@ -13,9 +13,9 @@ from django.urls import include, path
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.common import metrics
-from agents.common.errors import PermanentError
 from agents.common.webhooks import WebhookView
+from orchestrator import metrics
+from orchestrator.errors import PermanentError
 from orchestrator.models import AgentRegistration
 from tests.support.services import redis_server
 
@@ -249,7 +249,7 @@ def test_provider_calls_made_in_another_process_show_on_this_metrics_via_redis(c
 
     script = (
         "import django; django.setup()\n"
-        "from agents.common.metrics import observe_provider_call\n"
+        "from orchestrator.metrics import observe_provider_call\n"
         "with observe_provider_call('sendgrid', 'mail.send'): pass\n"
         "with observe_provider_call('sendgrid', 'mail.send') as call: call.failed(503)\n"
     )

@@ -12,12 +12,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from agents.common.errors import PermanentError
 from agents.messaging.services import media_download
 from agents.voice.services import recording_fetch
 from comms_platform import outbound
 from dossiers.models import Artifact, Message
 from orchestrator import registry
+from orchestrator.errors import PermanentError
 from orchestrator.models import AgentRegistration, Task
 from orchestrator.remote import deliver
 

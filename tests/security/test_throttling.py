@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from agents.common import ratelimit
+from comms_platform import ratelimit
 from orchestrator.api.auth import api_key_create
 from orchestrator.api.throttling import parse_rate
 from tests.support.services import redis_server

@@ -14,7 +14,7 @@ def crash_worker(task: Task) -> None:
 
 
 def fail_permanently(task: Task) -> None:
-    from agents.common.errors import PermanentError
+    from orchestrator.errors import PermanentError
 
     raise PermanentError(f"{task.type} cannot reach {task.payload.get('to')}", code="unreachable")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from agents.common.errors import PermanentError, TransientError
 from agents.voice import links
 from agents.voice.providers import OutboundCall
 from agents.voice.providers.twilio import STATUS_EVENTS, TwilioVoiceProvider
+from orchestrator.errors import PermanentError, TransientError
 from orchestrator.models import Task
 from tests.fakes.twilio_calls import FakeTwilioCalls
 

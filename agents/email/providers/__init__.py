@@ -23,7 +23,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.common.errors import AgentError, TransientError
+from orchestrator.errors import AgentError, TransientError
 
 
 @dataclass(frozen=True)

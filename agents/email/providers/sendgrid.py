@@ -21,8 +21,8 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.common.errors import AgentError, PermanentError, TransientError
 from agents.email.providers import EmailProvider, FallbackError
+from orchestrator.errors import AgentError, PermanentError, TransientError
 
 BACKEND = "anymail.backends.sendgrid.EmailBackend"
 DEFAULT_HOST = "https://api.sendgrid.com"

@@ -22,9 +22,9 @@ from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
-from agents.common.errors import AgentError
 from agents.email import event_keys
 from agents.email.providers import EmailProvider, OutgoingEmail, SendResult
+from orchestrator.errors import AgentError
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from email.utils import make_msgid, parseaddr
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.common.errors import AgentError, PermanentError
 from agents.email.providers import EmailProvider, FallbackError, OutgoingEmail
+from orchestrator.errors import AgentError, PermanentError
 
 
 class SmtpProvider(EmailProvider):

@@ -26,10 +26,10 @@ from urllib.parse import urlencode, urlsplit
 from django.conf import settings
 from django.utils import timezone
 
-from agents.common.errors import PermanentError
 from agents.common.twilio_security import request_validator
 from agents.messaging.providers.base import MessagingProvider, OutboundMessage, SendResult
 from agents.messaging.statuses import error_reason
+from orchestrator.errors import PermanentError
 
 log = logging.getLogger(__name__)
 

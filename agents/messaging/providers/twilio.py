@@ -17,9 +17,9 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from agents.common.errors import PermanentError, TransientError
 from agents.messaging.providers.base import MessagingProvider, OutboundMessage, SendResult
 from agents.messaging.statuses import error_reason
+from orchestrator.errors import PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from agents.common.errors import PermanentError, TransientError
 from agents.voice.providers import OutboundCall
+from orchestrator.errors import PermanentError, TransientError
 
 TWILIO_HOST = re.compile(r"^https://[A-Za-z0-9.-]+\.twilio\.com")
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]

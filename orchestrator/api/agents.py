@@ -9,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.common.heartbeats import agent_statuses
+from orchestrator.heartbeats import agent_statuses
 
 
 class AgentListView(APIView):

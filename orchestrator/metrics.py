@@ -238,7 +238,7 @@ class ScrapeCollector:
         """From Redis alone, so it is served while the database is the thing that is down."""
         from django.conf import settings
 
-        from agents.common.heartbeats import ERROR_KEY, KEY, redis_client
+        from orchestrator.heartbeats import ERROR_KEY, KEY, redis_client
 
         if not settings.REDIS_URL:
             return
