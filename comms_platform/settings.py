@@ -533,3 +533,31 @@ API_INVALID_KEY_LIMIT = env.str("API_INVALID_KEY_LIMIT", default="20/m")
 # Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
 # Twilio whether the message arrived (agents/messaging/services.py _reconcile).
 TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)
+
+# --- Outbound event webhooks (event_webhooks/, docs/webhooks.md) --------------------------
+INSTALLED_APPS += ["event_webhooks.apps.EventWebhooksConfig"]
+WEBHOOK_QUEUE = "webhooks"
+AGENT_QUEUES = [*AGENT_QUEUES, WEBHOOK_QUEUE]
+# Seconds between attempts: after the 1st failure, the 2nd, … (Standard Webhooks' own
+# schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — about 27.6 h of retries in all).
+WEBHOOK_RETRY_SCHEDULE = [
+    float(s)
+    for s in env.list(
+        "WEBHOOK_RETRY_SCHEDULE", default=["5", "300", "1800", "7200", "18000", "36000", "36000"]
+    )
+]
+WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.1)  # ± this fraction of each delay
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_LEASE_MARGIN_SECONDS = env.float("WEBHOOK_LEASE_MARGIN_SECONDS", default=20)
+# An endpoint failing without a single success for this long is disabled (5 days by default).
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=5 * 86400)
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=86400)
+# Retries further ahead than this wait in the database for the sweep, not in the broker.
+WEBHOOK_MAX_COUNTDOWN_SECONDS = env.float("WEBHOOK_MAX_COUNTDOWN_SECONDS", default=600)
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=30)
+WEBHOOK_SWEEP_GRACE_SECONDS = env.float("WEBHOOK_SWEEP_GRACE_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "event_webhooks.sweep",
+    "schedule": float(WEBHOOK_SWEEP_INTERVAL_SECONDS),
+    "options": {"queue": WEBHOOK_QUEUE},
+}

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from comms_platform import events
 from comms_platform.pgbackend.rows import fetch_one, insert_row
 from dossiers.models import Artifact, AuditLog, Consent, ConsentChange, ConsentStatus, Contact
 
@@ -160,6 +161,10 @@ def consent_set(
             detail=detail[:200],
             actor=actor,
         )
+        if status == ConsentStatus.OPTED_OUT:
+            events.publish(
+                "contact.opted_out", {"contact_id": str(contact_id), "channel": channel, "source": source}
+            )
     return True
 
 
