@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as our own static files (no CDN)
     "channels",
     "axes",
     "comms_platform",
@@ -327,11 +328,17 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tasks, contacts and dossiers of the multi-channel communications platform.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages load Swagger UI / ReDoc from our static files (drf-spectacular-sidecar,
+    # pinned in requirements.txt), so /api/docs/ and /api/redoc/ work without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "orchestrator.states.TaskStatus"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.api.schema.add_error_responses",
+        "orchestrator.api.schema.drop_invalid_defaults",
     ],
 }
 
@@ -551,6 +558,8 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10)
 WEBHOOK_LEASE_MARGIN_SECONDS = env.float("WEBHOOK_LEASE_MARGIN_SECONDS", default=20)
 # An endpoint failing without a single success for this long is disabled (5 days by default).
 WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=5 * 86400)
+# Each process keeps the list of enabled endpoints this long (no query per published event).
+WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=5)
 WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=86400)
 # Retries further ahead than this wait in the database for the sweep, not in the broker.
 WEBHOOK_MAX_COUNTDOWN_SECONDS = env.float("WEBHOOK_MAX_COUNTDOWN_SECONDS", default=600)

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from agents.common.api import AgentListView
 from agents.voice.api import CallCreateView
@@ -29,6 +29,7 @@ urlpatterns = [
     path("a/<str:token>/", serve_artifact, name="artifact"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("webhooks/twilio/voice/", include("agents.voice.urls")),
     path("admin/", include("dashboard.urls")),  # the operator console's pages
     path("admin/", admin.site.urls),

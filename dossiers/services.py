@@ -22,7 +22,16 @@ log = structlog.get_logger(__name__)
 
 
 class InvalidPhoneNumber(ValueError):
-    pass
+    """Our own message (never the library's), the same on every endpoint; ``code`` is the API's
+    error code for it."""
+
+    code = "invalid_phone_number"
+
+    def __init__(self, raw: str) -> None:
+        super().__init__(
+            f"{str(raw)[:40]!r} is not a phone number: write it in international form with the country code, "
+            "such as +14155550123."
+        )
 
 
 def normalize_phone(raw: str, *, region: str | None = None) -> str:
@@ -32,10 +41,10 @@ def normalize_phone(raw: str, *, region: str | None = None) -> str:
         value = value.removeprefix("whatsapp:")
     try:
         number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"{raw!r} is not a phone number: {exc}") from None
+    except phonenumbers.NumberParseException:
+        raise InvalidPhoneNumber(raw) from None
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhoneNumber(f"{raw!r} is not a valid phone number")
+        raise InvalidPhoneNumber(raw)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -63,8 +63,15 @@ class WebhookDelivery(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     webhook_id = models.CharField(max_length=64, unique=True)
+    # No database constraint: the bus may write a delivery for an endpoint another process
+    # deleted a moment ago (its cached list); the attempt then finds no endpoint and stops.
     endpoint = models.ForeignKey(
-        WebhookEndpoint, null=True, blank=True, on_delete=models.CASCADE, related_name="deliveries"
+        WebhookEndpoint,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        db_constraint=False,
     )
     url = models.URLField(max_length=2000, help_text="Where it goes (a callback URL has no endpoint).")
     event_type = models.CharField(max_length=64)

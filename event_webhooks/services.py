@@ -22,6 +22,7 @@ import structlog
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
@@ -118,6 +119,8 @@ def endpoint_set_enabled(*, endpoint: WebhookEndpoint, enabled: bool, actor: str
     """Enable or disable; enabling clears the failure clock. Disabling stops pending deliveries."""
     now = timezone.now()
     with transaction.atomic():
+        transaction.on_commit(endpoint_cache.clear)
+        endpoint_cache.clear()
         WebhookEndpoint.objects.filter(id=endpoint.id).update(
             enabled=enabled,
             disabled_reason="" if enabled else reason[:200],
@@ -185,14 +188,56 @@ def new_webhook_id() -> str:
     return f"msg_{uuid.uuid4().hex}"
 
 
+@dataclass(frozen=True)
+class Subscriber:
+    id: Any
+    url: str
+    event_types: frozenset[str]
+    owner: str
+    all_events: bool
+
+
+class EndpointCache:
+    """The enabled endpoints, per process, for WEBHOOK_ENDPOINT_CACHE_SECONDS: the bus costs no
+    query per event on the hot paths (a status callback batch). Any change to an endpoint in
+    this process clears it (signals below); other processes see it within the cache time."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._items: list[Subscriber] = []
+
+    def get(self) -> list[Subscriber]:
+        now = time.monotonic()
+        if now >= self._until:
+            self._items = [
+                Subscriber(ep.id, ep.url, frozenset(ep.event_types), ep.owner, ep.all_events)
+                for ep in WebhookEndpoint.objects.filter(enabled=True).only("id", "url", "event_types", "owner",
+                                                                             "all_events")
+            ]  # fmt: skip
+            self._until = now + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS
+        return self._items
+
+    def clear(self, **kwargs) -> None:
+        self._until = 0.0
+
+    def prime(self, subscribers: list[Subscriber]) -> None:
+        """Set the list (tests: a fresh database has no endpoints)."""
+        self._items = list(subscribers)
+        self._until = time.monotonic() + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS
+
+
+endpoint_cache = EndpointCache()
+post_save.connect(endpoint_cache.clear, sender=WebhookEndpoint, dispatch_uid="webhook-endpoint-cache-save")
+post_delete.connect(
+    endpoint_cache.clear, sender=WebhookEndpoint, dispatch_uid="webhook-endpoint-cache-delete"
+)
+
+
 def events_enqueue(events: Sequence[Event]) -> list[WebhookDelivery]:
     """The bus sink: one delivery per (event, subscribed endpoint), written in
     the publisher's transaction; the Celery messages are sent after it commits."""
     wanted = {e.type for e in events}
-    endpoints = [
-        ep for ep in WebhookEndpoint.objects.filter(enabled=True).only("id", "url", "event_types", "owner", "all_events")
-        if wanted.intersection(ep.event_types)
-    ]  # fmt: skip
+    endpoints = [ep for ep in endpoint_cache.get() if wanted & ep.event_types]
     if not endpoints:
         return []
     # The owner of each event's task, for endpoints that see only their own client's tasks.

@@ -26,7 +26,7 @@ def _recipient(payload: dict[str, Any], contact: Any, channel: str) -> str:
     try:
         return normalize_phone(str(raw))
     except InvalidPhoneNumber as exc:
-        raise _error(f"'to': {exc}") from None
+        raise ValidationError({"payload": {"to": [str(exc)]}}, code=exc.code) from None
 
 
 def _check_length(text: str, channel: str) -> dict[str, Any]:
