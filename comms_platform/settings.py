@@ -339,6 +339,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.api.schema.add_error_responses",
         "orchestrator.api.schema.drop_invalid_defaults",
+        "orchestrator.api.schema.add_task_examples",
     ],
 }
 

@@ -106,3 +106,18 @@ def drop_invalid_defaults(result, generator, request, public):
         elif isinstance(node, list):
             stack.extend(node)
     return result
+
+
+def add_task_examples(result, generator, request, public):
+    """drf-spectacular postprocessing hook: each task type's ``TaskCreate`` component gets its
+    registered example (tests/api/test_openapi_document.py posts each one to the intake)."""
+    from orchestrator import registry
+    from orchestrator.api.serializers import _component_name
+
+    schemas = result.get("components", {}).get("schemas", {})
+    for task_type, spec in registry.payload_schemas().items():
+        for direction in ("", "Request"):
+            component = schemas.get(_component_name(task_type) + direction)
+            if component is not None:
+                component["example"] = {"type": task_type, "payload": spec.example}
+    return result
