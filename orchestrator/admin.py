@@ -72,7 +72,7 @@ class AgentRegistrationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "role", "task_types", "contacts", "all_tasks", "agent_registration",
+    list_display = ["name", "prefix", "role", "task_types", "contacts", "all_tasks", "webhooks", "agent_registration",
                     "expires_at", "last_used_at", "revoked_at"]  # fmt: skip
     list_filter = ["role", "contacts", "all_tasks", "revoked_at"]
     list_select_related = ["agent_registration"]
