@@ -28,7 +28,7 @@ test: install
 	$(BIN)/python bin/run-tests $(ARGS)
 
 ## make worker: a Celery worker on every agent queue (needs REDIS_URL); QUEUES=voice for one pool.
-QUEUES ?= orchestrator,voice,messaging,email,content,remote
+QUEUES ?= orchestrator,voice,messaging,email,content,remote,webhooks
 worker: install
 	@test -n "$$REDIS_URL" || { echo "make worker needs REDIS_URL (without it tasks run in-process)"; exit 1; }
 	$(BIN)/celery -A comms_platform worker -l INFO -Q $(QUEUES) -c 2

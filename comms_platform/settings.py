@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI and ReDoc as our own static files (no CDN)
     "channels",
     "axes",
     "comms_platform",
@@ -313,11 +314,18 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Tasks, contacts and dossiers of the multi-channel communications platform.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The docs pages load Swagger UI / ReDoc from our static files (drf-spectacular-sidecar,
+    # pinned in requirements.txt), so /api/docs/ and /api/redoc/ work without internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "orchestrator.states.TaskStatus"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.api.schema.add_error_responses",
+        "orchestrator.api.schema.drop_invalid_defaults",
+        "orchestrator.api.schema.add_task_examples",
     ],
 }
 
@@ -525,3 +533,33 @@ API_INVALID_KEY_LIMIT = env.str("API_INVALID_KEY_LIMIT", default="20/m")
 # Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
 # Twilio whether the message arrived (agents/messaging/services.py _reconcile).
 TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)
+
+# --- Outbound event webhooks (event_webhooks/, docs/webhooks.md) --------------------------
+INSTALLED_APPS += ["event_webhooks.apps.EventWebhooksConfig"]
+WEBHOOK_QUEUE = "webhooks"
+AGENT_QUEUES = [*AGENT_QUEUES, WEBHOOK_QUEUE]
+# Seconds between attempts: after the 1st failure, the 2nd, … (Standard Webhooks' own
+# schedule: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — about 27.6 h of retries in all).
+WEBHOOK_RETRY_SCHEDULE = [
+    float(s)
+    for s in env.list(
+        "WEBHOOK_RETRY_SCHEDULE", default=["5", "300", "1800", "7200", "18000", "36000", "36000"]
+    )
+]
+WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.1)  # ± this fraction of each delay
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_LEASE_MARGIN_SECONDS = env.float("WEBHOOK_LEASE_MARGIN_SECONDS", default=20)
+# An endpoint failing without a single success for this long is disabled (5 days by default).
+WEBHOOK_DISABLE_AFTER_SECONDS = env.int("WEBHOOK_DISABLE_AFTER_SECONDS", default=5 * 86400)
+# Each process keeps the list of enabled endpoints this long (no query per published event).
+WEBHOOK_ENDPOINT_CACHE_SECONDS = env.float("WEBHOOK_ENDPOINT_CACHE_SECONDS", default=5)
+WEBHOOK_SECRET_OVERLAP_SECONDS = env.int("WEBHOOK_SECRET_OVERLAP_SECONDS", default=86400)
+# Retries further ahead than this wait in the database for the sweep, not in the broker.
+WEBHOOK_MAX_COUNTDOWN_SECONDS = env.float("WEBHOOK_MAX_COUNTDOWN_SECONDS", default=600)
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=30)
+WEBHOOK_SWEEP_GRACE_SECONDS = env.float("WEBHOOK_SWEEP_GRACE_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["webhooks-sweep"] = {
+    "task": "event_webhooks.sweep",
+    "schedule": float(WEBHOOK_SWEEP_INTERVAL_SECONDS),
+    "options": {"queue": WEBHOOK_QUEUE},
+}

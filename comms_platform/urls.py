@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from agents.voice.api import CallCreateView
 from comms_platform import health, metrics_view
@@ -24,10 +24,12 @@ urlpatterns = [
     path("metrics", metrics_view.metrics, name="metrics"),
     path("api/", include("dossiers.api.urls")),
     path("api/agents/", AgentListView.as_view(), name="agent-list"),
+    path("api/", include("event_webhooks.api.urls")),
     # Every artifact link, whoever hands it out (dossiers/links.py).
     path("a/<str:token>/", serve_artifact, name="artifact"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
     path("webhooks/twilio/voice/", include("agents.voice.urls")),
     path("admin/", include("dashboard.urls")),  # the operator console's pages
     path("admin/", admin.site.urls),

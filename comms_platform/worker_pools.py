@@ -3,7 +3,8 @@
 Voice, messaging and email each get their own pool, so a provider that hangs (a Twilio call
 create that never answers, an SMTP server that stalls) holds only its own channel's pool
 processes for up to the provider timeout; the other channels' tasks keep flowing. The core pool
-runs the orchestrator's own tasks (the sweeper, routing, diagnostics), content and remote agents.
+runs the orchestrator's own tasks (the sweeper, routing, diagnostics), content, remote agents
+and the outbound event webhooks (the ``webhooks`` queue).
 render.yaml declares one Render worker service per pool (``WORKER_QUEUES`` for bin/render-worker);
 ``make run`` (bin/devserver) starts one Celery worker per pool.
 """
@@ -11,7 +12,7 @@ render.yaml declares one Render worker service per pool (``WORKER_QUEUES`` for b
 from __future__ import annotations
 
 POOLS: dict[str, str] = {
-    "core": "orchestrator,content,remote",
+    "core": "orchestrator,content,remote,webhooks",
     "voice": "voice",
     "messaging": "messaging",
     "email": "email",

@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from comms_platform import events
 from comms_platform.pgbackend.rows import fetch_one, insert_row
 from dossiers.models import Artifact, AuditLog, Consent, ConsentChange, ConsentStatus, Contact
 
@@ -21,7 +22,16 @@ log = structlog.get_logger(__name__)
 
 
 class InvalidPhoneNumber(ValueError):
-    pass
+    """Our own message (never the library's), the same on every endpoint; ``code`` is the API's
+    error code for it."""
+
+    code = "invalid_phone_number"
+
+    def __init__(self, raw: str) -> None:
+        super().__init__(
+            f"{str(raw)[:40]!r} is not a phone number: write it in international form with the country code, "
+            "such as +14155550123."
+        )
 
 
 def normalize_phone(raw: str, *, region: str | None = None) -> str:
@@ -31,10 +41,10 @@ def normalize_phone(raw: str, *, region: str | None = None) -> str:
         value = value.removeprefix("whatsapp:")
     try:
         number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
-        raise InvalidPhoneNumber(f"{raw!r} is not a phone number: {exc}") from None
+    except phonenumbers.NumberParseException:
+        raise InvalidPhoneNumber(raw) from None
     if not phonenumbers.is_valid_number(number):
-        raise InvalidPhoneNumber(f"{raw!r} is not a valid phone number")
+        raise InvalidPhoneNumber(raw)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -160,6 +170,10 @@ def consent_set(
             detail=detail[:200],
             actor=actor,
         )
+        if status == ConsentStatus.OPTED_OUT:
+            events.publish(
+                "contact.opted_out", {"contact_id": str(contact_id), "channel": channel, "source": source}
+            )
     return True
 
 

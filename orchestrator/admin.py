@@ -72,13 +72,13 @@ class AgentRegistrationAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "prefix", "role", "task_types", "contacts", "all_tasks", "agent_registration",
+    list_display = ["name", "prefix", "role", "task_types", "contacts", "all_tasks", "webhooks", "agent_registration",
                     "expires_at", "last_used_at", "revoked_at"]  # fmt: skip
     list_filter = ["role", "contacts", "all_tasks", "revoked_at"]
     list_select_related = ["agent_registration"]
     search_fields = ["name", "prefix"]
     readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-    fields = ["name", "role", "task_types", "contacts", "all_tasks", "agent_registration", "expires_at",
+    fields = ["name", "role", "task_types", "contacts", "all_tasks", "webhooks", "agent_registration", "expires_at",
               "prefix", "created_at", "last_used_at", "revoked_at"]  # fmt: skip
     actions = ["revoke"]
 
@@ -94,7 +94,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
             return
         created, key = api_key_create(name=obj.name, role=obj.role, task_types=obj.task_types,
                                       contacts=obj.contacts, all_tasks=obj.all_tasks,
-                                      agent_registration=obj.agent_registration, expires_at=obj.expires_at)  # fmt: skip
+                                      agent_registration=obj.agent_registration, expires_at=obj.expires_at,
+                                      webhooks=obj.webhooks)  # fmt: skip
         obj.pk = created.pk
         obj.prefix, obj.digest = created.prefix, created.digest
         messages.warning(

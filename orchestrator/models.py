@@ -111,6 +111,9 @@ class ApiKey(models.Model):
     all_tasks = models.BooleanField(
         default=False, help_text="sees and cancels every client's tasks, not only its own"
     )
+    webhooks = models.BooleanField(
+        default=False, help_text="manages its outbound webhook endpoints (/api/webhook-endpoints/)"
+    )
     agent_registration = models.ForeignKey(
         AgentRegistration,
         null=True,

@@ -162,12 +162,48 @@ def payload_validator(task_type: str) -> Callable[[PayloadValidator], PayloadVal
     return register
 
 
+@dataclass(frozen=True)
+class PayloadSchema:
+    """A task type's payload as a DRF serializer: its OpenAPI component (the ``TaskCreate``
+    union of /api/docs/) and a check intake runs too (``validates``), with a documented example."""
+
+    serializer: type
+    example: dict
+    validates: bool = True  # False when the type's payload validator already runs this serializer
+
+
+_payload_schemas: dict[str, PayloadSchema] = {}
+
+
+def payload_schema(task_type: str, serializer: type, *, example: dict, validates: bool = True) -> None:
+    _payload_schemas[task_type] = PayloadSchema(serializer, example, validates)
+
+
+def payload_schemas() -> dict[str, PayloadSchema]:
+    return dict(sorted(_payload_schemas.items()))
+
+
 def validate_payload(task_type: str, payload: dict, contact: Any) -> dict:
     validator = _payload_validators.get(task_type)
     if validator is None:
-        return payload
+        return _check_shape(task_type, payload)
     result = validator(payload, contact)
-    return payload if result is None else result
+    result = payload if result is None else result
+    return _check_shape(task_type, result)
+
+
+def _check_shape(task_type: str, payload: dict) -> dict:
+    """The documented payload serializer accepts what intake accepts (after the type's own
+    validator, whose messages come first): a payload it refuses is a 400 naming the field."""
+    spec = _payload_schemas.get(task_type)
+    if spec is None or not spec.validates:
+        return payload
+    serializer = spec.serializer(data=payload)
+    if not serializer.is_valid():
+        from rest_framework.exceptions import ValidationError
+
+        raise ValidationError({"payload": serializer.errors})
+    return payload
 
 
 @dataclass(frozen=True)

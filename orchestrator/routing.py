@@ -24,7 +24,7 @@ from dossiers.models import ConsentStatus, Contact
 from dossiers.services import consent_status
 from orchestrator import services
 from orchestrator.models import RoutingRule, Task
-from orchestrator.registry import handler, payload_validator
+from orchestrator.registry import handler, payload_schema, payload_validator
 from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -286,3 +286,22 @@ def _summary(chain: dict[str, Any]) -> str:
     parts = [f"{a['channel']}: {a.get('reason') or a['status']}" for a in chain.get("attempts", [])]
     parts += [f"{s['channel']}: skipped ({s['reason']})" for s in chain.get("skipped", [])]
     return "no channel delivered — " + ("; ".join(parts) if parts else "no channel was usable")
+
+
+class NotifyPayloadSerializer(serializers.Serializer):
+    """``notify`` (needs a ``contact``): what to say; routing rules pick the channels."""
+
+    body = serializers.CharField(required=False, allow_blank=True)
+    subject = serializers.CharField(required=False, allow_blank=True, help_text="For email.")
+    text = serializers.CharField(required=False, allow_blank=True)
+    html = serializers.CharField(required=False, allow_blank=True)
+    template = serializers.CharField(required=False, allow_blank=True)
+    prompt = serializers.CharField(required=False, allow_blank=True)
+    tags = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Matched by routing rules."
+    )
+
+
+payload_schema(
+    "notify", NotifyPayloadSerializer, example={"body": "Your order shipped", "subject": "Order 1042"}
+)

@@ -5,6 +5,7 @@ from channels.layers import channel_layers
 from django.conf import settings
 
 from comms_platform.celery import app as celery_app
+from event_webhooks.services import endpoint_cache
 from orchestrator import registry
 from orchestrator.api import badkeys
 from orchestrator.api.auth import api_key_create, key_cache
@@ -20,6 +21,7 @@ def _in_process_tasks(settings):
     registry.invalidate()
     key_cache.clear()
     badkeys.reset()
+    endpoint_cache.prime([])  # each test starts with no webhook endpoints (creating one clears it)
     yield
     celery_app.conf.task_always_eager = previous
     registry.invalidate()

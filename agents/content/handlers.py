@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework import serializers
 from rest_framework.serializers import ValidationError
 
 from agents.content import services
 from dossiers.models import Contact
 from orchestrator.models import Task
-from orchestrator.registry import handler, payload_validator
+from orchestrator.registry import handler, payload_schema, payload_validator
 
 
 @handler("content.generate", channel="content", queue="content")
@@ -37,3 +38,16 @@ def validate_content_payload(payload: dict[str, Any], contact: Contact | None) -
         errors.append("'max_tokens' must be an integer from 1 to 4000.")
     if errors:
         raise ValidationError({"payload": errors})
+
+
+class ContentPayloadSerializer(serializers.Serializer):
+    """``content.generate``: a prompt; the result is kept as an artifact (result.url, signed)."""
+
+    prompt = serializers.CharField()
+    format = serializers.ChoiceField(choices=sorted(services.FORMATS), required=False)
+    inputs = serializers.DictField(required=False, help_text="Extra inputs for the prompt.")
+    max_tokens = serializers.IntegerField(min_value=1, max_value=4000, required=False)
+
+
+payload_schema("content.generate", ContentPayloadSerializer,
+               example={"prompt": "Summarise the last week", "format": "summary"})  # fmt: skip

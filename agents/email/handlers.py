@@ -17,12 +17,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.validators import validate_email
 from django.template import TemplateDoesNotExist
 from django.template.loader import get_template
+from rest_framework import serializers
 from rest_framework.serializers import ValidationError
 
 from agents.email import sending
 from dossiers.models import Artifact, Contact
 from orchestrator.models import Task
-from orchestrator.registry import handler, payload_validator
+from orchestrator.registry import handler, payload_schema, payload_validator
 
 ARTIFACT_MODES = ("body", "link", "attachment")
 
@@ -92,3 +93,23 @@ def _artifact_errors(payload: dict[str, Any]) -> list[str]:
             return [f"{ref!r} is not an artifact id."]
     missing = set(ids) - set(Artifact.objects.filter(id__in=ids).values_list("id", flat=True))
     return [f"no artifact {m}." for m in sorted(map(str, missing))]
+
+
+class EmailPayloadSerializer(serializers.Serializer):
+    """``email.send``: a subject and a body (text and/or html, a template, or an artifact)."""
+
+    to = serializers.CharField(required=False, help_text="An email address; defaults to the contact's.")
+    subject = serializers.CharField()
+    text = serializers.CharField(required=False, allow_blank=True)
+    html = serializers.CharField(required=False, allow_blank=True)
+    template = serializers.CharField(required=False, allow_blank=True, help_text="An email template name.")
+    context = serializers.DictField(required=False, help_text="Template variables.")
+    reply_to = serializers.CharField(required=False, allow_blank=True)
+    artifact = serializers.CharField(required=False, allow_blank=True, help_text="An artifact id.")
+    artifact_as = serializers.ChoiceField(choices=ARTIFACT_MODES, required=False)
+    attachments = serializers.ListField(child=serializers.JSONField(), required=False,
+                                        help_text="Artifact ids to attach.")  # fmt: skip
+
+
+payload_schema("email.send", EmailPayloadSerializer,
+               example={"to": "ada@example.com", "subject": "Order 1042", "text": "It shipped."})  # fmt: skip

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.email.services import contact_ids_for, email_opt_out
+from comms_platform import events
 from dossiers.models import Contact, Email, EmailEvent
 from orchestrator.models import Task
 from orchestrator.services import task_transition
@@ -69,6 +70,10 @@ def email_apply_tracking(*, event: AnymailTrackingEvent, event_id: str) -> str:
     status = EMAIL_STATUS.get(event.event_type)
     if status and STATUS_RANK[status] > STATUS_RANK.get(email.status, 0):
         Email.objects.filter(id=email.id).update(status=status, updated_at=timezone.now())
+    if event.event_type in events.EMAIL_EVENT:
+        events.publish(
+            events.EMAIL_EVENT[event.event_type], events.email_data(email, name), task_id=email.task_id
+        )
     if event.event_type in OPT_OUT_EVENTS:
         email_opt_out(email=email, detail=f"sendgrid {name}")
     # anymail does not tell a hard bounce from a block: SendGrid's ``type`` does.

@@ -22,7 +22,7 @@ from agents.messaging.models import InboundItem, SendAttempt
 from agents.messaging.providers import get_provider
 from agents.messaging.providers.base import OutboundMessage
 from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
-from comms_platform import ratelimit
+from comms_platform import events, ratelimit
 from comms_platform.pgbackend.base import execute_prepared
 from comms_platform.pgbackend.rows import db_value, insert_row
 from dossiers.models import ConsentStatus, Contact, Direction, Message
@@ -586,7 +586,12 @@ def _message_status(message: Message, sid: str, status: str, code: str, reason: 
         elif rank >= RANK["partially_delivered"]:
             fields.update(error_code="", error_message="")  # delivered after all: no stale error
         not_lower = [name for name, r in RANK.items() if r >= rank]
-        Message.objects.filter(id=message.id).exclude(status__in=not_lower).update(**fields, updated_at=now)
+        if (
+            Message.objects.filter(id=message.id)
+            .exclude(status__in=not_lower)
+            .update(**fields, updated_at=now)
+        ):
+            events.publish_message_status(message, status, code)
 
 
 # --- Inbound -----------------------------------------------------------------------------
@@ -643,6 +648,9 @@ def inbound_receive(*, event: dict[str, str]) -> str:
                  "media": len(media)},
     )  # fmt: skip
     Message.objects.filter(id=message.id).update(task=task)
+    events.publish(
+        "message.received", events.message_data(message) | {"task_id": str(task.id)}, task_id=task.id
+    )
     InboundItem.objects.create(task=task, message=message, contact=contact, channel=channel, received_at=now)
     # The console's inbound queue and an open conversation with this contact update at once.
     publish_inbox_update(task.id, reason="received", contact_id=contact.id)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from rest_framework.serializers import ValidationError
+from rest_framework.serializers import CharField, DictField, ListField, Serializer, ValidationError
 
 from agents.messaging import bodies, segments
 from dossiers.services import InvalidPhoneNumber, normalize_phone
-from orchestrator.registry import payload_validator
+from orchestrator.registry import payload_schema, payload_validator
 
 ALLOWED = {"to", "body", "template", "prompt", "variables", "locale", "media_url"}
 
@@ -26,7 +26,7 @@ def _recipient(payload: dict[str, Any], contact: Any, channel: str) -> str:
     try:
         return normalize_phone(str(raw))
     except InvalidPhoneNumber as exc:
-        raise _error(f"'to': {exc}") from None
+        raise ValidationError({"payload": {"to": [str(exc)]}}, code=exc.code) from None
 
 
 def _check_length(text: str, channel: str) -> dict[str, Any]:
@@ -92,3 +92,35 @@ def validate_sms(payload: dict[str, Any], contact: Any) -> dict[str, Any]:
 @payload_validator("whatsapp.send")
 def validate_whatsapp(payload: dict[str, Any], contact: Any) -> dict[str, Any]:
     return validate_message(payload, contact, "whatsapp")
+
+
+# --- The documented payload (OpenAPI component, also checked at intake) ------------------------
+
+
+class MessagePayloadSerializer(Serializer):
+    """``sms.send`` / ``whatsapp.send``: exactly one of ``body``, ``template`` or ``prompt``."""
+
+    to = CharField(required=False, help_text="E.164 (+14155550123; whatsapp:+… for WhatsApp); "
+                   "defaults to the task contact's number.")  # fmt: skip
+    body = CharField(required=False, allow_blank=True, help_text="The text.")
+    template = CharField(required=False, allow_blank=True, help_text="A MessageTemplate name (an approved "
+                         "WhatsApp template may be sent outside the 24-hour window).")  # fmt: skip
+    variables = DictField(
+        required=False, help_text="Template variables (the contact's fields fill the rest)."
+    )
+    prompt = CharField(
+        required=False, allow_blank=True, help_text="Generate the text with the content agent."
+    )
+    locale = CharField(
+        required=False, allow_blank=True, help_text="The template locale (default the contact's)."
+    )
+    media_url = ListField(
+        child=CharField(), required=False, help_text="http(s) URLs of media (MMS/WhatsApp)."
+    )
+
+
+payload_schema(
+    "sms.send", MessagePayloadSerializer, example={"to": "+14155550123", "body": "Your order shipped"}
+)
+payload_schema("whatsapp.send", MessagePayloadSerializer, example={
+    "to": "whatsapp:+14155550101", "template": "order_shipped", "variables": {"name": "Ada", "order": "1042"}})  # fmt: skip

@@ -74,7 +74,7 @@ class CallPayloadSerializer(StrictFieldsMixin, serializers.Serializer):
         try:
             attrs["to"] = normalize_phone(raw)
         except InvalidPhoneNumber as exc:
-            raise serializers.ValidationError({"to": [str(exc)]}) from None
+            raise serializers.ValidationError({"to": [str(exc)]}, code=exc.code) from None
         if contact and consent_status(contact_id=contact.id, channel="voice") == ConsentStatus.OPTED_OUT:
             raise serializers.ValidationError({"contact": ["This contact opted out of calls."]})
         attrs.setdefault("language", (contact.locale if contact and "-" in (contact.locale or "") else "")

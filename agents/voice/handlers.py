@@ -5,13 +5,13 @@ from __future__ import annotations
 from django.conf import settings
 
 from agents.voice import links, services
-from agents.voice.api import validate_call_payload
+from agents.voice.api import CallPayloadSerializer, validate_call_payload
 from agents.voice.providers import OutboundCall, get_provider
 from dossiers.models import ConsentStatus
 from dossiers.services import consent_status, contact_get_or_create_by_phone
 from orchestrator.errors import PermanentError
 from orchestrator.models import Task
-from orchestrator.registry import handler, payload_validator, status_check, task_action
+from orchestrator.registry import handler, payload_schema, payload_validator, status_check, task_action
 from orchestrator.services import task_contact_link, task_transition
 from orchestrator.states import TaskStatus
 
@@ -85,3 +85,8 @@ def call_hang_up(task: Task, actor: str) -> str:
 @status_check("call.outbound")
 def call_status_check(task_id) -> str:
     return services.call_status_check(task_id=task_id)
+
+
+# The same serializer validates call.outbound payloads (validate_call_payload) and documents them.
+payload_schema("call.outbound", CallPayloadSerializer, validates=False,
+               example={"to": "+14155550123", "goal": "confirm the delivery window", "greeting": "Hi, this is Acme."})  # fmt: skip

@@ -20,7 +20,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from comms_platform import outbound
+from comms_platform import events, outbound
 from dossiers.models import Artifact, Call, Direction, TranscriptTurn
 from orchestrator.live import CALLS_GROUP, call_group, send_group
 from orchestrator.models import Task
@@ -125,6 +125,7 @@ def call_status_apply(*, task_id: Any, update: StatusUpdate) -> str:
         _update_call_row(call, update)
         _publish_call_status(task_id, update.status)
         if STATUS_RANK[update.status] == 4:
+            events.publish("call.completed", events.call_data(call), task_id=task_id)
             _finish_task(task_id, call)
         elif update.status == "in-progress":
             _ensure_in_progress(task_id, update.call_sid)
@@ -245,6 +246,7 @@ def transcript_write(*, call_id: int, turns: list[TurnData], end_reason: str = "
             )
         if end_reason:
             call_end_reason_set(call_id=call_id, reason=end_reason)
+            events.publish_transcript_ready(call_id=call_id, end_reason=end_reason)
 
 
 def transcript_history(*, call_id: int) -> list[TranscriptTurn]:

@@ -49,7 +49,7 @@ class ContactCreateSerializer(StrictFieldsMixin, serializers.Serializer):
             return normalize_phone(raw, region=region)
         except InvalidPhoneNumber as exc:
             raise serializers.ValidationError(
-                {field: [f"{exc}. Use international form (+14155550100) or give the region."]}
+                {field: [f"{exc} Or give the region."]}, code=exc.code
             ) from None
 
 

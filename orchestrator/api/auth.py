@@ -37,6 +37,7 @@ def api_key_create(
     all_tasks: bool = False,
     agent_registration=None,
     expires_at=None,
+    webhooks: bool = False,
 ) -> tuple[ApiKey, str]:
     """Create a key and return it with its plain text, which is not stored anywhere.
 
@@ -49,7 +50,7 @@ def api_key_create(
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     api_key = ApiKey(name=name, prefix=key[:10], digest=digest(key), role=role, task_types=task_types,
                      contacts=contacts, all_tasks=all_tasks, agent_registration=agent_registration,
-                     expires_at=expires_at)  # fmt: skip
+                     expires_at=expires_at, webhooks=webhooks)  # fmt: skip
     api_key.clean()
     api_key.save()
     return api_key, key
@@ -66,6 +67,7 @@ class ApiClient:
     contacts: str = ContactAccess.NONE
     all_tasks: bool = False
     agent: str = ""  # agent keys: the agent name of the bound registration
+    webhooks: bool = False  # may manage its outbound webhook endpoints
     expires_at: object = None
     is_authenticated: bool = True
     is_active: bool = True
@@ -178,7 +180,7 @@ def _client_of(row: ApiKey) -> ApiClient:
     reg = row.agent_registration
     return ApiClient(key_id=row.id, name=row.name, role=row.role, task_types=tuple(row.task_types or ()),
                      contacts=row.contacts, all_tasks=row.all_tasks, agent=reg.agent if reg and reg.kind == "remote" else "",
-                     expires_at=row.expires_at)  # fmt: skip
+                     expires_at=row.expires_at, webhooks=row.webhooks)  # fmt: skip
 
 
 class StaffSessionAuthentication(authentication.SessionAuthentication):

@@ -31,7 +31,9 @@ def exception_handler(exc, context):
         )
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        response.data = error_body("invalid", _first_message(detail), fields=detail)
+        response.data = error_body(
+            "invalid", _first_message(detail), fields=detail, problems=problems(detail)
+        )
     elif isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else exc.default_code
@@ -39,6 +41,25 @@ def exception_handler(exc, context):
             code = "malformed_json"
         response.data = error_body(code, str(exc.detail))
     return response
+
+
+def problems(detail, path: str = "") -> list[dict[str, str]]:
+    """Each field error as ``{"field": "payload.to", "code": ..., "message": ...}``: one code
+    per problem, the same on every endpoint (``invalid_phone_number``, ``required``, …)."""
+    found: list[dict[str, str]] = []
+    if isinstance(detail, dict):
+        for name, value in detail.items():
+            found += problems(
+                value, f"{path}.{name}" if path and name != "non_field_errors" else (path or name)
+            )
+    elif isinstance(detail, list):
+        for item in detail:
+            found += problems(item, path)
+    else:
+        found.append(
+            {"field": path, "code": getattr(detail, "code", None) or "invalid", "message": str(detail)}
+        )
+    return found
 
 
 def _first_message(detail) -> str:

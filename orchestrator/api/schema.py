@@ -34,6 +34,19 @@ ERROR_SCHEMA = {
                 "code": {"type": "string", "example": "invalid"},
                 "message": {"type": "string"},
                 "fields": {"type": "object", "additionalProperties": True},
+                "problems": {
+                    "type": "array",
+                    "description": "Each field error with its code (one code per problem on every endpoint, "
+                    "e.g. invalid_phone_number).",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "field": {"type": "string"},
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                    },
+                },
             },
             "additionalProperties": True,
         }
@@ -76,4 +89,35 @@ def add_error_responses(result, generator, request, public):
                 and not responses["409"].get("content")
             ):
                 responses["409"]["content"] = {"application/json": {"schema": ref}}
+    return result
+
+
+def drop_invalid_defaults(result, generator, request, public):
+    """drf-spectacular postprocessing hook: a ``default: ''`` on a string that must be non-empty
+    or of a format (a DRF field with ``default=""``, an optional query filter) is not valid
+    OpenAPI for its own schema (openapi-spec-validator refuses it): the default is left out."""
+    stack = [result]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("default") == "" and (node.get("minLength", 0) >= 1 or "format" in node):
+                del node["default"]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return result
+
+
+def add_task_examples(result, generator, request, public):
+    """drf-spectacular postprocessing hook: each task type's ``TaskCreate`` component gets its
+    registered example (tests/api/test_openapi_document.py posts each one to the intake)."""
+    from orchestrator import registry
+    from orchestrator.api.serializers import _component_name
+
+    schemas = result.get("components", {}).get("schemas", {})
+    for task_type, spec in registry.payload_schemas().items():
+        for direction in ("", "Request"):
+            component = schemas.get(_component_name(task_type) + direction)
+            if component is not None:
+                component["example"] = {"type": task_type, "payload": spec.example}
     return result

@@ -158,3 +158,23 @@ class TaskPatchSerializer(StrictFieldsMixin, serializers.Serializer):
 
 class TaskCancelSerializer(StrictFieldsMixin, serializers.Serializer):
     reason = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+def _component_name(task_type: str) -> str:
+    return "".join(part.capitalize() for part in task_type.replace("_", ".").split(".")) + "TaskCreate"
+
+
+_variants: dict[str, type] = {}
+
+
+def task_create_variants() -> dict[str, type]:
+    """One ``TaskCreate`` serializer per task type with a documented payload (the registry's
+    payload schemas): the OpenAPI union on ``type`` of ``POST /api/tasks/``."""
+    for task_type, spec in registry.payload_schemas().items():
+        if task_type not in _variants:
+            _variants[task_type] = type(_component_name(task_type), (TaskCreateSerializer,), {
+                "type": serializers.ChoiceField(choices=[task_type]),
+                "payload": spec.serializer(required=False, help_text=(spec.serializer.__doc__ or "").strip()),
+                "__doc__": f"Create a {task_type} task.",
+            })  # fmt: skip
+    return dict(_variants)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import generics, permissions, status
 from rest_framework.exceptions import APIException, NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
@@ -26,6 +26,7 @@ from orchestrator.api.serializers import (
     TaskPatchSerializer,
     TaskSerializer,
     task_as_dict,
+    task_create_variants,
 )
 from orchestrator.models import Task
 from orchestrator.states import IllegalTransition
@@ -82,7 +83,10 @@ class TaskListCreateView(generics.ListAPIView):
         return tasks_visible(self.request, super().get_queryset())
 
     @extend_schema(
-        request=TaskCreateSerializer,
+        # A union on ``type``: each task type's payload is its own component (the serializers
+        # intake checks payloads with), each with an example (orchestrator/api/schema.py).
+        request=PolymorphicProxySerializer(component_name="TaskCreate", serializers=task_create_variants,
+                                           resource_type_field_name="type"),
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",

@@ -13,6 +13,7 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from comms_platform import events
 from comms_platform.pgbackend.rows import fetch_one, insert_row, update_row
 from orchestrator import metrics
 from orchestrator.live import publish_task_update
@@ -164,6 +165,7 @@ def _transition_in_memory(task: Task, change: Transition) -> tuple[TaskEvent, li
         task.lease_expires_at = None
         fields += ["finished_at", "lease_expires_at"]
     _publish(task, {"status": to, "from": previous, "applied": True}, change)
+    events.publish_task_finished(task)
     if to in FINAL and task.parent_id:
         _notify_parent_on_commit(task.id)
     return event, fields
@@ -213,6 +215,7 @@ def finish_locked(task: Task, to: str, *, actor: str, code: str, message: str) -
     insert_row(TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
                          details={"error_code": code, "attempt": task.attempts}))  # fmt: skip
     metrics.task_entered(task.type, task.channel, to)
+    events.publish_task_finished(task)
     publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "applied": True,
                                   "actor": actor}, channel=task.channel)  # fmt: skip
     if task.parent_id:

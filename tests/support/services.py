@@ -119,7 +119,7 @@ def platform_env(**overrides: str) -> dict[str, str]:
 
 
 @contextmanager
-def celery_worker(env: dict[str, str], queues: str = "orchestrator,voice,messaging,email,content,remote",
+def celery_worker(env: dict[str, str], queues: str = "orchestrator,voice,messaging,email,content,remote,webhooks",
                   concurrency: int = 1, log_path: Path | None = None) -> Iterator[subprocess.Popen]:  # fmt: skip
     """A real Celery worker process (prefork) on the given queues."""
     if log_path is None:

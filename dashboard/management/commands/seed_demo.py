@@ -1,3 +1,5 @@
+from django.apps import apps
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from dashboard.models import CannedResponse
@@ -53,3 +55,5 @@ class Command(BaseCommand):
         for title, body in DEMO_CANNED:
             CannedResponse.objects.get_or_create(title=title, defaults={"body": body})
         self.stdout.write("Canned responses for the inbox: " + ", ".join(t for t, _ in DEMO_CANNED) + ".")
+        if apps.is_installed("agents.messaging"):  # the messaging agent's own demo rows (by name: no import)
+            call_command("seed_messaging_demo", stdout=self.stdout)

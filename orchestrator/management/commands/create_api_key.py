@@ -27,6 +27,7 @@ class Command(BaseCommand):
         )
         parser.add_argument("--contacts", choices=ContactAccess.values, default=ContactAccess.NONE)
         parser.add_argument("--all-tasks", action="store_true", help="sees and cancels every client's tasks")
+        parser.add_argument("--webhooks", action="store_true", help="manages its outbound webhook endpoints")
         parser.add_argument("--expires-in-days", type=int, help="the key stops working after this many days")
         parser.add_argument("--quiet", action="store_true", help="print only the key")
 
@@ -52,6 +53,7 @@ class Command(BaseCommand):
             task_types=types,
             contacts=options["contacts"],
             all_tasks=options["all_tasks"],
+            webhooks=options["webhooks"],
             agent_registration=registration,
             expires_at=timezone.now() + timedelta(days=days) if days else None,
         )

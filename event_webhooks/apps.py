@@ -1,0 +1,13 @@
+from django.apps import AppConfig
+
+
+class EventWebhooksConfig(AppConfig):
+    name = "event_webhooks"
+    verbose_name = "Event webhooks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from comms_platform import events
+        from event_webhooks import services
+
+        events.register_sink(services.events_enqueue)
