@@ -14,4 +14,4 @@ def test_every_import_contract_is_kept():
     done = subprocess.run([str(lint), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "Contracts: 6 kept, 0 broken." in done.stdout
+    assert " kept, 0 broken." in done.stdout and "BROKEN" not in done.stdout
