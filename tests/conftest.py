@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 from channels.layers import channel_layers
 from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 
 from comms_platform.celery import app as celery_app
 from event_webhooks.services import endpoint_cache
@@ -25,6 +26,15 @@ def _in_process_tasks(settings):
     yield
     celery_app.conf.task_always_eager = previous
     registry.invalidate()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_content_types():
+    """A test on a transactional database flushes and re-creates the content types with new
+    ids; the in-process ContentType cache would still hand out the old ones (an admin log entry
+    of a later test then breaks its foreign key). Which test runs after which depends on the
+    order and, with pytest-xdist, on the process."""
+    ContentType.objects.clear_cache()
 
 
 @pytest.fixture(autouse=True)
