@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "agents.common.apps.AgentsCommonConfig",
     "dossiers",
     "dashboard",
+    "conversations",
     "agents.email.apps.EmailAgentConfig",
     "agents.content.apps.ContentConfig",
     "agents.voice.apps.VoiceConfig",
@@ -431,6 +432,16 @@ CONTENT_SIMULATED = TEST_MODE
 INBOX_UNCLAIMED_FLAG_SECONDS = env.int("INBOX_UNCLAIMED_FLAG_SECONDS", default=300)
 # Round-robin new inbound conversations to online operators under their capacity.
 INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)
+# Conversations (issue 17): first / next response SLAs, round-robin auto-assignment, the sweep.
+CONVERSATION_FIRST_RESPONSE_SECONDS = env.int("CONVERSATION_FIRST_RESPONSE_SECONDS", default=900)
+CONVERSATION_NEXT_RESPONSE_SECONDS = env.int("CONVERSATION_NEXT_RESPONSE_SECONDS", default=3600)
+CONVERSATION_AUTO_ASSIGN = env.bool("CONVERSATION_AUTO_ASSIGN", default=False)
+CONVERSATION_SWEEP_INTERVAL_SECONDS = env.int("CONVERSATION_SWEEP_INTERVAL_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["conversations-sweep"] = {
+    "task": "conversations.sweep",
+    "schedule": float(CONVERSATION_SWEEP_INTERVAL_SECONDS),
+    "options": {"queue": "orchestrator"},
+}
 
 # --- messaging agent ------------------------------------------------------------------
 INSTALLED_APPS += ["agents.messaging.apps.MessagingConfig"]
