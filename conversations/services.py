@@ -8,6 +8,7 @@ claiming at once exactly one wins.
 from __future__ import annotations
 
 import contextlib
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +29,7 @@ from conversations.models import (
 from conversations.models import Status as C
 from dossiers.models import AuditAction, ConsentStatus, Contact
 from dossiers.services import audit_record, consent_status
+from orchestrator.live import INBOX_GROUP, send_group
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
 from orchestrator.states import FINAL, IllegalTransition, TaskStatus
@@ -45,7 +47,14 @@ def _actor(user: Any) -> str:
 
 
 def _event(conversation_id: int, kind: str, actor: str = "", **details: Any) -> None:
+    """Record what happened and tell the open console pages, after commit (the inbox group)."""
     ConversationEvent.objects.create(conversation_id=conversation_id, kind=kind, actor=actor, details=details)
+    publish_conversation_update(conversation_id, reason=kind)
+
+
+def publish_conversation_update(conversation_id: int, *, reason: str) -> None:
+    message = {"type": "inbox.update", "conversation_id": str(conversation_id), "reason": reason}
+    transaction.on_commit(lambda: send_group(INBOX_GROUP, message))
 
 
 def _locked(conversation_id: int) -> Conversation:
@@ -133,6 +142,7 @@ def conversation_record(
                 fields |= {"waiting_since", "sla_due_at", "sla_breached"}
         if fields:
             conv.save(update_fields=[*fields, "updated_at"])
+        publish_conversation_update(conv.pk, reason="message")
     if not is_keyword and conv.assignee_id is None and settings.CONVERSATION_AUTO_ASSIGN:
         conversation_auto_assign(conversation_id=conv.pk)
     return conv
@@ -154,6 +164,7 @@ def _record_outbound(*, contact_id: Any, channel: str, occurred_at: datetime) ->
             conv.waiting_since, conv.sla_due_at, conv.sla_breached = None, None, False
             fields |= {"waiting_since", "sla_due_at", "sla_breached"}
         conv.save(update_fields=[*fields, "updated_at"])
+        publish_conversation_update(conv.pk, reason="reply")
     return conv
 
 
@@ -236,7 +247,45 @@ def operator_pick_available(*, exclude_busy: bool = True) -> Operator | None:
 
 
 def conversation_mark_read(*, conversation_id: int, user: Any) -> None:
-    Conversation.objects.filter(pk=conversation_id, unread__gt=0).update(unread=0, updated_at=timezone.now())
+    """The assignee opened the conversation: its unread count goes to zero."""
+    if Conversation.objects.filter(pk=conversation_id, assignee=user, unread__gt=0).update(
+        unread=0, updated_at=timezone.now()
+    ):
+        publish_conversation_update(conversation_id, reason="read")
+
+
+def conversation_label(*, conversation_id: int, user: Any, name: str, add: bool = True) -> None:
+    from conversations.models import Label
+
+    label = Label.objects.filter(name=name).first()
+    if label is None:
+        raise ConversationRefused(f"No label {name!r}: an admin creates labels.")
+    conv = Conversation.objects.get(pk=conversation_id)
+    (conv.labels.add if add else conv.labels.remove)(label)
+    _event(conversation_id, "labelled" if add else "unlabelled", _actor(user), label=name)
+
+
+VARIABLE = re.compile(r"{{\s*(contact|operator)\.(name|first_name|phone|email)\s*}}")
+
+
+def render_variables(text: str, *, contact: Any, operator: Any = None) -> str:
+    """A canned response's variables: ``{{ contact.name }}``, ``{{ contact.first_name }}``,
+    ``{{ contact.phone }}``, ``{{ contact.email }}``, ``{{ operator.name }}``. Plain
+    substitution (no template engine runs on what an admin typed); unknown ones stay as typed."""
+
+    def value(match: re.Match) -> str:
+        who, field = match.groups()
+        if who == "operator":
+            if operator is None:
+                return ""
+            full = operator.get_full_name() or operator.get_username()
+            return full.split()[0] if field == "first_name" else full
+        name = (getattr(contact, "name", "") or "").strip()
+        if field == "first_name":
+            return name.split()[0] if name else ""
+        return str(getattr(contact, field, "") or "")
+
+    return VARIABLE.sub(value, text)
 
 
 def conversation_note(*, conversation_id: int, user: Any, body: str) -> PrivateNote:
