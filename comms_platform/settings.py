@@ -525,6 +525,9 @@ if VOICE_MODE not in ("conversationrelay", "gather"):
 VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
 VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
+# A hand-off rings the available operator's phone this long before the caller hears the
+# callback message (and the conversation waits for a callback).
+VOICE_HANDOFF_DIAL_SECONDS = env.int("VOICE_HANDOFF_DIAL_SECONDS", default=20)
 # Test mode: the simulated callee stays silent this long after its first answer, so that an
 # operator (or a browser test) can watch the live call and hang it up. 0: no pause.
 VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0)

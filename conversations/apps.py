@@ -6,4 +6,4 @@ class ConversationsConfig(AppConfig):
     verbose_name = "Conversations"
 
     def ready(self) -> None:
-        from conversations import receivers  # noqa: F401  (connects to dossiers.signals)
+        from conversations import handoff, receivers  # noqa: F401  (signal receivers, registry hooks)

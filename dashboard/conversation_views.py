@@ -19,7 +19,7 @@ from conversations import services as conv_services
 from conversations.models import ACTIVE, Conversation, Label, Operator
 from dashboard import access, presentation, selectors
 from dashboard.models import CannedResponse
-from dossiers.models import ConsentStatus
+from dossiers.models import ConsentStatus, TranscriptTurn
 from dossiers.services import consent_status
 from orchestrator.models import Task
 from orchestrator.states import FINAL
@@ -100,9 +100,25 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         mine=conv.assignee_id == request.user.pk, opted_out=opted_out, canned=canned,
         labels=Label.objects.all(), conv_labels={lb.name for lb in conv.labels.all()},
         can_supervise=request.user.has_perm(access.SUPERVISE), people=people,
-        events=conv.events.order_by("-created_at")[:20],
+        events=conv.events.order_by("-created_at")[:20], **_handoff_context(conv),
     )  # fmt: skip
     return render(request, "dashboard/conversation.html", context)
+
+
+def _handoff_context(conv: Conversation) -> dict:
+    """A voice hand-off: the AI's reason and summary and the call's transcript, shown first."""
+    if conv.channel != "voice":
+        return {}
+    handoff = conv.events.filter(kind="handoff").order_by("-created_at").first()
+    if handoff is None:
+        return {}
+    call_task = handoff.details.get("call_task") or None
+    turns = (
+        TranscriptTurn.objects.filter(call__task_id=call_task).order_by("call_id", "sequence")[:200]
+        if call_task
+        else []
+    )
+    return {"handoff": handoff.details, "handoff_at": handoff.created_at, "handoff_turns": list(turns)}
 
 
 def _action(request: HttpRequest, conv: Conversation) -> HttpResponseRedirect:
