@@ -313,6 +313,9 @@ def conversation_reply(*, conversation_id: int, user: Any, body: str) -> Task:
     body = (body or "").strip()
     if not body:
         raise ConversationRefused("Write a reply first.")
+    last = conv.contact.last_inbound_whatsapp_at
+    if conv.channel == "whatsapp" and not (last and timezone.now() - last < timedelta(hours=24)):
+        raise ConversationRefused("Outside WhatsApp's 24-hour window: only an approved template can be sent.")
     to = conv.contact.phone if conv.channel == "sms" else conv.contact.whatsapp
     if not to:
         raise ConversationRefused("No address to reply to.")

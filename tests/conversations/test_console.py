@@ -130,3 +130,14 @@ def test_supervisor_assigns_and_sees_the_sla_count_change_live(client, operators
         '<b id="cc-sla-breached">1</b>'
         in client.get(reverse("dashboard:supervisor") + "?partial=1").content.decode()
     )
+
+
+def test_whatsapp_free_text_is_refused_outside_the_24_hour_window(operators, db):
+    from dossiers.models import Contact
+
+    ada = Contact.objects.create(name="Ada", phone="+14155550177", whatsapp="whatsapp:+14155550177",
+                                 last_inbound_whatsapp_at=timezone.now() - timedelta(hours=25))  # fmt: skip
+    conv = Conversation.objects.create(contact=ada, channel="whatsapp", assignee=operators[0])
+    with pytest.raises(services.ConversationRefused, match="24-hour"):
+        services.conversation_reply(conversation_id=conv.pk, user=operators[0], body="free text")
+    assert not Task.objects.filter(type="whatsapp.send").exists()
