@@ -88,8 +88,11 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         }
         for c in CannedResponse.objects.filter(Q(channel="") | Q(channel=conv.channel))
     ]
-    people = (
-        get_user_model().objects.filter(is_active=True, groups__permissions__codename="work_inbox").distinct()
+    people = (  # who may be given conversations: the work_inbox role, and superusers
+        get_user_model()
+        .objects.filter(Q(groups__permissions__codename="work_inbox") | Q(is_superuser=True), is_active=True)
+        .distinct()
+        .order_by("username")
     )
     context = _ctx(
         request, f"Conversation with {contact}", conv=conv, contact=contact,
