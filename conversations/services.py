@@ -298,9 +298,18 @@ def conversation_note(*, conversation_id: int, user: Any, body: str) -> PrivateN
     return note
 
 
-def conversation_reply(*, conversation_id: int, user: Any, body: str) -> Task:
-    """Reply on the conversation's channel with an ``sms.send`` / ``whatsapp.send`` task; the
-    stored outbound message joins the conversation and stops its waiting clock."""
+def whatsapp_window_open(contact: Any) -> bool:
+    """WhatsApp allows free text only within 24 hours of the customer's last message."""
+    last = contact.last_inbound_whatsapp_at
+    return bool(last and timezone.now() - last < timedelta(hours=24))
+
+
+def conversation_reply(
+    *, conversation_id: int, user: Any, body: str = "", template: str = "", variables: dict | None = None
+) -> Task:
+    """Reply on the conversation's channel with an ``sms.send`` / ``whatsapp.send`` task (free
+    text, or an approved WhatsApp template with its variables); the stored outbound message
+    joins the conversation and stops its waiting clock."""
     conv = Conversation.objects.select_related("contact").get(pk=conversation_id)
     if conv.assignee_id != user.pk:
         raise ConversationRefused("Take the conversation before replying.")
@@ -310,17 +319,24 @@ def conversation_reply(*, conversation_id: int, user: Any, body: str) -> Task:
         raise ConversationRefused(f"Replies on {conv.channel} are not sent from here.")
     if consent_status(contact_id=conv.contact_id, channel=conv.channel) == ConsentStatus.OPTED_OUT:
         raise ConversationRefused(f"{conv.contact} opted out of {conv.channel}.")
-    body = (body or "").strip()
-    if not body:
-        raise ConversationRefused("Write a reply first.")
-    last = conv.contact.last_inbound_whatsapp_at
-    if conv.channel == "whatsapp" and not (last and timezone.now() - last < timedelta(hours=24)):
-        raise ConversationRefused("Outside WhatsApp's 24-hour window: only an approved template can be sent.")
     to = conv.contact.phone if conv.channel == "sms" else conv.contact.whatsapp
     if not to:
         raise ConversationRefused("No address to reply to.")
+    if template:
+        if conv.channel != "whatsapp":
+            raise ConversationRefused("Templates are for WhatsApp.")
+        payload: dict[str, Any] = {"to": to, "template": template[:100], "variables": dict(variables or {})}
+    else:
+        body = (body or "").strip()
+        if not body:
+            raise ConversationRefused("Write a reply first.")
+        if conv.channel == "whatsapp" and not whatsapp_window_open(conv.contact):
+            raise ConversationRefused(
+                "Outside WhatsApp's 24-hour window: only an approved template can be sent."
+            )
+        payload = {"to": to, "body": body}
     parent = conv.held_tasks.order_by("-created_at").values_list("task_id", flat=True).first()
-    reply, _ = task_create(type=f"{conv.channel}.send", payload={"to": to, "body": body},
+    reply, _ = task_create(type=f"{conv.channel}.send", payload=payload,
                            contact_id=conv.contact_id, source=f"console:{user.get_username()}",
                            correlation_id=f"conversation-{conv.pk}", parent_id=parent)  # fmt: skip
     _event(conv.pk, "replied", _actor(user), task=str(reply.id))

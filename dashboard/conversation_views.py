@@ -21,6 +21,7 @@ from dashboard import access, presentation, selectors
 from dashboard.models import CannedResponse
 from dossiers.models import ConsentStatus, TranscriptTurn
 from dossiers.services import consent_status
+from orchestrator import registry
 from orchestrator.models import Task
 from orchestrator.states import FINAL
 
@@ -80,6 +81,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
             request, "dashboard/conversation_thread.html", {"thread": list(reversed(timeline)), "conv": conv}
         )
     conv_services.conversation_mark_read(conversation_id=conv.pk, user=request.user)
+    window_closed = conv.channel == "whatsapp" and not conv_services.whatsapp_window_open(contact)
     opted_out = consent_status(contact_id=contact.pk, channel=conv.channel) == ConsentStatus.OPTED_OUT
     canned = [
         {
@@ -104,6 +106,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         labels=Label.objects.all(), conv_labels={lb.name for lb in conv.labels.all()},
         can_supervise=request.user.has_perm(access.SUPERVISE), people=people,
         events=conv.events.order_by("-created_at")[:20], **_handoff_context(conv),
+        window_closed=window_closed, templates=(registry.call_hook("whatsapp.templates") or []) if window_closed else [],
     )  # fmt: skip
     return render(request, "dashboard/conversation.html", context)
 
@@ -150,9 +153,9 @@ def _action(request: HttpRequest, conv: Conversation) -> HttpResponseRedirect:
                 conv_services.conversation_assign(conversation_id=conv.pk, to=to, by=user)
                 messages.success(request, f"Assigned to {to.get_username()}.")
         elif action == "reply":
-            conv_services.conversation_reply(
-                conversation_id=conv.pk, user=user, body=request.POST.get("body", "")
-            )
+            variables = {k[4:]: v for k, v in request.POST.items() if k.startswith("var_")}
+            conv_services.conversation_reply(conversation_id=conv.pk, user=user, body=request.POST.get("body", ""),
+                                             template=request.POST.get("template", ""), variables=variables)  # fmt: skip
             messages.success(request, "Reply queued.")
         elif action == "note":
             conv_services.conversation_note(

@@ -141,3 +141,29 @@ def test_whatsapp_free_text_is_refused_outside_the_24_hour_window(operators, db)
     with pytest.raises(services.ConversationRefused, match="24-hour"):
         services.conversation_reply(conversation_id=conv.pk, user=operators[0], body="free text")
     assert not Task.objects.filter(type="whatsapp.send").exists()
+
+
+def test_outside_the_window_the_template_picker_offers_the_approved_message_templates(client, operators, db):
+    from agents.messaging.models import MessageTemplate
+    from dossiers.models import Contact
+
+    MessageTemplate.objects.create(name="order_update", channel="whatsapp", body="Your order {{ order }} moved.",
+                                   content_sid="HX" + "1" * 32, content_variables={"1": "order"})  # fmt: skip
+    MessageTemplate.objects.create(name="not_approved", channel="whatsapp", body="free")  # no Content SID
+    ada = Contact.objects.create(name="Ada", phone="+14155550178", whatsapp="whatsapp:+14155550178",
+                                 last_inbound_whatsapp_at=timezone.now() - timedelta(hours=30))  # fmt: skip
+    conv = Conversation.objects.create(contact=ada, channel="whatsapp", assignee=operators[0])
+    client.force_login(operators[0])
+    url = reverse("dashboard:conversation", args=[conv.pk])
+
+    page = client.get(url).content.decode()
+    assert "order_update" in page and 'name="var_order"' in page
+    assert "not_approved" not in page and 'id="cc-reply"' not in page
+    client.post(url, {"action": "reply", "template": "order_update", "var_order": "A-17"})
+
+    reply = Task.objects.get(type="whatsapp.send")
+    assert reply.payload == {
+        "to": "whatsapp:+14155550178",
+        "template": "order_update",
+        "variables": {"order": "A-17"},
+    }
