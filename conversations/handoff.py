@@ -11,6 +11,7 @@ returned for the <Dial>. None: nobody is available, the conversation waits for a
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import Any
 
 from django.db import transaction
@@ -26,15 +27,26 @@ from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 CALLBACK_LABEL = "callback"
 
 
-def _handoff(task_id: Any) -> tuple[Task, Conversation | None]:
-    task = Task.objects.get(pk=task_id)
+def _task(task_id: Any) -> Task | None:
+    """The ``call.handoff`` task, or None for an id that is not one (never an exception)."""
+    try:
+        uuid.UUID(str(task_id))
+    except ValueError:
+        return None
+    return Task.objects.filter(pk=task_id, type="call.handoff").first()
+
+
+def _handoff(task_id: Any) -> tuple[Task | None, Conversation | None]:
+    task = _task(task_id)
+    if task is None:
+        return None, None
     hold = ConversationTask.objects.filter(task=task).select_related("conversation").first()
     return task, hold.conversation if hold else None
 
 
 @registry.hook("call.handoff.route")
 def handoff_route(*, handoff_task_id: Any) -> str | None:
-    task = Task.objects.filter(pk=handoff_task_id, type="call.handoff").first()
+    task = _task(handoff_task_id)
     if task is None or task.contact_id is None:
         return None
     conv = conversation_record(contact_id=task.contact_id, channel="voice", direction="inbound",
@@ -59,6 +71,8 @@ def handoff_finish(*, handoff_task_id: Any, outcome: str) -> None:
     """``connected`` (the operator answered) or ``callback`` (nobody: the conversation waits,
     unassigned and labelled ``callback``). The hand-off task succeeds with that outcome."""
     task, conv = _handoff(handoff_task_id)
+    if task is None:
+        return
     if conv is not None and outcome == "callback":
         label, _ = Label.objects.get_or_create(name=CALLBACK_LABEL, defaults={"color": "#b45309"})
         conv.labels.add(label)

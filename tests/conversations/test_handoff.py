@@ -128,3 +128,12 @@ def test_an_unanswered_dial_becomes_a_callback(client, operators, handed_off):
     assert conv.events.filter(kind="handoff_unanswered", details__dial_status="no-answer").exists()
     handoff.refresh_from_db()
     assert (handoff.status, handoff.result) == ("succeeded", {"outcome": "callback"})
+
+
+def test_a_dial_action_naming_no_handoff_task_is_answered_not_a_500(client, operators, handed_off):
+    task, handoff, _ = handed_off
+    url = links.handoff_dial_url(task.id, "not-a-uuid")
+    response = signed_post(client, url, {"CallSid": "CA" + "1" * 32, "DialCallStatus": "no-answer"})
+    assert response.status_code == 200 and "call you back" in twiml(response).find("Say").text
+    handoff.refresh_from_db()
+    assert handoff.status == "in_progress"  # an unknown id finishes nothing
