@@ -67,6 +67,7 @@ INSTALLED_APPS = [
     "agents.common.apps.AgentsCommonConfig",
     "dossiers",
     "dashboard",
+    "conversations",
     "agents.email.apps.EmailAgentConfig",
     "agents.content.apps.ContentConfig",
     "agents.voice.apps.VoiceConfig",
@@ -433,6 +434,16 @@ CONTENT_SIMULATED = TEST_MODE
 INBOX_UNCLAIMED_FLAG_SECONDS = env.int("INBOX_UNCLAIMED_FLAG_SECONDS", default=300)
 # Round-robin new inbound conversations to online operators under their capacity.
 INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)
+# Conversations (issue 17): first / next response SLAs, round-robin auto-assignment, the sweep.
+CONVERSATION_FIRST_RESPONSE_SECONDS = env.int("CONVERSATION_FIRST_RESPONSE_SECONDS", default=900)
+CONVERSATION_NEXT_RESPONSE_SECONDS = env.int("CONVERSATION_NEXT_RESPONSE_SECONDS", default=3600)
+CONVERSATION_AUTO_ASSIGN = env.bool("CONVERSATION_AUTO_ASSIGN", default=False)
+CONVERSATION_SWEEP_INTERVAL_SECONDS = env.int("CONVERSATION_SWEEP_INTERVAL_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["conversations-sweep"] = {
+    "task": "conversations.sweep",
+    "schedule": float(CONVERSATION_SWEEP_INTERVAL_SECONDS),
+    "options": {"queue": "orchestrator"},
+}
 
 # --- messaging agent ------------------------------------------------------------------
 INSTALLED_APPS += ["agents.messaging.apps.MessagingConfig"]
@@ -514,6 +525,9 @@ VOICE_MODE = env.str("VOICE_MODE", default="conversationrelay")  # anything else
 VOICE_DEFAULT_LANGUAGE = env.str("VOICE_DEFAULT_LANGUAGE", default="en-US")
 VOICE_DEFAULT_VOICE = env.str("VOICE_DEFAULT_VOICE", default="en-US-Journey-O")
 VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
+# A hand-off rings the available operator's phone this long before the caller hears the
+# callback message (and the conversation waits for a callback).
+VOICE_HANDOFF_DIAL_SECONDS = env.int("VOICE_HANDOFF_DIAL_SECONDS", default=20)
 # Test mode: the simulated callee stays silent this long after its first answer, so that an
 # operator (or a browser test) can watch the live call and hang it up. 0: no pause.
 VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0)

@@ -83,7 +83,9 @@ class Access:
     what: str
     kind: str  # page, action, websocket, api
     method: str  # GET, POST, WS
-    path: str  # with {task}, {item}, {contact}, {artifact}, {call}, {correlation} placeholders
+    path: (
+        str  # with {task}, {item}, {conversation}, {contact}, {artifact}, {call}, {correlation} placeholders
+    )
     perm: str
 
 
@@ -93,6 +95,32 @@ ACCESS: list[Access] = [
     Access("Claim a conversation", "action", "POST", "/admin/inbox/{item}/#claim", WORK_INBOX),
     Access("Reply to a customer", "action", "POST", "/admin/inbox/{item}/#reply", WORK_INBOX),
     Access("Resolve a conversation", "action", "POST", "/admin/inbox/{item}/#resolve", WORK_INBOX),
+    Access("Conversations inbox", "page", "GET", "/admin/conversations/", USE_CONSOLE),
+    Access("Set yourself available / away", "action", "POST", "/admin/conversations/#available", WORK_INBOX),
+    Access(
+        "A conversation (thread, contact, notes)",
+        "page",
+        "GET",
+        "/admin/conversations/{conversation}/",
+        USE_CONSOLE,
+    ),
+    Access("Take a conversation", "action", "POST", "/admin/conversations/{conversation}/#claim", WORK_INBOX),
+    Access("Add a private note", "action", "POST", "/admin/conversations/{conversation}/#note", WORK_INBOX),
+    Access(
+        "Resolve a conversation (and its tasks)",
+        "action",
+        "POST",
+        "/admin/conversations/{conversation}/#resolve",
+        WORK_INBOX,
+    ),
+    Access(
+        "Assign a conversation to another",
+        "action",
+        "POST",
+        "/admin/conversations/{conversation}/#assign",
+        SUPERVISE,
+    ),
+    Access("Supervisor view", "page", "GET", "/admin/supervisor/", SUPERVISE),
     Access("Live calls", "page", "GET", "/admin/calls/", USE_CONSOLE),
     Access("A call", "page", "GET", "/admin/calls/{call}/", USE_CONSOLE),
     Access("Hang up a call", "action", "POST", "/admin/calls/{call}/", OPERATE_TASKS),

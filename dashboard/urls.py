@@ -4,8 +4,8 @@ from django.contrib import admin
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from dashboard import views
-from dashboard.access import OPERATE_TASKS, USE_CONSOLE, VIEW_OPERATIONS, WORK_INBOX, require
+from dashboard import conversation_views, views
+from dashboard.access import OPERATE_TASKS, SUPERVISE, USE_CONSOLE, VIEW_OPERATIONS, WORK_INBOX, require
 
 app_name = "dashboard"
 staff = admin.site.admin_view
@@ -23,6 +23,17 @@ urlpatterns = [
         staff(get_post(require(USE_CONSOLE, WORK_INBOX)(views.inbox_item))),
         name="inbox-item",
     ),
+    path(
+        "conversations/",
+        staff(get_post(console(conversation_views.conversations_inbox))),
+        name="conversations",
+    ),
+    path(
+        "conversations/<int:pk>/",
+        staff(get_post(require(USE_CONSOLE, WORK_INBOX)(conversation_views.conversation_detail))),
+        name="conversation",
+    ),
+    path("supervisor/", staff(require(SUPERVISE)(conversation_views.supervisor)), name="supervisor"),
     path("calls/", staff(console(views.calls_list)), name="calls"),
     path(
         "calls/<uuid:task_id>/",

@@ -106,6 +106,25 @@ def status_check(*task_types: str) -> Callable[[StatusCheck], StatusCheck]:
     return register
 
 
+# Hooks: a named function another app offers to the agents, so an agent can ask for it without
+# importing that app (the conversations app offers ``call.handoff.route`` / ``.finish`` / ``.no_answer``).
+_hooks: dict[str, Callable[..., Any]] = {}
+
+
+def hook(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        _hooks[name] = func
+        return func
+
+    return register
+
+
+def call_hook(name: str, **kwargs: Any) -> Any:
+    """The hook's answer, or None when no app offers it."""
+    func = _hooks.get(name)
+    return func(**kwargs) if func is not None else None
+
+
 def run_task_action(task: Task, name: str, *, actor: str) -> str:
     """Run the ``name`` action on ``task`` and return its outcome; NoSuchAction when no agent offers it."""
     action = _actions.get((task.type, name))

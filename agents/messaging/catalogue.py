@@ -16,7 +16,10 @@ def approved_whatsapp_templates() -> list[dict[str, Any]]:
         {
             "name": t.name,
             "content_sid": t.content_sid,
-            "variables": sorted(t.content_variables, key=lambda slot: (len(slot), slot)),
+            # The names the send payload's ``variables`` take, in the order of Twilio's slots.
+            "variables": [
+                t.content_variables[slot] for slot in sorted(t.content_variables, key=lambda s: (len(s), s))
+            ],
             "preview": t.body,
         }
         for t in rows.order_by("name", "locale")

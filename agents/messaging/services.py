@@ -33,6 +33,7 @@ from dossiers.services import (
     contact_get_or_create_by_phone,
     normalize_phone,
 )
+from dossiers.signals import interaction_recorded_notify
 from orchestrator.errors import PermanentError, TransientError
 from orchestrator.live import publish_inbox_update
 from orchestrator.models import Task
@@ -181,6 +182,8 @@ def _dossier_message(task, contact, channel, from_, to, text, info) -> Message:
     if message is None:
         message = Message(task=task, direction=Direction.OUTBOUND, **fields)
         insert_row(message)
+        interaction_recorded_notify(kind="message", object_id=message.id, contact_id=contact.id, channel=channel,
+                                    direction="outbound", task_id=task.id, occurred_at=message.occurred_at)  # fmt: skip
         return message
     for name, value in fields.items():
         setattr(message, name, value)
@@ -651,6 +654,8 @@ def inbound_receive(*, event: dict[str, str]) -> str:
     events.publish(
         "message.received", events.message_data(message) | {"task_id": str(task.id)}, task_id=task.id
     )
+    interaction_recorded_notify(kind="message", object_id=message.id, contact_id=contact.id, channel=channel,
+                                direction="inbound", task_id=task.id, occurred_at=now)  # fmt: skip
     InboundItem.objects.create(task=task, message=message, contact=contact, channel=channel, received_at=now)
     # The console's inbound queue and an open conversation with this contact update at once.
     publish_inbox_update(task.id, reason="received", contact_id=contact.id)

@@ -65,5 +65,9 @@ def connect_action_url(task_id: Any) -> str:
     return public_url("voice-connect-action", task_id)
 
 
+def handoff_dial_url(task_id: Any, handoff_task_id: Any) -> str:
+    return public_url("voice-handoff-dial", task_id) + f"?handoff={handoff_task_id}"
+
+
 def gather_url(task_id: Any) -> str:
     return public_url("voice-gather", task_id)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from twilio.twiml.voice_response import VoiceResponse
 
 from agents.voice import links
 from agents.voice.conversation import CallContext
 
+CONNECTING_MESSAGE = "Please hold: I am connecting you to a colleague."
 HOLD_MESSAGE = "Thank you. A colleague will call you back shortly. Goodbye."
 
 
@@ -42,6 +44,15 @@ def gather(context: CallContext, text: str) -> str:
     if text:
         listen.say(text, **_say_kwargs(context))
     response.hangup()  # no speech at all: Gather falls through to here
+    return str(response)
+
+
+def dial_operator(context: CallContext, phone: str, *, action: str) -> str:
+    """The hand-off: the live call is connected to the operator's phone; Twilio asks ``action``
+    when the <Dial> ends (answered, or not within VOICE_HANDOFF_DIAL_SECONDS)."""
+    response = VoiceResponse()
+    response.say(CONNECTING_MESSAGE, **_say_kwargs(context))
+    response.dial(phone, action=action, method="POST", timeout=settings.VOICE_HANDOFF_DIAL_SECONDS)
     return str(response)
 
 

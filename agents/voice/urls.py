@@ -7,5 +7,6 @@ urlpatterns = [
     path("<uuid:task_id>/status/", views.CallStatusWebhook.as_view(), name="voice-status"),
     path("<uuid:task_id>/recording/", views.RecordingWebhook.as_view(), name="voice-recording"),
     path("<uuid:task_id>/connect-action/", views.ConnectActionView.as_view(), name="voice-connect-action"),
+    path("<uuid:task_id>/handoff-dial/", views.HandoffDialView.as_view(), name="voice-handoff-dial"),
     path("<uuid:task_id>/gather/", views.GatherView.as_view(), name="voice-gather"),
 ]

@@ -18,9 +18,10 @@ from django.views.decorators.csrf import csrf_exempt
 from agents.common.models import WebhookEvent
 from agents.common.twilio_security import is_valid_twilio_request
 from agents.common.webhooks import FORM_TYPES, BadWebhook, WebhookView, on_refused, refuse_unreadable
-from agents.voice import services, twiml
+from agents.voice import links, services, twiml
 from agents.voice.conversation import CallContext, gather_turn, load_call_context
 from comms_platform import jsonsafe
+from orchestrator import registry
 
 log = logging.getLogger(__name__)
 XML = "application/xml"
@@ -95,8 +96,35 @@ class ConnectActionView(SignedTwimlView):
         except (ValueError, RecursionError):  # not JSON, or nested too deep to read
             handoff = {}
         if isinstance(handoff, dict) and handoff.get("reasonCode") == "live-agent-handoff":
+            handoff_id = str(handoff.get("handoffTaskId") or "")
+            phone = (
+                registry.call_hook("call.handoff.route", handoff_task_id=handoff_id) if handoff_id else None
+            )
+            if phone:  # the live call is transferred: <Dial> the operator (docs/console.md)
+                return twiml.dial_operator(
+                    context, phone, action=links.handoff_dial_url(context.task_id, handoff_id)
+                )
+            if handoff_id:
+                registry.call_hook("call.handoff.finish", handoff_task_id=handoff_id, outcome="callback")
             return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
         return twiml.say_and_hang_up(context, "")
+
+
+class HandoffDialView(SignedTwimlView):
+    """Twilio's request when the <Dial> to the operator ended: answered (the hand-off is done)
+    or not (no answer, busy, failed: the caller hears the callback message, the conversation
+    waits unassigned for a callback). The hand-off task is final either way."""
+
+    kind = "voice_handoff_dial"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        handoff_id = request.GET.get("handoff", "")
+        if request.POST.get("DialCallStatus") in ("completed", "answered"):
+            registry.call_hook("call.handoff.finish", handoff_task_id=handoff_id, outcome="connected")
+            return twiml.say_and_hang_up(context, "")
+        registry.call_hook("call.handoff.no_answer", handoff_task_id=handoff_id,
+                           dial_status=request.POST.get("DialCallStatus", "")[:32])  # fmt: skip
+        return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
 
 
 class CallStatusWebhook(WebhookView):

@@ -15,6 +15,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from comms_platform.routing import websocket_urlpatterns
+from conversations.services import conversation_record
 from dashboard import access, connectivity
 from dashboard.access import ACCESS, ROLES, Access
 from dashboard.models import InboxItem
@@ -54,7 +55,9 @@ def world(monkeypatch) -> dict[str, str]:
     failed = Task.objects.create(type="sms.send", channel="sms", status="failed", contact=ada,
                                  payload={"to": ada.phone, "body": "hi"})  # fmt: skip
     artifact = artifact_store(content=b"hello", content_type="text/plain", kind="text", contact_id=ada.pk)
-    return {"item": str(InboxItem.objects.get(task=task).pk), "call": str(call_task.pk), "task": str(failed.pk),
+    conversation = conversation_record(contact_id=ada.pk, channel="sms", direction="inbound",
+                                       occurred_at=timezone.now(), task_id=task.pk)  # fmt: skip
+    return {"item": str(InboxItem.objects.get(task=task).pk), "conversation": str(conversation.pk), "call": str(call_task.pk), "task": str(failed.pk),
             "contact": str(ada.pk), "artifact": str(artifact.pk), "correlation": task.correlation_id}  # fmt: skip
 
 

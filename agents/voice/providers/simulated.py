@@ -147,9 +147,21 @@ class SimulatedCallee:
                 return
             action = root.find("./Connect").get("action")
             if action and self.ended_by_agent:
-                self.post(action, CallStatus="in-progress", HandoffData=self.handoff_data)
+                after = self.post(action, CallStatus="in-progress", HandoffData=self.handoff_data)
+                self.operator_leg(after)
         elif root.find("./Gather") is not None:
             self.gather_session(root)
+
+    def operator_leg(self, twiml: str) -> None:
+        """A hand-off's <Dial>: the simulated operator answers, talks briefly and hangs up."""
+        try:
+            dial = ElementTree.fromstring(twiml).find("./Dial")  # noqa: S314 (our own TwiML)
+        except ElementTree.ParseError:
+            return
+        if dial is not None and dial.get("action"):
+            time.sleep(STEP_SECONDS)
+            self.post(dial.get("action"), CallStatus="in-progress", DialCallStatus="completed",
+                      DialCallSid="CA" + uuid.uuid4().hex, DialCallDuration="1")  # fmt: skip
 
     # --- ConversationRelay ------------------------------------------------------------------
     async def relay_session(self, url: str, params: dict) -> None:

@@ -1,0 +1,90 @@
+"""Conversations in headless Chromium, in the production layout (test_browser_production.py:
+gunicorn pages and webhooks on one host, uvicorn websockets on another, the Redis channel layer,
+a real Celery worker). Events come from signed Twilio webhooks, clicks, and the sweep command."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from conversations.models import Conversation, PrivateNote
+from dossiers.models import Message
+from orchestrator.models import Task
+from tests.dashboard import test_browser_production as prod
+from tests.dashboard.test_browser_production import (
+    mark_document,
+    same_document,
+    shot,
+    signed_in_page,
+    wait_live,
+)
+from tests.support.services import transactional_db, wait_until
+
+# The production layout's fixtures (gunicorn + uvicorn + Redis layer + a Celery worker, Chromium).
+layout, browser, olivia = prod.layout, prod.browser, prod.olivia
+
+pytestmark = [pytest.mark.browser, pytest.mark.services, pytest.mark.worker, transactional_db]
+
+
+def test_a_new_conversation_appears_unassigned_live_and_is_picked_up(layout, browser, olivia):
+    page, _ = signed_in_page(browser, layout, olivia)
+    page.goto(f"{layout.web}/admin/conversations/?folder=unassigned")
+    wait_live(page)
+    mark_document(page)
+
+    layout.inbound_sms("+14155550161", "My order arrived broken")  # Twilio → web host
+
+    row = page.locator("#cc-conversations-table tr", has_text="+14155550161")
+    row.wait_for(timeout=15_000)
+    assert same_document(page)  # pushed into the open page, no reload
+    assert "unassigned" in row.inner_text()
+    shot(page, "conv-01-unassigned")
+    row.get_by_role("link", name="Open").click()
+    with page.expect_navigation():
+        page.click("#cc-claim")
+    page.locator("#cc-yours").wait_for()
+    conv = Conversation.objects.get(contact__phone="+14155550161")
+    assert conv.assignee == olivia and conv.status == "open"
+    shot(page, "conv-02-taken")
+
+
+def test_a_private_note_never_reaches_the_customer(layout, browser, olivia):
+    layout.inbound_sms("+14155550162", "Can you call me?")
+    conv = wait_until(lambda: Conversation.objects.filter(contact__phone="+14155550162").first(), timeout=15,
+                      message="the conversation")  # fmt: skip
+    page, _ = signed_in_page(browser, layout, olivia)
+    page.goto(f"{layout.web}/admin/conversations/{conv.pk}/")
+    page.fill("#cc-note", "Internal: refund approved by Sam")
+    with page.expect_navigation():
+        page.click("#cc-add-note")
+
+    page.locator("#cc-notes", has_text="Internal: refund approved by Sam").wait_for()
+    assert "refund approved" not in page.locator("#cc-thread").inner_text()
+    assert PrivateNote.objects.get(conversation=conv).body == "Internal: refund approved by Sam"
+    # Nothing went out to the customer: no send task, no outbound message.
+    assert not Task.objects.filter(contact=conv.contact, type__endswith=".send").exists()
+    assert not Message.objects.filter(contact=conv.contact, direction="outbound").exists()
+    shot(page, "conv-03-private-note")
+
+
+def test_the_supervisor_view_updates_live(layout, browser, olivia):
+    page, _ = signed_in_page(browser, layout, olivia)
+    page.goto(f"{layout.web}/admin/supervisor/")
+    wait_live(page)
+    mark_document(page)
+    before = int(page.locator("#cc-sla-breached").inner_text())
+
+    layout.inbound_sms("+14155550163", "Still waiting for my refund")  # a new conversation: the queue grows
+    page.locator("#cc-queues tr[data-channel=sms]").wait_for(timeout=15_000)
+    conv = wait_until(lambda: Conversation.objects.filter(contact__phone="+14155550163").first(), timeout=15,
+                      message="the conversation")  # fmt: skip
+    Conversation.objects.filter(pk=conv.pk).update(sla_due_at=timezone.now() - timedelta(seconds=1))
+    call_command("conversations_sweep")  # what beat runs: flags it past its SLA
+
+    page.wait_for_function(f"Number(document.getElementById('cc-sla-breached').textContent) === {before + 1}",
+                           timeout=15_000)  # fmt: skip
+    assert same_document(page)
+    shot(page, "conv-04-supervisor")
