@@ -128,6 +128,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # The same backend, with a health check that polls the socket instead of a SELECT 1.
     DATABASES["default"]["ENGINE"] = "comms_platform.pgbackend"
+    # psycopg's own prepared statements: a statement run DB_PREPARE_THRESHOLD times on a
+    # connection is prepared server-side and then sent as parameters only. They need
+    # server-side parameter binding (Django's default cursors bind on the client and never
+    # prepare). Empty (the default): off. Behind PgBouncer in transaction mode keep it off,
+    # or run PgBouncer >= 1.21 with max_prepared_statements set (docs/architecture.md).
+    DB_PREPARE_THRESHOLD = env.str("DB_PREPARE_THRESHOLD", default="")
+    if DB_PREPARE_THRESHOLD.strip():
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": int(DB_PREPARE_THRESHOLD)}
+        )
 else:
     # SQLite: wait for the writer lock instead of failing at once, and use WAL so
     # readers never block the writer (several threads write in the embedded default).
@@ -531,5 +541,5 @@ API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
 # period ends (orchestrator/api/badkeys.py). "0" turns it off.
 API_INVALID_KEY_LIMIT = env.str("API_INVALID_KEY_LIMIT", default="20/m")
 # Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
-# Twilio whether the message arrived (agents/messaging/services.py _reconcile).
+# Twilio whether the message arrived (agents/messaging/sending.py _reconcile).
 TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)

@@ -29,7 +29,7 @@ from django.utils import timezone
 from agents.common import metrics
 from agents.common.heartbeats import agent_healthy
 from comms_platform.celery import app as celery_app
-from comms_platform.pgbackend.rows import fetch_one, insert_row, update_row
+from comms_platform.db import insert_one
 from orchestrator import registry
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
@@ -106,22 +106,17 @@ def task_create(
         request_digest=digest,
         parent_id=parent_id,
     )
-    try:
-        # One INSERT: in autocommit it commits at once and on_commit runs right away; inside
-        # a caller's transaction the message waits for that transaction to commit, and a
-        # savepoint keeps a duplicate key from breaking the caller's transaction.
-        if transaction.get_connection().in_atomic_block:
-            with transaction.atomic():
-                insert_row(task)
-        else:
-            insert_row(task)
+    # One INSERT: in autocommit it commits at once and on_commit runs right away; inside
+    # a caller's transaction the message waits for that transaction to commit. A taken
+    # idempotency key inserts nothing and breaks no transaction (``insert_one``).
+    if insert_one(task):
         transaction.on_commit(lambda: request_dispatch(task))
-    except IntegrityError:
+    else:
         if not idempotency_key:
-            raise
+            raise IntegrityError(f"the task {task.id} could not be inserted")
         existing = _existing_for_key(source, idempotency_key, digest)
         if existing is None:  # pragma: no cover - the constraint fired, so the row exists
-            raise
+            raise IntegrityError(f"the task with idempotency key {idempotency_key!r} could not be inserted")
         return existing, False
     metrics.task_entered(task.type, task.channel, S.PENDING)
     return task, True
@@ -304,7 +299,7 @@ def task_claim(*, task_id: Any, worker: str, redelivered: bool = False, early_by
         task.status = S.DISPATCHED
         task.agent = route.agent if route else task.agent
         task.lease_expires_at = now + timedelta(seconds=settings.TASK_LEASE_SECONDS)
-        update_row(task, ["status", "agent", "attempts", "lease_expires_at", "updated_at"])
+        task.save(update_fields=["status", "agent", "attempts", "lease_expires_at", "updated_at"])
         events = []
         for step in steps:
             details = {"attempt": task.attempts, "worker": worker}
@@ -430,7 +425,7 @@ def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult
         results.append(TransitionResult(task, applied=bool(fields)))
     for task_id, fields in changed.items():
         if fields:
-            update_row(tasks[task_id], sorted(fields))
+            tasks[task_id].save(update_fields=sorted(fields))
     _insert_events(events)
     for event in events:
         if event.applied:
@@ -525,10 +520,10 @@ def _finish(task: Task, to: str, *, actor: str, code: str, message: str) -> None
     task.error_message = message
     task.finished_at = timezone.now()
     task.lease_expires_at = None
-    update_row(task, ["status", "attempts", "error_code", "error_message", "finished_at",
-                      "lease_expires_at", "updated_at"])  # fmt: skip
-    insert_row(TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
-                         details={"error_code": code, "attempt": task.attempts}))  # fmt: skip
+    task.save(update_fields=["status", "attempts", "error_code", "error_message", "finished_at",
+                             "lease_expires_at", "updated_at"])  # fmt: skip
+    _insert_events([TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
+                              details={"error_code": code, "attempt": task.attempts})])  # fmt: skip
     metrics.task_entered(task.type, task.channel, to)
     publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "applied": True,
                                   "actor": actor}, channel=task.channel)  # fmt: skip
@@ -550,14 +545,13 @@ def _notify_parent_on_commit(child_id: Any) -> None:
 
 
 def _locked(task_id: Any) -> Task | None:
-    return fetch_one(Task, task_id, for_update=True)
+    # Unordered [:1], not .first(): the primary key needs no ORDER BY.
+    return next(iter(Task.objects.select_for_update().filter(pk=task_id)[:1]), None)
 
 
 def _insert_events(events: list[TaskEvent]) -> None:
-    if len(events) == 1:
-        insert_row(events[0])  # the usual case: one prepared INSERT
-    elif events:
-        TaskEvent.objects.bulk_create(events)
+    if events:
+        TaskEvent.objects.bulk_create(events)  # one INSERT, one event or many
 
 
 # --- Sweeper ----------------------------------------------------------------------------
@@ -691,3 +685,25 @@ def task_retry(*, task_id: Any, actor: str) -> Task:
     )
     log.info("task %s retried as %s by %s", old.id, new.id, actor)
     return new
+
+
+# --- send pipeline (h14b) ---
+# Conditional single-statement writes the agents' send pipelines need on a task they hold
+# (the lead moves them into the split services package at merge).
+
+
+def task_contact_set_if_unset(*, task_id: Any, contact_id: Any) -> None:
+    """Attach the contact an agent found or created for the task's recipient, unless one is set."""
+    Task.objects.filter(id=task_id, contact__isnull=True).update(contact_id=contact_id)
+
+
+def task_attempt_give_back(*, task_id: Any) -> None:
+    """An attempt that only waited (a rate limit) does not count towards dead-lettering."""
+    from django.db.models import F  # here, not at the top: this section moves at merge
+
+    Task.objects.filter(id=task_id, attempts__gt=0).update(attempts=F("attempts") - 1)
+
+
+def task_provider_id_set_if_unset(*, task_id: Any, provider_id: str) -> None:
+    """Keep the provider's id on a task a fast callback already finished."""
+    Task.objects.filter(id=task_id, provider_id="").update(provider_id=provider_id)

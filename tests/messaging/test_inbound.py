@@ -155,7 +155,7 @@ def test_media_never_fetched_is_picked_up_by_the_periodic_job(fake_twilio):
 
     from django.utils import timezone
 
-    from agents.messaging.services import MEDIA_MAX_PICKUPS, media_pending_fetch
+    from agents.messaging.inbound import MEDIA_MAX_PICKUPS, media_pending_fetch
 
     url = fake_twilio.add_media("ME9", b"\x89PNG late", "image/png")
     contact = Contact.objects.create(phone="+14155550100")

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from agents.messaging.services import media_pending_fetch
+from agents.messaging.inbound import media_pending_fetch
 
 
 class Command(BaseCommand):
