@@ -56,7 +56,7 @@ def contact_get_or_create_by_phone(
     The messaging agent's path for every send to a number: one SELECT, and one INSERT for a
     new number (``insert_one``: no savepoint, a number taken meanwhile inserts nothing)."""
     # Unordered [:1], not .first(): the phone is unique when set; no ORDER BY to plan.
-    existing = next(iter(Contact.objects.filter(phone=phone)[:1]), None)
+    existing = next(iter(Contact.objects.filter(phone=phone).order_by()[:1]), None)
     if existing is not None:
         return existing, False
     contact = Contact(phone=phone, **(defaults or {}))
