@@ -458,6 +458,12 @@ TWILIO_STATUS_CALLBACK_OVERRIDE = env.str("TWILIO_STATUS_CALLBACK_OVERRIDE", def
 SMS_MAX_SEGMENTS = env.int("SMS_MAX_SEGMENTS", default=10)
 MESSAGING_RATE_PER_SECOND = env.float("MESSAGING_RATE_PER_SECOND", default=1)
 MESSAGING_MAX_RETRIES = env.int("MESSAGING_MAX_RETRIES", default=5)
+# The SMS provider: "twilio" (the simulator in test mode) or "gateway" (a generic HTTP gateway,
+# agents/messaging/providers/gateway.py: the worked example of docs/architecture.md).
+MESSAGING_PROVIDER = env.str("MESSAGING_PROVIDER", default="twilio")
+SMS_GATEWAY_URL = env.str("SMS_GATEWAY_URL", default="")
+SMS_GATEWAY_API_KEY = env.str("SMS_GATEWAY_API_KEY", default="")
+SMS_GATEWAY_WEBHOOK_SECRET = env.str("SMS_GATEWAY_WEBHOOK_SECRET", default="")
 MESSAGING_HELP_REPLY = env.str(
     "MESSAGING_HELP_REPLY", default="Comms Platform: reply STOP to unsubscribe. Msg and data rates may apply."
 )
