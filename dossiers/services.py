@@ -229,11 +229,16 @@ def message_outbound_write(*, task_id: Any, retry: bool, **fields: Any) -> Messa
 
 def message_record_accepted(*, message_id: int, sid: str, status: str) -> None:
     """The provider accepted the message: its SID unless a callback put it there first, its
-    status unless a callback already moved it on. One UPDATE."""
+    status unless a callback already moved it on. One UPDATE: the plain one in the usual case (no
+    callback yet), the conditional one when a callback came first."""
+    now = timezone.now()
+    plain = Message.objects.filter(id=message_id, provider_sid__isnull=True, status="pending")
+    if plain.update(provider_sid=sid, status=status, updated_at=now):
+        return
     Message.objects.filter(id=message_id).update(
         provider_sid=Coalesce(F("provider_sid"), Value(sid)),
         status=Case(When(status="pending", then=Value(status)), default=F("status")),
-        updated_at=timezone.now(),
+        updated_at=now,
     )
 
 
