@@ -24,7 +24,9 @@ limit would otherwise pace the campaign at 1 message/s) and API_THROTTLE_RATE=0.
     .venv/bin/python bench/campaign.py [--recipients 10000] [--noop 5000] [--workers 2]
                                        [--concurrency 1] [--pool prefork] [--clients 16]
 
-Uses the database comms_bench_rel and Redis db 12 (BENCH_PG / BENCH_REDIS override the servers).
+Uses the database comms_bench_rel and Redis db 12 (BENCH_PG / BENCH_REDIS override the servers,
+BENCH_DB / BENCH_REDIS_DB the database name and Redis db). Worker CPU per task is read from /proc
+(the worker processes and their pool children).
 """
 
 from __future__ import annotations
@@ -43,7 +45,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import BIN, ROOT, bench_env, gunicorn, manage
 
-DB_NAME, REDIS_DB = "comms_bench_rel", 12
+DB_NAME = os.environ.get("BENCH_DB", "comms_bench_rel")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "12"))
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and their live children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(stat.parent.name) == pid or int(fields[1]) == pid:
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def main() -> None:
@@ -81,11 +99,17 @@ def main() -> None:
             print(
                 f"bare Celery no-op drain: {args.noop} in {args.noop / bare_rate:.1f}s = {bare_rate:.0f} tasks/s"
             )
+            pids = [proc.pid for proc in procs]
+            cpu = tree_cpu(pids)
             noop_rate = noop_drain(args.noop, args.timeout)
+            noop_cpu_ms = (tree_cpu(pids) - cpu) * 1000 / args.noop
             print(
-                f"platform no-op drain: {args.noop} in {args.noop / noop_rate:.1f}s = {noop_rate:.0f} tasks/s"
+                f"platform no-op drain: {args.noop} in {args.noop / noop_rate:.1f}s = {noop_rate:.0f} tasks/s; "
+                f"worker CPU {noop_cpu_ms:.1f} ms per task"
             )
+            cpu = tree_cpu(pids)
             result = campaign(base, key, args)
+            campaign_cpu_ms = (tree_cpu(pids) - cpu) * 1000 / max(result["accepted"], 1)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -98,7 +122,7 @@ def main() -> None:
     print(f"intake (POST /api/tasks/, {args.clients} clients): {result['accepted']} accepted in "
           f"{result['intake_seconds']:.1f}s = {result['accepted'] / result['intake_seconds']:.0f}/s")  # fmt: skip
     print(f"end to end (first POST → every task final, every callback applied): {result['seconds']:.1f}s = "
-          f"{rate:.0f} messages/s")  # fmt: skip
+          f"{rate:.0f} messages/s; worker CPU {campaign_cpu_ms:.1f} ms per message")  # fmt: skip
     print(f"bare Celery no-op drain, same workers: {bare_rate:.0f} tasks/s; campaign / no-op = "
           f"{rate / bare_rate:.0%} (target ≥ 40%)")  # fmt: skip
     print(f"platform no-op drain (diagnostic.echo: claim, run, succeed), same workers: {noop_rate:.0f} tasks/s; "

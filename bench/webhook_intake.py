@@ -176,7 +176,7 @@ def main() -> None:
 
 def drain() -> tuple[int, float]:
     """Apply the stored callbacks as the worker's drain does, and time it."""
-    from agents.messaging.services import DRAIN_GRACE_SECONDS, status_events_drain
+    from agents.messaging.callbacks import DRAIN_GRACE_SECONDS, status_events_drain
 
     started = time.perf_counter()
     count = status_events_drain()

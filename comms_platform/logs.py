@@ -278,47 +278,28 @@ _task_tokens: dict[str, Any] = {}
 # (DJANGO_STRUCTLOG_CELERY_ENABLED): they bind ``task_id`` to the Celery message id (the
 # taxonomy's ``task_id`` is the orchestrator task) and clear the context in task_prerun, which
 # would wipe a request's context when tasks run in process (the embedded default).
-# TODO(issue 14, send pipeline branch): the per-task row read below goes with that work.
 def on_task_prerun(task_id: str | None = None, task: Any = None, args: Any = None, **kwargs) -> None:
-    """Bind the orchestrator task's id (the message's first argument) and what its row says."""
-    fields: dict[str, Any] = {"celery_task": getattr(task, "name", None), "celery_id": task_id}
-    if getattr(task, "name", "") == "orchestrator.execute_task" and args:
-        try:
-            fields.update(_task_fields(str(args[0])))
-        except Exception:  # the database is away: log without the row's fields
-            fields["task_id"] = str(args[0])
+    """Bind what the Celery message says: its name, id and the orchestrator task's id (the first
+    argument). The task's type, channel, correlation id and agent come from the row the claim
+    reads anyway (``bind_task``): no query of its own here, on every task a worker runs."""
+    name = getattr(task, "name", None)
+    fields: dict[str, Any] = {"celery_task": name, "celery_id": task_id}
+    if name == "orchestrator.execute_task" and args:
+        # The row's fields are bound here as unknown, so the postrun reset drops what
+        # ``bind_task`` adds: the next message of this worker starts clean.
+        fields.update(task_id=str(args[0]), task_type=None, channel=None, correlation_id=None, status=None,
+                      agent=None)  # fmt: skip
     _task_tokens[task_id] = bind_contextvars(**fields)
+    if name != "orchestrator.execute_task":  # execute_task says it once its task is claimed
+        task_log.info("task.started")
+
+
+def bind_task(task: Any, *, agent: str | None) -> None:
+    """Add the claimed task's fields to the log context and say ``task.started``; called by the
+    orchestrator's ``execute_task`` right after the claim (the Celery signal's tokens reset them)."""
+    bind_contextvars(task_id=str(task.id), task_type=task.type, channel=task.channel,
+                     correlation_id=task.correlation_id or None, status=task.status, agent=agent)  # fmt: skip
     task_log.info("task.started")
-
-
-def _task_fields(task_id: str) -> dict[str, Any]:
-    from django.core.exceptions import ValidationError
-    from django.db import connection
-
-    from comms_platform.pgbackend.base import execute_prepared
-    from orchestrator import registry
-    from orchestrator.models import Task
-
-    fields: dict[str, Any] = {"task_id": task_id}
-    try:
-        pk = Task._meta.pk.get_db_prep_value(Task._meta.pk.to_python(task_id), connection)
-    except ValidationError:
-        return fields
-    # On every task a worker runs: one prepared statement, not a queryset built each time.
-    rows = execute_prepared(connection, _TASK_FIELDS_SQL, [pk])
-    if rows:
-        task_type, channel, correlation_id, status = rows[0]
-        route = registry.get_route(task_type)
-        fields.update(
-            task_type=task_type, channel=channel, correlation_id=correlation_id or None,
-            status=status, agent=route.agent if route else None,
-        )  # fmt: skip
-    return fields
-
-
-_TASK_FIELDS_SQL = (
-    'SELECT "type", "channel", "correlation_id", "status" FROM "orchestrator_task" WHERE "id" = %s'
-)
 
 
 def on_task_postrun(

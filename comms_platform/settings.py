@@ -116,6 +116,16 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
     # The same backend, with a health check that polls the socket instead of a SELECT 1.
     DATABASES["default"]["ENGINE"] = "comms_platform.pgbackend"
+    # psycopg's own prepared statements: a statement run DB_PREPARE_THRESHOLD times on a
+    # connection is prepared server-side and then sent as parameters only. They need
+    # server-side parameter binding (Django's default cursors bind on the client and never
+    # prepare). Empty (the default): off. Behind PgBouncer in transaction mode keep it off,
+    # or run PgBouncer >= 1.21 with max_prepared_statements set (docs/architecture.md).
+    DB_PREPARE_THRESHOLD = env.str("DB_PREPARE_THRESHOLD", default="")
+    if DB_PREPARE_THRESHOLD.strip():
+        DATABASES["default"].setdefault("OPTIONS", {}).update(
+            {"server_side_binding": True, "prepare_threshold": int(DB_PREPARE_THRESHOLD)}
+        )
 else:
     # SQLite: wait for the writer lock instead of failing at once, and use WAL so
     # readers never block the writer (several threads write in the embedded default).
@@ -461,6 +471,12 @@ TWILIO_STATUS_CALLBACK_OVERRIDE = env.str("TWILIO_STATUS_CALLBACK_OVERRIDE", def
 SMS_MAX_SEGMENTS = env.int("SMS_MAX_SEGMENTS", default=10)
 MESSAGING_RATE_PER_SECOND = env.float("MESSAGING_RATE_PER_SECOND", default=1)
 MESSAGING_MAX_RETRIES = env.int("MESSAGING_MAX_RETRIES", default=5)
+# The SMS provider: "twilio" (the simulator in test mode) or "gateway" (a generic HTTP gateway,
+# agents/messaging/providers/gateway.py: the worked example of docs/architecture.md).
+MESSAGING_PROVIDER = env.str("MESSAGING_PROVIDER", default="twilio")
+SMS_GATEWAY_URL = env.str("SMS_GATEWAY_URL", default="")
+SMS_GATEWAY_API_KEY = env.str("SMS_GATEWAY_API_KEY", default="")
+SMS_GATEWAY_WEBHOOK_SECRET = env.str("SMS_GATEWAY_WEBHOOK_SECRET", default="")
 MESSAGING_HELP_REPLY = env.str(
     "MESSAGING_HELP_REPLY", default="Comms Platform: reply STOP to unsubscribe. Msg and data rates may apply."
 )
@@ -545,7 +561,7 @@ API_THROTTLE_RATE = env.str("API_THROTTLE_RATE", default="200/s")
 # period ends (orchestrator/api/badkeys.py). "0" turns it off.
 API_INVALID_KEY_LIMIT = env.str("API_INVALID_KEY_LIMIT", default="20/m")
 # Seconds the Twilio SDK waits for an answer; a send without one is retried after asking
-# Twilio whether the message arrived (agents/messaging/services.py _reconcile).
+# Twilio whether the message arrived (agents/messaging/sending.py _reconcile).
 TWILIO_TIMEOUT_SECONDS = env.float("TWILIO_TIMEOUT_SECONDS", default=10.0)
 
 # --- Outbound event webhooks (event_webhooks/, docs/webhooks.md) --------------------------

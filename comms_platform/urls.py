@@ -3,6 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from agents.messaging.providers.gateway import GatewayStatusView
 from agents.voice.api import CallCreateView
 from comms_platform import health, metrics_view
 from dossiers.links import serve_artifact
@@ -18,6 +19,7 @@ urlpatterns = [
     path("api/calls/", CallCreateView.as_view(), name="call-create"),
     path("api/", include("orchestrator.api.urls")),
     path("webhooks/twilio/messaging/", include("agents.messaging.urls")),
+    path("webhooks/gateway/messaging/status/", GatewayStatusView.as_view(), name="gateway-messaging-status"),
     path("healthz", health.healthz, name="healthz"),
     path("favicon.ico", RedirectView.as_view(url="/static/dashboard/favicon.svg", permanent=True)),
     path("readyz", health.readyz, name="readyz"),

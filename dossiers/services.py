@@ -11,12 +11,22 @@ import structlog
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from comms_platform import events
-from comms_platform.pgbackend.rows import fetch_one, insert_row
-from dossiers.models import Artifact, AuditLog, Consent, ConsentChange, ConsentStatus, Contact
+from comms_platform.db import insert_one
+from dossiers.models import (
+    Artifact,
+    AuditLog,
+    Consent,
+    ConsentChange,
+    ConsentStatus,
+    Contact,
+    Direction,
+    Message,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -53,28 +63,24 @@ def contact_get_or_create_by_phone(
 ) -> tuple[Contact, bool]:
     """Find the contact with this E.164 number, or create it (safe under concurrency).
 
-    The messaging agent's path for every send to a number: one prepared SELECT, and one
-    INSERT for a new number (a savepoint only inside a caller's transaction)."""
-    existing = fetch_one(Contact, phone, by="phone")  # unique when set
+    The messaging agent's path for every send to a number: one SELECT, and one INSERT for a
+    new number (``insert_one``: no savepoint, a number taken meanwhile inserts nothing)."""
+    # Unordered [:1], not .first(): the phone is unique when set; no ORDER BY to plan.
+    existing = next(iter(Contact.objects.filter(phone=phone).order_by()[:1]), None)
     if existing is not None:
         return existing, False
     contact = Contact(phone=phone, **(defaults or {}))
-    try:
-        if transaction.get_connection().in_atomic_block:
-            with transaction.atomic():
-                insert_row(contact)
-        else:
-            insert_row(contact)  # autocommit: a failed INSERT leaves nothing to roll back
+    if insert_one(contact):
         return contact, True
-    except IntegrityError:  # a concurrent request created it, or the email belongs to another contact
-        existing = Contact.objects.filter(phone=phone).order_by("created_at").first()
-        if existing is not None:
-            return existing, False
-        if not (defaults or {}).get("email"):
-            raise
-        # The email is another contact's (unique): this number becomes a contact without it.
-        rest = {k: v for k, v in defaults.items() if k != "email"}
-        return contact_get_or_create_by_phone(phone=phone, defaults=rest)
+    # A concurrent request created it, or the email belongs to another contact.
+    existing = Contact.objects.filter(phone=phone).order_by("created_at").first()
+    if existing is not None:
+        return existing, False
+    if not (defaults or {}).get("email"):
+        raise IntegrityError(f"no contact could be created for {phone}")
+    # The email is another contact's (unique): this number becomes a contact without it.
+    rest = {k: v for k, v in defaults.items() if k != "email"}
+    return contact_get_or_create_by_phone(phone=phone, defaults=rest)
 
 
 def contact_get_or_create(
@@ -105,14 +111,13 @@ def contact_get_or_create(
         fields["locale"] = locale
     if timezone_name:
         fields["timezone"] = timezone_name
-    try:
-        with transaction.atomic():
-            return Contact.objects.create(**fields), True
-    except IntegrityError:
-        existing = _contact_matching(phone, email)
-        if existing is None:  # pragma: no cover - the constraint fired, so the row exists
-            raise
-        return existing, False
+    contact = Contact(**fields)
+    if insert_one(contact):
+        return contact, True
+    existing = _contact_matching(phone, email)
+    if existing is None:  # pragma: no cover - the constraint fired, so the row exists
+        raise IntegrityError(f"no contact could be created for {phone or email}")
+    return existing, False
 
 
 def _contact_matching(phone: str, email: str) -> Contact | None:
@@ -219,3 +224,86 @@ def artifact_signed_url(*, artifact_id: Any) -> str:
     from dossiers.links import artifact_url
 
     return artifact_url(artifact_id=artifact_id)
+
+
+# --- Messages: every write of a Message row (the messaging agent calls these) -----------
+
+
+def message_outbound_write(*, task_id: Any, retry: bool, **fields: Any) -> Message:
+    """The task's outbound message: created on the first attempt, rewritten on a retry (the
+    task's claim keeps one worker on it, so no lock is needed)."""
+    message = Message.objects.filter(task_id=task_id, direction=Direction.OUTBOUND).first() if retry else None
+    if message is None:
+        return Message.objects.create(task_id=task_id, direction=Direction.OUTBOUND, **fields)
+    for name, value in fields.items():
+        setattr(message, name, value)
+    message.save(update_fields=[*fields, "updated_at"])
+    return message
+
+
+def message_record_accepted(*, message_id: int, sid: str, status: str) -> None:
+    """The provider accepted the message: its SID unless a callback put it there first, its
+    status unless a callback already moved it on. One UPDATE: the plain one in the usual case (no
+    callback yet), the conditional one when a callback came first."""
+    now = timezone.now()
+    plain = Message.objects.filter(id=message_id, provider_sid__isnull=True, status="pending")
+    if plain.update(provider_sid=sid, status=status, updated_at=now):
+        return
+    Message.objects.filter(id=message_id).update(
+        provider_sid=Coalesce(F("provider_sid"), Value(sid)),
+        status=Case(When(status="pending", then=Value(status)), default=F("status")),
+        updated_at=now,
+    )
+
+
+def message_record_refused(*, message_id: int, code: str, error: str) -> None:
+    Message.objects.filter(id=message_id).update(
+        status="failed", error_code=code[:16], error_message=error[:300], updated_at=timezone.now()
+    )
+
+
+def message_status_raise(
+    *, message: Message, sid: str, status: str, rank: dict[str, int], code: str = "", reason: str = ""
+) -> None:
+    """Apply a provider's status to a message, never lowering it: ``rank`` orders the statuses
+    (a late ``sent`` after ``delivered`` changes nothing). The rank is checked again in the UPDATE
+    itself: two callbacks applied at once must not let the lower one overwrite the higher one
+    (PostgreSQL re-evaluates the WHERE on the row it waited for)."""
+    now = timezone.now()
+    if not message.provider_sid and sid:
+        Message.objects.filter(Q(provider_sid__isnull=True) | Q(provider_sid=""), id=message.id).update(
+            provider_sid=sid, updated_at=now
+        )
+    level = rank.get(status, 0)
+    if level <= rank.get(message.status, 0):
+        return
+    fields: dict[str, Any] = {"status": status}
+    if code:
+        fields.update(error_code=code[:16], error_message=reason[:300])
+    elif level >= rank.get("partially_delivered", level + 1):
+        fields.update(error_code="", error_message="")  # delivered after all: no stale error
+    not_lower = [name for name, r in rank.items() if r >= level]
+    if Message.objects.filter(id=message.id).exclude(status__in=not_lower).update(**fields, updated_at=now):
+        events.publish_message_status(message, status, code)
+
+
+def message_inbound_create(*, contact: Contact, **fields: Any) -> Message:
+    return Message.objects.create(contact=contact, direction=Direction.INBOUND, **fields)
+
+
+def message_attach_task(*, message_id: int, task_id: Any) -> None:
+    Message.objects.filter(id=message_id).update(task_id=task_id)
+
+
+def message_media_save(*, message_id: int, media: list, touch: bool = False) -> None:
+    """Store the message's media list (download bookkeeping, artifact ids)."""
+    fields: dict[str, Any] = {"media": media}
+    if touch:
+        fields["updated_at"] = timezone.now()
+    Message.objects.filter(id=message_id).update(**fields)
+
+
+def contact_note_whatsapp_inbound(*, contact_id: Any, phone: str, at: Any) -> None:
+    """The contact wrote on WhatsApp (it opens the 24-hour window); keep the address."""
+    Contact.objects.filter(id=contact_id).update(last_inbound_whatsapp_at=at, updated_at=at)
+    Contact.objects.filter(id=contact_id, whatsapp="").update(whatsapp=f"whatsapp:{phone}")

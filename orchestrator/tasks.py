@@ -10,7 +10,7 @@ from celery import shared_task
 from celery.exceptions import Retry
 from django.conf import settings
 
-from comms_platform import dbhealth
+from comms_platform import dbhealth, logs
 from orchestrator import leases, registry, services
 from orchestrator.errors import AgentError
 from orchestrator.models import Task
@@ -38,6 +38,8 @@ def execute_task(self, task_id: str) -> str:
         _database_lost(self, task_id, exc, settings.TASK_DATABASE_RETRY_SECONDS)
     if task is None:
         return "skipped"
+    route = registry.get_route(task.type)
+    logs.bind_task(task, agent=route.agent if route else task.agent or None)
     if self.request.is_eager:
         return _run(self, task_id, task)
     leases.keeper.hold(task.id, task.lease_expires_at)

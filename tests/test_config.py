@@ -256,6 +256,8 @@ def test_secret_flags():
         "METRICS_TOKEN",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
+        "SMS_GATEWAY_API_KEY",
+        "SMS_GATEWAY_WEBHOOK_SECRET",
     }
     assert set(SECRETS) == expected
     for name in ("TWILIO_ACCOUNT_SID", "ALLOWED_HOSTS", "PUBLIC_BASE_URL", "EMAIL_FROM", "SMTP_USER"):

@@ -9,7 +9,6 @@ duplicated callback changes nothing), and answers fast: slow work goes to Celery
 
 from __future__ import annotations
 
-import json
 import logging
 from abc import ABCMeta, abstractmethod
 from typing import Any
@@ -20,7 +19,6 @@ from django.db import (
     IntegrityError,
     InterfaceError,
     OperationalError,
-    connection,
     transaction,
 )
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -30,7 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 from structlog.contextvars import bind_contextvars
 
 from agents.common.models import WebhookEvent
-from comms_platform.pgbackend.base import execute_prepared
+from comms_platform.db import insert_one
 
 log = logging.getLogger(__name__)
 
@@ -212,17 +210,11 @@ def _has_nul(value: Any, depth: int = 0) -> bool:
 def store_once(*, provider: str, kind: str, dedupe_key: str, payload: dict[str, Any]) -> int | None:
     """Insert an event unless its dedupe key is known; its id, or None for a duplicate.
 
-    One statement (no savepoint, no exception round trip), prepared once per connection,
+    One INSERT (``insert_one``: ON CONFLICT DO NOTHING, no savepoint, no exception round trip),
     which is what keeps a high-volume webhook cheap.
     """
-    table = WebhookEvent._meta.db_table
-    rows = execute_prepared(
-        connection,
-        f"INSERT INTO {table} (provider, kind, dedupe_key, payload, received_at, outcome) "  # noqa: S608
-        "VALUES (%s, %s, %s, %s, %s, '') ON CONFLICT (provider, dedupe_key) DO NOTHING RETURNING id",
-        [provider, kind, dedupe_key, json.dumps(payload), timezone.now()],
-    )
-    return rows[0][0] if rows else None
+    record = WebhookEvent(provider=provider, kind=kind, dedupe_key=dedupe_key, payload=payload)
+    return record.id if insert_one(record) else None
 
 
 def on_refused(provider: str, kind: str) -> None:

@@ -15,7 +15,8 @@ from twilio.twiml.messaging_response import MessagingResponse
 from agents.common.models import WebhookEvent
 from agents.common.twilio_security import form_dict, is_valid_twilio_request
 from agents.common.webhooks import BadWebhook, WebhookView
-from agents.messaging import services
+from agents.messaging import callbacks, inbound
+from agents.messaging.statuses import IGNORED, TASK_STATUS
 from dossiers.services import InvalidPhoneNumber
 
 MAX_MEDIA = 10  # Twilio's limit per message
@@ -30,10 +31,10 @@ def _check_count(event: dict[str, Any], name: str, low: int, high: int) -> None:
 
 class StatusCallbackView(WebhookView):
     """Stores each callback with one INSERT and answers; a worker applies it a moment later
-    (``services.status_events_drain``), in arrival order, so Twilio is never kept waiting."""
+    (``callbacks.status_events_drain``), in arrival order, so Twilio is never kept waiting."""
 
     provider = "twilio"
-    kind = services.STATUS_KIND
+    kind = callbacks.STATUS_KIND
     process_later = True
 
     def verify(self, request: HttpRequest) -> bool:
@@ -46,10 +47,10 @@ class StatusCallbackView(WebhookView):
         ):
             raise BadWebhook("MessageSid and MessageStatus are required")
         status = event.get("MessageStatus") or event.get("SmsStatus")
-        if status not in services.TASK_STATUS and status not in services.IGNORED:
+        if status not in TASK_STATUS and status not in IGNORED:
             raise BadWebhook(f"unknown MessageStatus {status!r}")
         # The task id of our callback URL travels with the stored event.
-        event[services.TASK_KEY] = request.GET.get("task", "")
+        event[callbacks.TASK_KEY] = request.GET.get("task", "")
         return [event]
 
     def dedupe_key(self, event: dict[str, Any]) -> str:
@@ -58,10 +59,10 @@ class StatusCallbackView(WebhookView):
         return f"status:{sid}:{status}"
 
     def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
-        return services.status_apply(event=event, task_id=event.get(services.TASK_KEY))
+        return callbacks.status_apply(event=event, task_id=event.get(callbacks.TASK_KEY))
 
     def schedule(self, record_id: int) -> None:
-        services.status_drain_schedule()
+        callbacks.status_drain_schedule()
 
     def respond(self, request: HttpRequest, outcomes: list[str]) -> HttpResponse:
         return HttpResponse(status=204)
@@ -88,7 +89,7 @@ class InboundView(WebhookView):
 
     def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
         try:
-            self.reply = services.inbound_receive(event=event)
+            self.reply = inbound.inbound_receive(event=event)
         except InvalidPhoneNumber:
             # A WhatsApp id without a phone number, or a short code: kept, not queued.
             return "unroutable_sender"

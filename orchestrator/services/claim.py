@@ -11,7 +11,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from comms_platform.pgbackend.rows import update_row
 from orchestrator import registry
 from orchestrator.models import Task, TaskEvent
 from orchestrator.services.transitions import finish_locked, insert_events, locked
@@ -65,7 +64,7 @@ def task_claim(*, task_id: Any, worker: str, redelivered: bool = False, early_by
         task.status = S.DISPATCHED
         task.agent = route.agent if route else task.agent
         task.lease_expires_at = now + timedelta(seconds=settings.TASK_LEASE_SECONDS)
-        update_row(task, ["status", "agent", "attempts", "lease_expires_at", "updated_at"])
+        task.save(update_fields=["status", "agent", "attempts", "lease_expires_at", "updated_at"])
         events = []
         for step in steps:
             details = {"attempt": task.attempts, "worker": worker}

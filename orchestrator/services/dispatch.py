@@ -5,14 +5,13 @@ sweeper re-sends it."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from comms_platform.celery import app as celery_app
@@ -109,32 +108,17 @@ def send_tasks(rows: Sequence[tuple[Any, str, str]], *, actor: str = "orchestrat
     return sum(len(ids) for ids in newly_queued.values()) + len(resent)
 
 
-_RECORD_QUEUED_SQL = """
-WITH moved AS (
-    UPDATE orchestrator_task SET status = 'queued', agent = %(agent)s, updated_at = %(now)s
-    WHERE id = ANY(%(ids)s) AND status = 'pending'
-    RETURNING id
-)
-INSERT INTO orchestrator_taskevent (task_id, from_status, to_status, applied, actor, channel, details, created_at)
-SELECT moved.id, step.from_status, step.to_status, true, %(actor)s, %(channel)s, %(details)s::jsonb, %(now)s
-FROM moved CROSS JOIN (VALUES ('pending', 'routed', 1), ('routed', 'queued', 2)) AS step(from_status, to_status, n)
-ORDER BY moved.id, step.n
-"""
-
-
 def _record_queued(task_ids: list[Any], route: registry.Route, actor: str) -> None:
-    """pending → routed → queued for each task, unless a fast worker already moved it on."""
+    """pending → routed → queued for each task, unless a fast worker already moved it on.
+
+    The tasks still pending are locked (in id order: two dispatchers never deadlock), so a
+    worker's claim waits for this and never sees its task go back to ``queued``; then one
+    UPDATE and one INSERT of both events of every task."""
     details = {"agent": route.agent, "queue": route.queue}
     now = timezone.now()
-    if connection.vendor == "postgresql":
-        # The hot path of intake: one statement (update + both events), atomic on its own.
-        params = {"agent": route.agent, "now": now, "ids": list(task_ids), "actor": actor,
-                  "channel": route.channel, "details": json.dumps(details)}  # fmt: skip
-        with connection.cursor() as cursor:
-            cursor.execute(_RECORD_QUEUED_SQL, params)
-        return
     with transaction.atomic():
-        ids = list(Task.objects.filter(id__in=task_ids, status=S.PENDING).values_list("id", flat=True))
+        pending = Task.objects.select_for_update().filter(id__in=task_ids, status=S.PENDING).order_by("id")
+        ids = list(pending.values_list("id", flat=True))
         if not ids:
             return
         Task.objects.filter(id__in=ids).update(status=S.QUEUED, agent=route.agent, updated_at=now)

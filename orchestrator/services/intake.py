@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 
-from comms_platform.pgbackend.rows import insert_row
+from comms_platform.db import insert_one
 from orchestrator import metrics, registry
 from orchestrator.models import Task
 from orchestrator.services.dispatch import request_dispatch
@@ -83,22 +83,17 @@ def task_create(
         request_digest=digest,
         parent_id=parent_id,
     )
-    try:
-        # One INSERT: in autocommit it commits at once and on_commit runs right away; inside
-        # a caller's transaction the message waits for that transaction to commit, and a
-        # savepoint keeps a duplicate key from breaking the caller's transaction.
-        if transaction.get_connection().in_atomic_block:
-            with transaction.atomic():
-                insert_row(task)
-        else:
-            insert_row(task)
+    # One INSERT: in autocommit it commits at once and on_commit runs right away; inside
+    # a caller's transaction the message waits for that transaction to commit. A taken
+    # idempotency key inserts nothing and breaks no transaction (``insert_one``).
+    if insert_one(task):
         transaction.on_commit(lambda: request_dispatch(task))
-    except IntegrityError:
+    else:
         if not idempotency_key:
-            raise
+            raise IntegrityError(f"the task {task.id} could not be inserted")
         existing = _existing_for_key(source, idempotency_key, digest)
         if existing is None:  # pragma: no cover - the constraint fired, so the row exists
-            raise
+            raise IntegrityError(f"the task with idempotency key {idempotency_key!r} could not be inserted")
         return existing, False
     metrics.task_entered(task.type, task.channel, S.PENDING)
     return task, True

@@ -4,17 +4,19 @@ the same transaction; stale (backwards) transitions are recorded but change noth
 
 from __future__ import annotations
 
+import functools
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
-from comms_platform import events
-from comms_platform.pgbackend.rows import fetch_one, insert_row, update_row
+from comms_platform import events as platform_events
 from orchestrator import metrics
 from orchestrator.live import publish_task_update
 from orchestrator.models import Task, TaskEvent
@@ -114,7 +116,7 @@ def task_transition_many(changes: Sequence[Transition]) -> list[TransitionResult
         results.append(TransitionResult(task, applied=bool(fields)))
     for task_id, fields in changed.items():
         if fields:
-            update_row(tasks[task_id], sorted(fields))
+            tasks[task_id].save(update_fields=sorted(fields))
     insert_events(events)
     for event in events:
         if event.applied:
@@ -165,7 +167,7 @@ def _transition_in_memory(task: Task, change: Transition) -> tuple[TaskEvent, li
         task.lease_expires_at = None
         fields += ["finished_at", "lease_expires_at"]
     _publish(task, {"status": to, "from": previous, "applied": True}, change)
-    events.publish_task_finished(task)
+    platform_events.publish_task_finished(task)
     if to in FINAL and task.parent_id:
         _notify_parent_on_commit(task.id)
     return event, fields
@@ -210,12 +212,12 @@ def finish_locked(task: Task, to: str, *, actor: str, code: str, message: str) -
     task.error_message = message
     task.finished_at = timezone.now()
     task.lease_expires_at = None
-    update_row(task, ["status", "attempts", "error_code", "error_message", "finished_at",
-                      "lease_expires_at", "updated_at"])  # fmt: skip
-    insert_row(TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
-                         details={"error_code": code, "attempt": task.attempts}))  # fmt: skip
+    task.save(update_fields=["status", "attempts", "error_code", "error_message", "finished_at",
+                             "lease_expires_at", "updated_at"])  # fmt: skip
+    insert_events([TaskEvent(task=task, from_status=previous, to_status=to, actor=actor, channel=task.channel,
+                             details={"error_code": code, "attempt": task.attempts})])  # fmt: skip
     metrics.task_entered(task.type, task.channel, to)
-    events.publish_task_finished(task)
+    platform_events.publish_task_finished(task)
     publish_task_update(task.id, {"id": str(task.id), "status": to, "from": previous, "applied": True,
                                   "actor": actor}, channel=task.channel)  # fmt: skip
     if task.parent_id:
@@ -236,11 +238,37 @@ def _notify_parent_on_commit(child_id: Any) -> None:
 
 
 def locked(task_id: Any) -> Task | None:
-    return fetch_one(Task, task_id, for_update=True)
+    """The task row, locked: the claim's and every transition's first statement (three times
+    per task). The one statement the orchestrator keeps as SQL text: the ORM compiles it once
+    per database vendor from the model (``_locked_sql``), and ``raw`` maps the row back onto a
+    Task as a queryset would. It runs through Django's cursor (``execute_wrapper`` sees it).
+    Compiling the queryset on every call cost a worker more CPU than PostgreSQL spent on it."""
+    pk = Task._meta.pk
+    value = pk.get_db_prep_value(pk.to_python(task_id), connection)
+    return next(iter(Task.objects.raw(_locked_sql(connection.vendor), [value])), None)
+
+
+@functools.cache
+def _locked_sql(vendor: str) -> str:
+    """``Task.objects.select_for_update().filter(pk=…)[:1]`` as the ORM writes it, with a
+    placeholder for the key (compiled inside the caller's transaction, as FOR UPDATE needs)."""
+    sql, _ = Task.objects.select_for_update().filter(pk=_SAMPLE_PK).order_by()[:1].query.sql_with_params()
+    return sql
+
+
+_SAMPLE_PK = uuid.UUID(int=0)
 
 
 def insert_events(events: list[TaskEvent]) -> None:
-    if len(events) == 1:
-        insert_row(events[0])  # the usual case: one prepared INSERT
-    elif events:
-        TaskEvent.objects.bulk_create(events)
+    if events:
+        TaskEvent.objects.bulk_create(events)  # one INSERT, one event or many
+
+
+def task_attempt_give_back(*, task_id: Any) -> None:
+    """An attempt that only waited (a rate limit) does not count towards dead-lettering."""
+    Task.objects.filter(id=task_id, attempts__gt=0).update(attempts=F("attempts") - 1)
+
+
+def task_provider_id_set_if_unset(*, task_id: Any, provider_id: str) -> None:
+    """Keep the provider's id on a task a fast callback already finished."""
+    Task.objects.filter(id=task_id, provider_id="").update(provider_id=provider_id)

@@ -103,10 +103,13 @@ def test_sendgrid_batch_replayed_with_a_fresh_timestamp_is_refused(client, key, 
 
 def test_a_lower_status_applied_from_a_stale_read_does_not_overwrite_a_higher_one():
     """Two callbacks applied at once: 'sent' read the row before 'delivered' was written."""
-    from agents.messaging.services import _message_status
+    from agents.messaging.statuses import RANK
+    from dossiers.services import message_status_raise
 
     task = in_flight()
     stale = Message.objects.get(task=task)  # status "queued"
-    _message_status(Message.objects.get(task=task), stale.provider_sid, "delivered", "", "")
-    _message_status(stale, stale.provider_sid, "sent", "", "")
+    message_status_raise(
+        message=Message.objects.get(task=task), sid=stale.provider_sid, status="delivered", rank=RANK
+    )
+    message_status_raise(message=stale, sid=stale.provider_sid, status="sent", rank=RANK)
     assert Message.objects.get(task=task).status == "delivered"

@@ -155,7 +155,7 @@ def test_media_never_fetched_is_picked_up_by_the_periodic_job(fake_twilio):
 
     from django.utils import timezone
 
-    from agents.messaging.services import MEDIA_MAX_PICKUPS, media_pending_fetch
+    from agents.messaging.inbound import MEDIA_MAX_PICKUPS, media_pending_fetch
 
     url = fake_twilio.add_media("ME9", b"\x89PNG late", "image/png")
     contact = Contact.objects.create(phone="+14155550100")
@@ -172,3 +172,26 @@ def test_media_never_fetched_is_picked_up_by_the_periodic_job(fake_twilio):
     assert message.media[0]["artifact"] == str(artifact.id) and artifact.size == len(b"\x89PNG late")
     assert media_pending_fetch(min_age_seconds=30) == 0  # fetched: nothing left
     assert not Message.objects.get(id=fresh.id).media[0].get("artifact")
+
+
+def test_the_pending_fetch_commands_share_the_kits_command(fake_twilio):
+    """fetch_pending_media and fetch_pending_recordings: one kit class (agents.common.commands),
+    each calling its agent's service with the command's options."""
+    from datetime import timedelta
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    url = fake_twilio.add_media("ME8", b"\x89PNG cmd", "image/png")
+    contact = Contact.objects.create(phone="+14155550100")
+    Message.objects.create(contact=contact, channel="sms", direction="inbound", body="", occurred_at=timezone.now()
+                           - timedelta(minutes=5), media=[{"url": url, "content_type": "image/png"}])  # fmt: skip
+    out = StringIO()
+    call_command("fetch_pending_media", "--older-than", "600", stdout=out)  # too young for that
+    assert out.getvalue().strip() == "queued 0 message(s) for media download"
+    call_command("fetch_pending_media", "--older-than", "30", stdout=out)
+    assert out.getvalue().splitlines()[-1] == "queued 1 message(s) for media download"
+    assert Artifact.objects.filter(kind="media").count() == 1
+    call_command("fetch_pending_recordings", stdout=out)
+    assert out.getvalue().splitlines()[-1] == "queued 0 recording(s) for download"

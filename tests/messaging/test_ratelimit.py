@@ -34,7 +34,7 @@ def test_redis_bucket_is_shared_and_atomic():
 def test_a_paced_send_writes_one_dossier_message_however_often_it_waits(settings, fake_twilio):
     """A low per-sender rate: the second send waits (comes back as a retry, its attempt given
     back) twice; the dossier holds one outbound message per send that went, none per wait."""
-    from agents.messaging.services import message_send
+    from agents.messaging.sending import message_send
     from dossiers.models import Message
     from orchestrator.errors import TransientError
     from orchestrator.models import Task

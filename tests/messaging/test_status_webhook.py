@@ -373,7 +373,7 @@ def test_intake_is_one_insert_and_a_worker_applies_it(
     django_capture_on_commit_callbacks,
 ):
     """With Redis the request stores the event (one INSERT) and asks for one drain; the drain applies it."""
-    from agents.messaging import services
+    from agents.messaging import callbacks as services
 
     settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
     services._redis().delete(services.DRAIN_FLAG)
@@ -398,7 +398,7 @@ def _store_mixed_batch() -> list[Task]:
     duplicate status), an undelivered one with its error, an opt-out (21610), an unknown SID,
     an inbound status, an unknown status, and one found only by the task id of its URL."""
     from agents.common.webhooks import store_once
-    from agents.messaging import services
+    from agents.messaging import callbacks as services
 
     a, b, c = (
         in_flight(),
@@ -444,7 +444,7 @@ def _records_of(tasks: list[Task]) -> tuple:
 def test_a_drain_batch_is_set_based_and_records_what_one_at_a_time_does(
     django_assert_max_num_queries, caplog
 ):
-    from agents.messaging import services
+    from agents.messaging import callbacks as services
 
     tasks = _store_mixed_batch()
     # One at a time these take ~70 queries; set-based: 30, 7 of them the opt-out's consent write
@@ -485,7 +485,7 @@ def test_conflicting_finals_in_either_order_end_delivered_and_succeeded(client, 
 @pytest.mark.parametrize("order", [("undelivered", "delivered"), ("delivered", "undelivered")])
 def test_conflicting_finals_drained_in_one_batch_end_the_same(order):
     from agents.common.webhooks import store_once
-    from agents.messaging import services
+    from agents.messaging import callbacks as services
 
     task = in_flight()
     for status in order:
@@ -512,7 +512,7 @@ def test_cancelled_is_never_superseded_by_a_late_delivery(client):
 
 def test_attempts_left_open_are_closed_once_their_task_ended():
     from agents.messaging.models import SendAttempt
-    from agents.messaging.services import attempts_close_open
+    from agents.messaging.sending import attempts_close_open
 
     delivered, dead = in_flight(), in_flight(sid="SM" + "d" * 32, phone="+14155550111")
     running = in_flight(sid="SM" + "e" * 32, phone="+14155550112")

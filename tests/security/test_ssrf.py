@@ -12,7 +12,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from agents.messaging.services import media_download
+from agents.messaging.inbound import media_download
 from agents.voice.services import recording_fetch
 from comms_platform import outbound
 from dossiers.models import Artifact, Message

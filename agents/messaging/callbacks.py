@@ -1,0 +1,267 @@
+"""Status callbacks of the messaging agent: stored by the webhook, applied by ONE function,
+``status_events_apply`` (a batch of stored callbacks, or one: ``status_apply``), drained by a
+worker in arrival order."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from agents.messaging.providers import get_provider
+from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
+from dossiers.models import ConsentStatus, Direction, Message
+from dossiers.services import consent_set, message_status_raise
+from orchestrator.models import Task
+from orchestrator.services import Transition, task_transition_many
+from orchestrator.states import IllegalTransition, TaskStatus
+
+log = logging.getLogger(__name__)
+S = TaskStatus
+
+STATUS_KIND = "messaging_status"
+TASK_KEY = "__task"  # our task id (from the callback URL), stored with the provider's fields
+DRAIN_FLAG = "messaging:status-drain-scheduled"
+DRAIN_BATCH = 200
+DRAIN_FLAG_SECONDS = 5
+FLAG_TRUST_SECONDS = 0.05
+DRAIN_GRACE_SECONDS = 0.2  # > FLAG_TRUST_SECONDS: see status_drain_schedule
+_flag_seen_at = -1.0
+
+
+def status_drain_schedule() -> None:
+    """Ask a worker to apply the stored status callbacks; at most one request in flight.
+
+    The flag is cleared by the drain before its last look at the table, so an event
+    stored after that look always schedules a new drain (none is left behind). Without
+    Redis (embedded default, tests) the drain runs in process, at once.
+    """
+    global _flag_seen_at
+    if not settings.REDIS_URL:
+        status_events_drain()  # the event row is visible to this connection already
+        return
+    # A drain was pending a moment ago: it (or the one after it) will see this event, as
+    # the drain waits DRAIN_GRACE_SECONDS after clearing the flag before its last look.
+    # Saves a Redis round trip on most callbacks of a burst.
+    now = time.monotonic()
+    if now - _flag_seen_at < FLAG_TRUST_SECONDS:
+        return
+    # A short flag: if the worker draining dies, the next callback schedules a new drain after
+    # DRAIN_FLAG_SECONDS (two drains at once are harmless: each takes rows with skip_locked).
+    try:
+        if _redis().set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_SECONDS):
+            transaction.on_commit(_enqueue_drain)
+    except Exception as exc:
+        # Redis is away: the event is stored (the row is the outbox) and beat's periodic drain
+        # (STATUS_DRAIN_INTERVAL_SECONDS) applies it once Redis is back. The callback is a 2xx.
+        log.warning("status drain not scheduled (%s): the periodic drain applies it", type(exc).__name__)
+        return
+    _flag_seen_at = now
+
+
+def _enqueue_drain() -> None:
+    from agents.messaging.tasks import drain_status_events
+
+    try:
+        drain_status_events.apply_async(queue="messaging")
+    except Exception as exc:
+        log.warning("status drain not queued (%s): the periodic drain applies it", type(exc).__name__)
+
+
+def _redis():
+    return _redis_for(settings.REDIS_URL)
+
+
+@functools.lru_cache(maxsize=4)
+def _redis_for(url: str):
+    import redis
+
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
+    """Apply stored, unprocessed status callbacks in arrival order. Returns how many."""
+    from agents.common.models import WebhookEvent
+
+    done = 0
+    flag_cleared = False
+    while True:
+        with transaction.atomic():
+            events = list(
+                WebhookEvent.objects.select_for_update(skip_locked=True)
+                .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
+                .order_by("id")[:batch]
+            )
+            try:
+                with transaction.atomic():
+                    outcomes = status_events_apply([record.payload for record in events])
+            except Exception:
+                # Something in the batch broke the set-based path (a deadlock, a bad row): apply
+                # the batch one event at a time, each on its own, as before.
+                log.warning("status callbacks %s…: batch failed, one at a time", events[0].id, exc_info=True)
+                outcomes = [_apply_stored(record) for record in events]
+            now = timezone.now()
+            for record, outcome in zip(events, outcomes, strict=True):
+                record.outcome = outcome[:64]
+                record.processed_at = now
+            WebhookEvent.objects.bulk_update(events, ["outcome", "processed_at"])
+        done += len(events)
+        if events:
+            continue
+        if flag_cleared or not settings.REDIS_URL:
+            return done
+        _redis().delete(DRAIN_FLAG)
+        flag_cleared = True
+        time.sleep(DRAIN_GRACE_SECONDS)
+
+
+def _apply_stored(record) -> str:
+    """One stored callback on its own (the fallback when a batch breaks)."""
+    try:
+        with transaction.atomic():
+            return status_events_apply([record.payload])[0]
+    except Exception:
+        # One bad event must not block the others; it stays visible with its outcome.
+        log.exception("status callback %s could not be applied", record.id)
+        return "error"
+
+
+def status_apply(*, event: dict[str, str], task_id: str | None, actor: str = "webhook:twilio") -> str:
+    """Apply one status callback; returns an outcome label."""
+    return status_events_apply([{**event, TASK_KEY: task_id or ""}], actor=actor)[0]
+
+
+def status_events_apply(events: list[dict[str, str]], *, actor: str = "webhook:twilio") -> list[str]:
+    """Apply status callbacks in arrival order, set-based; one outcome label each.
+
+    The messages in two queries (by SID, then by our task id for a callback that came before
+    the SID was saved), one UPDATE per message (its highest-ranked status of the batch, under
+    the rank guard of ``message_status_raise``), the tasks' transitions through
+    ``task_transition_many`` (one lock query, one write per task, one INSERT of the events)."""
+    outcomes: list[str | None] = [None] * len(events)
+    parsed = _parse(events, outcomes)
+    found = _messages_for(parsed)
+    best: dict[
+        int, tuple[Message, str, str, str, str]
+    ] = {}  # message id → (message, sid, status, code, reason)
+    changes: list[tuple[int, str, Transition]] = []
+    for i, event, status, sid in parsed:
+        message = found(sid, event.get(TASK_KEY))
+        if message is None:
+            log.warning("status callback for unknown message %s (%s)", sid, status)
+            outcomes[i] = "unknown_message"
+            continue
+        code = event.get("ErrorCode") or ""
+        reason = error_reason(code, event.get("ErrorMessage", "")) if code else ""
+        current = best.get(message.id)
+        if current is None or RANK.get(status, 0) > RANK.get(current[2], 0):
+            best[message.id] = (message, sid, status, code, reason)
+        if code == OPT_OUT_ERROR and message.contact_id:
+            consent_set(contact_id=message.contact_id, channel="sms", status=ConsentStatus.OPTED_OUT,
+                        source="provider_error", detail=f"Twilio {code}", actor="webhook:twilio")  # fmt: skip
+        if message.task_id is None:
+            outcomes[i] = status
+            continue
+        changes.append((i, status, _transition(message.task_id, status, sid, code, reason, actor)))
+    for _, (message, sid, status, code, reason) in sorted(best.items()):  # id order: no deadlocks
+        message_status_raise(message=message, sid=sid, status=status, rank=RANK, code=code, reason=reason)
+    results = task_transition_many([change for _, _, change in changes])
+    for (i, status, _), result in zip(changes, results, strict=True):
+        if isinstance(result, IllegalTransition):
+            outcomes[i] = f"{status}:not_applied"
+        elif isinstance(result, Exception):
+            outcomes[i] = "error"
+        else:
+            outcomes[i] = status if result.applied else f"{status}:stale"
+    return [outcome or "error" for outcome in outcomes]
+
+
+def _parse(events: list[dict[str, str]], outcomes: list[str | None]) -> list[tuple[int, dict, str, str]]:
+    parsed = []
+    for i, event in enumerate(events):
+        status = event.get("MessageStatus") or event.get("SmsStatus") or ""
+        if status in IGNORED:
+            outcomes[i] = "ignored"
+        elif status not in TASK_STATUS:
+            log.warning("status callback: unknown MessageStatus %r", status)
+            outcomes[i] = "error"
+        else:
+            parsed.append((i, event, status, event.get("MessageSid") or event.get("SmsSid") or ""))
+    return parsed
+
+
+def _messages_for(parsed: list[tuple[int, dict, str, str]]):
+    """A finder (sid, task hint) → the callback's message, after two queries at most."""
+    sids = {sid for _, _, _, sid in parsed if sid}
+    by_sid = {m.provider_sid: m for m in Message.objects.filter(provider_sid__in=sids)} if sids else {}
+    hints = {_uuid_or_none(event.get(TASK_KEY)) for _, event, _, sid in parsed if sid not in by_sid} - {None}
+    by_task = (
+        {
+            str(m.task_id): m
+            for m in Message.objects.filter(task_id__in=hints, direction=Direction.OUTBOUND).order_by("-id")
+        }
+        if hints
+        else {}
+    )
+
+    def find(sid: str, hint: Any) -> Message | None:
+        return by_sid.get(sid) or by_task.get(str(_uuid_or_none(hint)))
+
+    return find
+
+
+def _transition(task_id: Any, status: str, sid: str, code: str, reason: str, actor: str) -> Transition:
+    target = TASK_STATUS[status]
+    failed = target in (S.FAILED, S.CANCELLED)
+    return Transition(
+        task_id=task_id, to=target, actor=actor, provider_id=sid, supersedes_failure=target == S.SUCCEEDED,
+        details={"message_status": status, **({"error_code": code} if code else {})},
+        result={"message_status": status} if not failed else None,
+        error_code=(code or status) if failed else None, error_message=(reason or status) if failed else None,
+    )  # fmt: skip
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def status_check(*, task_id: Any) -> str:
+    """A send still in progress past its channel's age: its final callback was lost. Ask the
+    provider and apply what it says as a callback would; fail the task when the provider has no
+    such message, or still no final status after STATUS_CHECK_GIVE_UP_SECONDS."""
+    from orchestrator.services import task_fail
+
+    task = Task.objects.filter(id=task_id, status=S.IN_PROGRESS).first()
+    if task is None:
+        return "not_in_progress"
+    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+    sid = task.provider_id or (message.provider_sid if message else "") or ""
+    actor = "agent:messaging (status check)"
+    if not sid:
+        task_fail(task_id=task.id, code="no_provider_id", actor=actor,
+                  message="in progress without a provider message id: nothing to ask the provider")  # fmt: skip
+        return "failed:no_provider_id"
+    status, code = get_provider().fetch_status(sid)
+    if status == "not_found":
+        task_fail(task_id=task.id, code="not_found_at_provider", actor=actor,
+                  message=f"the provider has no message {sid}")  # fmt: skip
+        return "failed:not_found_at_provider"
+    if TASK_STATUS.get(status) in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
+        with transaction.atomic():
+            outcome = status_apply(event={"MessageSid": sid, "MessageStatus": status, "ErrorCode": code},
+                                   task_id=str(task.id), actor=actor)  # fmt: skip
+        return f"applied:{outcome}"
+    if (timezone.now() - task.created_at).total_seconds() > settings.STATUS_CHECK_GIVE_UP_SECONDS:
+        task_fail(task_id=task.id, code="no_final_status", actor=actor,
+                  message=f"the provider still says {status!r}: no final status came")  # fmt: skip
+        return "failed:no_final_status"
+    return f"still:{status}"
