@@ -94,15 +94,17 @@ def conversation_record(
     keyword (STOP/START) joins without reopening or waiting for an answer. Outbound: joins an
     existing conversation only (a campaign opens none) and stops the waiting clock.
     """
-    if contact_id is None or Contact.objects.filter(pk=contact_id, synthetic=True).exists():
+    if contact_id is None:
+        return None
+    if direction == "outbound":  # every send passes here: one statement when there is no conversation
+        return _record_outbound(contact_id=contact_id, channel=channel, occurred_at=occurred_at)
+    if Contact.objects.filter(pk=contact_id, synthetic=True).exists():
         return None
     keyword = ""
     if task_id:
         keyword = (Task.objects.filter(pk=task_id).values_list("payload", flat=True).first() or {}).get(
             "keyword", ""
         )
-    if direction == "outbound":
-        return _record_outbound(contact_id=contact_id, channel=channel, occurred_at=occurred_at)
     with transaction.atomic():
         conv, created = _get_or_create_locked(contact_id=contact_id, channel=channel)
         if created:
@@ -149,6 +151,10 @@ def conversation_record(
 
 
 def _record_outbound(*, contact_id: Any, channel: str, occurred_at: datetime) -> Conversation | None:
+    # A campaign's contacts have no conversation (outbound alone opens none; synthetic contacts
+    # never get one): an unlocked look first, the lock only when there is something to update.
+    if not Conversation.objects.filter(contact_id=contact_id, channel=channel).exists():
+        return None
     with transaction.atomic():
         conv = Conversation.objects.select_for_update().filter(contact_id=contact_id, channel=channel).first()
         if conv is None:
