@@ -14,7 +14,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from agents.voice.providers import OutboundCall
+from agents.voice.providers.base import OutboundCall, VoiceProvider
 from orchestrator.errors import PermanentError, TransientError
 
 TWILIO_HOST = re.compile(r"^https://[A-Za-z0-9.-]+\.twilio\.com")
@@ -43,7 +43,7 @@ def twilio_client() -> Client:
     return Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http)
 
 
-class TwilioVoiceProvider:
+class TwilioVoiceProvider(VoiceProvider):
     name = "twilio"
 
     def start_call(self, call: OutboundCall) -> str:
