@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from agents.voice import services
 from agents.voice.handlers import call_hang_up, call_outbound, call_status_check
 from dossiers.models import Call
 from orchestrator.errors import TransientError
@@ -83,3 +84,27 @@ def test_an_unreachable_twilio_on_hang_up_counts_an_error(client, fake_twilio, s
     after = scrape(client)
     labels = {"provider": "twilio", "operation": "calls.update"}
     assert moved(before, after, ERRORS, code="provider_unreachable", **labels) == 1
+
+
+def test_a_recording_download_is_observed(client, fake_twilio, settings, tmp_path):  # noqa: F811
+    from django.utils import timezone
+
+    from dossiers.models import Artifact
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    account = settings.TWILIO_ACCOUNT_SID
+    task, _ = make_call_task()
+    stored, missing = "RE" + "ef" * 16, "RE" + "0" * 32
+    fake_twilio.recordings[stored] = b"RIFF....WAVE"
+    labels = {"provider": "twilio", "operation": "recordings.fetch"}
+    before = scrape(client)
+    for sid in (stored, missing):
+        Artifact.objects.create(task=task, kind="recording", storage_key=f"artifacts/{sid}", content_type="audio/wav",
+                                occurred_at=timezone.now(), source_url=f"https://api.twilio.com/2010-04-01/Accounts/{account}/Recordings/{sid}")  # fmt: skip
+    artifacts = dict(Artifact.objects.filter(task=task).values_list("storage_key", "id"))
+    assert services.recording_fetch(artifact_id=artifacts[f"artifacts/{stored}"]) == "downloaded"
+    with pytest.raises(Exception, match="404"):
+        services.recording_fetch(artifact_id=artifacts[f"artifacts/{missing}"])
+    after = scrape(client)
+    assert moved(before, after, COUNT, **labels) == 2
+    assert moved(before, after, ERRORS, code="http_404", **labels) == 1
