@@ -7,7 +7,7 @@ One order of steps for every channel that sends something:
     / refused
 
 An agent subclasses ``SendPipeline`` and fills the hooks; ``run`` only calls them in order,
-and is the one place a provider is called: every call is timed and counted by
+and ``observed_send`` is the one place a provider's send is called: every call is timed and counted by
 ``observe_provider_call`` (latency, outcome, error code: ``comms_provider_request_seconds``
 and ``comms_provider_errors_total``, what the ``CommsProviderErrorRate`` alert reads).
 State travels in a ``Send`` (the task, then what each step found).
@@ -51,10 +51,8 @@ class SendPipeline:
         self.apply_channel_rules(send)
         self.pace_sender(send)
         self.record_attempt(send)
-        provider = self.provider(send)
         try:
-            with observe_provider_call(provider.name, self.operation):
-                result = self.provider_send(provider, send)
+            provider, result = self.call_provider(send)
         except AgentError as exc:
             self.record_refused(send, exc)
             raise
@@ -84,6 +82,16 @@ class SendPipeline:
 
     def record_attempt(self, send: Send) -> None:
         """Write what is about to be sent, committed before the provider is called."""
+
+    def call_provider(self, send: Send) -> tuple[Any, Any]:
+        """``provider_send`` on ``provider(send)``, observed. An agent with a fallback chain
+        (email) overrides this and calls ``observed_send`` once per provider it tries."""
+        provider = self.provider(send)
+        return provider, self.observed_send(provider, send)
+
+    def observed_send(self, provider: Any, send: Send) -> Any:
+        with observe_provider_call(provider.name, getattr(provider, "operation", "") or self.operation):
+            return self.provider_send(provider, send)
 
     def provider(self, send: Send) -> Any:
         raise NotImplementedError

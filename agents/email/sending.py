@@ -1,9 +1,10 @@
-"""The ``email.send`` pipeline, step by step (the django-anymail shape, the same steps as
-the other agents): normalise the recipient → consent → render the body → channel rules →
-pace the sender → record the attempt → ``provider.send`` (observed: latency, outcome,
-error code) → record accepted / refused → move the task.
+"""The ``email.send`` pipeline: the agent kit's ``SendPipeline`` (agents/common/pipeline.py)
+with the email agent's hooks, in django-anymail's shape: normalise the recipient → consent →
+render the body → channel rules → pace the sender → record the attempt → ``provider.send``
+(observed: latency, outcome, error code; once per provider of the fallback chain) → record
+accepted / refused → move the task.
 
-Each step is one small function; ``email_send`` only calls them in order.
+Each hook calls one small step function below; a retried task reuses its ``Email`` row.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents.email.providers import FallbackError, OutgoingEmail, SendResult, get_provider, provider_chain
+from agents.common.pipeline import Send, SendPipeline
+from agents.email.providers import EmailProvider, FallbackError, SendResult, get_provider, provider_chain
 from agents.email.services import Body, outgoing_for, render_body
 from comms_platform import ratelimit
 from dossiers.models import ConsentStatus, Contact, Email, EmailEvent
 from dossiers.services import artifact_store, consent_status
 from orchestrator.errors import AgentError, PermanentError, TransientError
-from orchestrator.metrics import observe_provider_call
 from orchestrator.models import Task
 from orchestrator.services import task_transition
 from orchestrator.states import IllegalTransition, TaskStatus
@@ -32,26 +33,75 @@ log = logging.getLogger(__name__)
 ACTOR = "agent:email"
 
 
-def email_send(*, task: Task) -> SendResult:
-    """Send the task's email once, through the provider chain; the handler of ``email.send``."""
-    email = Email.objects.filter(task_id=task.id).select_related("html").first()  # a retry reuses it
-    if email is None:
-        to = recipient_for(task=task)
-        consent_check(contact=task.contact, to=to)
-        body = render_body(payload=task.payload, contact=task.contact)
-        email = email_record_attempt(task=task, to=to, body=body)
-    if email.provider_message_id:  # sent by an earlier attempt whose worker died afterwards
+def email_send(*, task: Task) -> SendResult | None:
+    """Send the task's email once, through the provider chain; the handler of ``email.send``.
+    Returns what the provider accepted (None when an earlier attempt had sent it already)."""
+    return EmailPipeline().run(task)
+
+
+class EmailPipeline(SendPipeline):
+    operation = "mail.send"
+
+    def normalise_recipient(self, send: Send) -> None:
+        send.record = (
+            Email.objects.filter(task_id=send.task.id).select_related("html").first()
+        )  # a retry reuses it
+        send.recipient = send.record.to_address if send.record else recipient_for(task=send.task)
+
+    def check_consent(self, send: Send) -> None:
+        if send.record is None:  # checked when the row was written
+            consent_check(contact=send.task.contact, to=send.recipient)
+
+    def already_sent(self, send: Send) -> bool:
+        email = send.record
+        if email is None or not email.provider_message_id:
+            return False
+        # Sent by an earlier attempt whose worker died afterwards: only the task is left to move.
         result = SendResult(email.provider, email.provider_message_id, awaits_events=email.provider != "smtp")
-    else:
-        pace_sender(sender=email.from_address)
-        try:
-            result = send_with_fallback(message=outgoing_for(email=email, task=task), email=email)
-        except AgentError as exc:
-            email_record_refused(email=email, error=exc)
-            raise
-        email_record_accepted(email=email, result=result)
-    task_move_after_send(task=task, email=email, result=result)
-    return result
+        task_move_after_send(task=send.task, email=email, result=result)
+        return True
+
+    def render_body(self, send: Send) -> None:
+        if send.record is None:
+            send.body = render_body(payload=send.task.payload, contact=send.task.contact)
+
+    def pace_sender(self, send: Send) -> None:
+        pace_sender(sender=send.record.from_address if send.record else settings.DEFAULT_FROM_EMAIL)
+
+    def record_attempt(self, send: Send) -> None:
+        if send.record is None:
+            send.record = email_record_attempt(task=send.task, to=send.recipient, body=send.body)
+
+    def call_provider(self, send: Send) -> tuple[EmailProvider, SendResult]:
+        """The configured provider, then the fallback on a FallbackError; each call observed."""
+        send.extra["message"] = outgoing_for(email=send.record, task=send.task)
+        failures: list[str] = []
+        chain = provider_chain()
+        for name in chain:
+            provider = get_provider(name)
+            try:
+                return provider, self.observed_send(provider, send)
+            except FallbackError as exc:
+                failures.append(f"{name}: {exc.message}")
+                _record_local_event(
+                    email=send.record,
+                    event="provider_failed",
+                    detail={"provider": name, "error": exc.message},
+                )
+                log.warning("email %s: %s failed (%s)%s", send.record.id, name, exc.code,
+                            ", trying the fallback" * (name != chain[-1]))  # fmt: skip
+                last = exc
+        raise TransientError("; ".join(failures), code=last.code, retry_after=last.retry_after)
+
+    def provider_send(self, provider: EmailProvider, send: Send) -> SendResult:
+        return provider.send(send.extra["message"])
+
+    def record_refused(self, send: Send, error: AgentError) -> None:
+        email_record_refused(email=send.record, error=error)
+
+    def record_accepted(self, send: Send, result: SendResult, provider: EmailProvider) -> None:
+        email_record_accepted(email=send.record, result=result)
+        task_move_after_send(task=send.task, email=send.record, result=result)
 
 
 # --- the steps ---------------------------------------------------------------------------
@@ -98,26 +148,6 @@ def email_record_attempt(*, task: Task, to: str, body: Body) -> Email:
         to_address=to, subject=task.payload.get("subject", "")[:300], text_body=body.text, html=html,
         status="queued", occurred_at=timezone.now(),
     )  # fmt: skip
-
-
-def send_with_fallback(*, message: OutgoingEmail, email: Email) -> SendResult:
-    """The configured provider, then the fallback on a FallbackError; every call observed."""
-    failures: list[str] = []
-    chain = provider_chain()
-    for name in chain:
-        provider = get_provider(name)
-        try:
-            with observe_provider_call(provider.name, provider.operation):
-                return provider.send(message)
-        except FallbackError as exc:
-            failures.append(f"{name}: {exc.message}")
-            _record_local_event(
-                email=email, event="provider_failed", detail={"provider": name, "error": exc.message}
-            )
-            log.warning("email %s: %s failed (%s)%s", email.id, name, exc.code,
-                        ", trying the fallback" * (name != chain[-1]))  # fmt: skip
-            last = exc
-    raise TransientError("; ".join(failures), code=last.code, retry_after=last.retry_after)
 
 
 def email_record_accepted(*, email: Email, result: SendResult) -> None:

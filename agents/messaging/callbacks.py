@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.common.status_check import StatusCheck
 from agents.messaging.providers import get_provider
 from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
 from dossiers.models import ConsentStatus, Direction, Message
@@ -234,34 +235,32 @@ def _uuid_or_none(value: Any) -> uuid.UUID | None:
         return None
 
 
-def status_check(*, task_id: Any) -> str:
-    """A send still in progress past its channel's age: its final callback was lost. Ask the
-    provider and apply what it says as a callback would; fail the task when the provider has no
-    such message, or still no final status after STATUS_CHECK_GIVE_UP_SECONDS."""
-    from orchestrator.services import task_fail
+class MessageStatusCheck(StatusCheck):
+    """A send still in progress past its channel's age: its final callback was lost. The kit's
+    status check (agents/common/status_check.py) with the messaging agent's hooks."""
 
-    task = Task.objects.filter(id=task_id, status=S.IN_PROGRESS).first()
-    if task is None:
-        return "not_in_progress"
-    message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
-    sid = task.provider_id or (message.provider_sid if message else "") or ""
-    actor = "agent:messaging (status check)"
-    if not sid:
-        task_fail(task_id=task.id, code="no_provider_id", actor=actor,
-                  message="in progress without a provider message id: nothing to ask the provider")  # fmt: skip
-        return "failed:no_provider_id"
-    status, code = get_provider().fetch_status(sid)
-    if status == "not_found":
-        task_fail(task_id=task.id, code="not_found_at_provider", actor=actor,
-                  message=f"the provider has no message {sid}")  # fmt: skip
-        return "failed:not_found_at_provider"
-    if TASK_STATUS.get(status) in (S.SUCCEEDED, S.FAILED, S.CANCELLED):
+    agent, noun, operation = "messaging", "message", "messages.fetch"
+
+    def provider_sid(self, task: Task) -> str:
+        if task.provider_id:
+            return task.provider_id
+        message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
+        return (message.provider_sid if message else "") or ""
+
+    def provider(self) -> Any:
+        return get_provider()
+
+    def fetch(self, provider: Any, sid: str) -> tuple[str, str]:
+        return provider.fetch_status(sid)
+
+    def is_final(self, status: str) -> bool:
+        return TASK_STATUS.get(status) in (S.SUCCEEDED, S.FAILED, S.CANCELLED)
+
+    def apply(self, task: Task, *, sid: str, status: str, detail: Any, actor: str) -> str:
         with transaction.atomic():
-            outcome = status_apply(event={"MessageSid": sid, "MessageStatus": status, "ErrorCode": code},
-                                   task_id=str(task.id), actor=actor)  # fmt: skip
-        return f"applied:{outcome}"
-    if (timezone.now() - task.created_at).total_seconds() > settings.STATUS_CHECK_GIVE_UP_SECONDS:
-        task_fail(task_id=task.id, code="no_final_status", actor=actor,
-                  message=f"the provider still says {status!r}: no final status came")  # fmt: skip
-        return "failed:no_final_status"
-    return f"still:{status}"
+            return status_apply(event={"MessageSid": sid, "MessageStatus": status, "ErrorCode": detail},
+                                task_id=str(task.id), actor=actor)  # fmt: skip
+
+
+def status_check(*, task_id: Any) -> str:
+    return MessageStatusCheck().run(task_id)

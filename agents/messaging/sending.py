@@ -31,6 +31,7 @@ from dossiers.services import (
 )
 from dossiers.signals import interaction_recorded_notify
 from orchestrator.errors import AgentError, PermanentError, TransientError
+from orchestrator.metrics import observe_provider_call
 from orchestrator.models import Task
 from orchestrator.services import (
     Transition,
@@ -278,9 +279,11 @@ def _reconcile(*, task: Task) -> bool:
     message = Message.objects.filter(task=task, direction=Direction.OUTBOUND).first()
     sid = message.provider_sid if message and message.provider_sid else None  # set by a callback
     if sid is None and message is not None:
-        sid = get_provider().find_recent(
-            to=message.to_address, since=open_attempt.started_at, body=message.body
-        )
+        provider = get_provider()
+        with observe_provider_call(provider.name, "messages.list"):
+            sid = provider.find_recent(
+                to=message.to_address, since=open_attempt.started_at, body=message.body
+            )
     if sid is None:
         _finish_attempt(
             open_attempt, SendAttempt.Outcome.RETRY, detail="worker lost; the provider has no such message"

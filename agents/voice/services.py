@@ -20,9 +20,12 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from agents.common.status_check import StatusCheck
+from agents.voice.providers import VoiceProvider, get_provider
 from comms_platform import events, outbound
 from dossiers.models import Artifact, Call, Direction, TranscriptTurn
 from orchestrator.live import CALLS_GROUP, call_group, send_group
+from orchestrator.metrics import observe_provider_call
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
 from orchestrator.states import IllegalTransition, TaskStatus
@@ -76,20 +79,6 @@ def call_create(*, task_id: Any, to: str, from_address: str, contact_id: Any = N
 
 def call_for_task(*, task_id: Any) -> Call | None:
     return Call.objects.filter(task_id=task_id).order_by("created_at").first()
-
-
-def call_get_or_create_for_task(*, task: Task, from_address: str) -> Call:
-    """The task's call row; tasks created through POST /api/tasks/ get theirs here."""
-    call = call_for_task(task_id=task.id)
-    if call is None:
-        call = call_create(
-            task_id=task.id,
-            to=task.payload["to"],
-            from_address=from_address,
-            contact_id=task.contact_id,
-            correlation_id=task.correlation_id,
-        )
-    return call
 
 
 def call_started(*, task_id: Any, call_id: int, call_sid: str, provider: str) -> None:
@@ -349,10 +338,13 @@ def recording_fetch(*, artifact_id: Any) -> str:
     # Only from Twilio's hosts, credentials only to its API host, never a private address;
     # Twilio's redirect to its storage is followed without credentials (comms_platform.outbound).
     try:
-        response, _ = outbound.fetch(
-            url, credential_hosts=outbound.twilio_credential_hosts(), redirect_hosts=outbound.twilio_redirect_hosts(),
-            auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30,
-        )  # fmt: skip
+        with observe_provider_call("twilio", "recordings.fetch") as observed:
+            response, _ = outbound.fetch(
+                url, credential_hosts=outbound.twilio_credential_hosts(), redirect_hosts=outbound.twilio_redirect_hosts(),
+                auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN), timeout=30,
+            )  # fmt: skip
+            if response.status_code >= 400:
+                observed.failed(f"http_{response.status_code}")
     except outbound.OutboundRefused as exc:
         log.warning("voice.recording_refused", extra={"artifact_id": str(artifact.id), "reason": str(exc)})
         return "refused"
@@ -368,35 +360,36 @@ def recording_fetch(*, artifact_id: Any) -> str:
     return "downloaded"
 
 
+def call_hang_up(*, call_sid: str) -> None:
+    """Ask the provider to end the call (observed: ``calls.update``); its errors propagate."""
+    provider = get_provider()
+    with observe_provider_call(provider.name, "calls.update"):
+        provider.hang_up(call_sid)
+
+
+class CallStatusCheck(StatusCheck):
+    """A call still in progress past its channel's age: its final callback was lost. The kit's
+    status check (agents/common/status_check.py) with the voice agent's hooks."""
+
+    agent, noun, operation = "voice", "call", "calls.fetch"
+
+    def provider_sid(self, task: Task) -> str:
+        call = call_for_task(task_id=task.id)
+        return (task.provider_id or call.provider_sid or "") if call is not None else ""
+
+    def provider(self) -> VoiceProvider:
+        return get_provider()
+
+    def fetch(self, provider: VoiceProvider, sid: str) -> tuple[str, int | None]:
+        return provider.fetch_call(sid)
+
+    def is_final(self, status: str) -> bool:
+        return STATUS_RANK.get(status) == 4
+
+    def apply(self, task: Task, *, sid: str, status: str, detail: Any, actor: str) -> str:
+        return call_status_apply(task_id=task.id, update=StatusUpdate(call_sid=sid, status=status,
+                                                                     duration_seconds=detail))  # fmt: skip
+
+
 def call_status_check(*, task_id: Any) -> str:
-    """A call still in progress past its channel's age: its final callback was lost. Ask the
-    provider and apply what it says as the status callback would; fail the task when the
-    provider has no such call, or still no final status after STATUS_CHECK_GIVE_UP_SECONDS."""
-    from orchestrator.services import task_fail
-
-    task = Task.objects.filter(id=task_id, status=TaskStatus.IN_PROGRESS).first()
-    if task is None:
-        return "not_in_progress"
-    call = Call.objects.filter(task_id=task.id).order_by("created_at").first()
-    sid = task.provider_id or (call.provider_sid if call else "") or ""
-    actor = "agent:voice (status check)"
-    if not sid or call is None:
-        task_fail(task_id=task.id, code="no_provider_id", actor=actor,
-                  message="in progress without a provider call id: nothing to ask the provider")  # fmt: skip
-        return "failed:no_provider_id"
-    from agents.voice.providers import get_provider
-
-    status, duration = get_provider().fetch_call(sid)
-    if status == "not_found":
-        task_fail(task_id=task.id, code="not_found_at_provider", actor=actor,
-                  message=f"the provider has no call {sid}")  # fmt: skip
-        return "failed:not_found_at_provider"
-    if STATUS_RANK.get(status) == 4:
-        outcome = call_status_apply(task_id=task.id, update=StatusUpdate(call_sid=sid, status=status,
-                                                                        duration_seconds=duration))  # fmt: skip
-        return f"applied:{outcome}"
-    if (timezone.now() - task.created_at).total_seconds() > settings.STATUS_CHECK_GIVE_UP_SECONDS:
-        task_fail(task_id=task.id, code="no_final_status", actor=actor,
-                  message=f"the provider still says {status!r}: no final status came")  # fmt: skip
-        return "failed:no_final_status"
-    return f"still:{status}"
+    return CallStatusCheck().run(task_id)

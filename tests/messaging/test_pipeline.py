@@ -93,3 +93,25 @@ def test_a_platform_noop_task_needs_no_more_statements_than_before(django_captur
         task.refresh_from_db()
     assert task.status == S.SUCCEEDED
     assert len(queries.captured_queries) - 1 <= 16, "\n".join(q["sql"] for q in queries.captured_queries)
+
+
+def test_the_kits_status_check_asks_twilio_observed_and_applies_the_final_status(
+    client, fake_twilio, django_capture_on_commit_callbacks
+):
+    """A send whose final callback was lost: the kit's StatusCheck (agents/common/status_check.py)
+    asks Twilio through the SDK, counts the call (messages.fetch) and applies what it says."""
+    from agents.messaging.handlers import message_status_check
+
+    task = send(django_capture_on_commit_callbacks, to="+14155550100", body="hi")
+    [sent] = fake_twilio.messages
+    sent["status"] = "delivered"
+    labels = {"provider": "twilio", "operation": "messages.fetch"}
+    before = scrape(client)
+    assert message_status_check(task.id) == "applied:delivered"
+    assert (
+        value(scrape(client), "comms_provider_request_seconds_count", **labels)
+        - value(before, "comms_provider_request_seconds_count", **labels)
+        == 1
+    )
+    task.refresh_from_db()
+    assert task.status == S.SUCCEEDED

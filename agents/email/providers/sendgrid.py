@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.email.providers import EmailProvider, FallbackError
+from agents.email.providers.base import EmailProvider, FallbackError
 from orchestrator.errors import AgentError, PermanentError, TransientError
 
 BACKEND = "anymail.backends.sendgrid.EmailBackend"

@@ -23,7 +23,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
 from agents.email import event_keys
-from agents.email.providers import EmailProvider, OutgoingEmail, SendResult
+from agents.email.providers.base import EmailProvider, OutgoingEmail, SendResult
 from orchestrator.errors import AgentError
 
 log = logging.getLogger(__name__)

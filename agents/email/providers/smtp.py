@@ -13,7 +13,7 @@ from email.utils import make_msgid, parseaddr
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 
-from agents.email.providers import EmailProvider, FallbackError, OutgoingEmail
+from agents.email.providers.base import EmailProvider, FallbackError, OutgoingEmail
 from orchestrator.errors import AgentError, PermanentError
 
 

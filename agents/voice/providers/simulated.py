@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from twilio.request_validator import RequestValidator
 
-from agents.voice.providers import OutboundCall
+from agents.voice.providers.base import OutboundCall, VoiceProvider
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def hang_up_requested(call_sid: str) -> bool:
     return call_sid in _local_hang_ups
 
 
-class SimulatedVoiceProvider:
+class SimulatedVoiceProvider(VoiceProvider):
     name = "simulated"
 
     def hang_up(self, call_sid: str) -> None:

@@ -6,7 +6,9 @@ SDK still builds the real request, only ``https://<sub>.twilio.com`` is swapped.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import requests
 from django.conf import settings
@@ -14,7 +16,7 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from agents.voice.providers import OutboundCall
+from agents.voice.providers.base import OutboundCall, VoiceProvider
 from orchestrator.errors import PermanentError, TransientError
 
 TWILIO_HOST = re.compile(r"^https://[A-Za-z0-9.-]+\.twilio\.com")
@@ -43,7 +45,7 @@ def twilio_client() -> Client:
     return Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN, http_client=http)
 
 
-class TwilioVoiceProvider:
+class TwilioVoiceProvider(VoiceProvider):
     name = "twilio"
 
     def start_call(self, call: OutboundCall) -> str:
@@ -64,43 +66,45 @@ class TwilioVoiceProvider:
         if call.time_limit:
             # Twilio hangs up by itself too, should our websocket timer be lost.
             options["time_limit"] = call.time_limit + 30
-        try:
-            created = twilio_client().calls.create(**options)
-        except TwilioRestException as exc:
-            raise _error(exc) from exc
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
-            ) from exc
-        return created.sid
+        with twilio_errors():
+            return twilio_client().calls.create(**options).sid
 
     def hang_up(self, call_sid: str) -> None:
         """``POST /Calls/<sid>.json`` with ``Status=completed``: Twilio ends the call at once,
         closes the ConversationRelay socket and sends the ``completed`` status callback
         (twilio.com/docs/voice/api/call-resource#update-a-call-resource)."""
-        try:
+        with twilio_errors():
             twilio_client().calls(call_sid).update(status="completed")
-        except TwilioRestException as exc:
-            raise _error(exc) from exc
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
-            ) from exc
 
     def fetch_call(self, sid: str) -> tuple[str, int | None]:
         # GET /Calls/{sid}.json (twilio-python CallContext.fetch): a lost final callback.
         try:
-            call = twilio_client().calls(sid).fetch()
-        except TwilioRestException as exc:
-            if exc.status == 404:
-                return "not_found", None
-            raise _error(exc) from exc
-        except requests.RequestException as exc:
-            raise TransientError(
-                f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
-            ) from exc
+            with twilio_errors(not_found_ok=True):
+                call = twilio_client().calls(sid).fetch()
+        except _NotFound:
+            return "not_found", None
         duration = str(call.duration or "")
         return call.status or "", int(duration) if duration.isdigit() else None
+
+
+class _NotFound(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def twilio_errors(*, not_found_ok: bool = False) -> Iterator[None]:
+    """Twilio's answers as our typed errors: 429 and 5xx transient, other refusals permanent,
+    no answer transient (``provider_unreachable``)."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        if not_found_ok and exc.status == 404:
+            raise _NotFound from None
+        raise _error(exc) from exc
+    except requests.RequestException as exc:
+        raise TransientError(
+            f"Twilio unreachable: {type(exc).__name__}", code="provider_unreachable"
+        ) from exc
 
 
 def _error(exc: TwilioRestException):
