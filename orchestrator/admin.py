@@ -101,6 +101,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         messages.warning(
             request, f"The new key is {key} — copy it now: it is not stored and will not be shown again."
         )
+        for label, value in getattr(created, "shown_once", {}).items():
+            messages.warning(request, f"Its {label} is {value} — shown once too.")
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:

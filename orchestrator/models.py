@@ -178,6 +178,9 @@ class Task(models.Model):
     # NULL (not "") when absent, so the partial unique constraint ignores keyless tasks.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64, blank=True, default="")
+    # A one-off URL the client named at intake: this task's events are delivered there too
+    # (event_webhooks, signed with the client's callback secret).
+    callback_url = models.URLField(max_length=2000, blank=True, default="")
     agent = models.CharField(max_length=64, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
