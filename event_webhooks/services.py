@@ -248,6 +248,9 @@ class EndpointCache:
     def __init__(self) -> None:
         self._until = 0.0
         self._items: list[Subscriber] = []
+        # Whether any task has a callback_url (the partial index task_callback_idx answers it):
+        # until one does, the bus looks up no task for a callback. Once true it stays true.
+        self._callbacks = False
 
     def get(self) -> list[Subscriber]:
         now = time.monotonic()
@@ -257,15 +260,25 @@ class EndpointCache:
                 for ep in WebhookEndpoint.objects.filter(enabled=True).only("id", "url", "event_types", "owner",
                                                                              "all_events")
             ]  # fmt: skip
+            if not self._callbacks:
+                self._callbacks = Task.objects.exclude(callback_url="").exists()
             self._until = now + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS
         return self._items
+
+    def callbacks(self) -> bool:
+        self.get()
+        return self._callbacks
+
+    def saw_callback(self) -> None:
+        self._callbacks = True
 
     def clear(self, **kwargs) -> None:
         self._until = 0.0
 
-    def prime(self, subscribers: list[Subscriber]) -> None:
-        """Set the list (tests: a fresh database has no endpoints)."""
+    def prime(self, subscribers: list[Subscriber], callbacks: bool = False) -> None:
+        """Set the list (tests: a fresh database has no endpoints and no callback tasks)."""
         self._items = list(subscribers)
+        self._callbacks = callbacks
         self._until = time.monotonic() + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS
 
 
@@ -283,7 +296,11 @@ def events_enqueue(events: Sequence[Event]) -> list[WebhookDelivery]:
     endpoints = [ep for ep in endpoint_cache.get() if wanted & ep.event_types]
     # A task's one-off callback URL: task.* events carry it; the others (a message, a call, an
     # email of a task) are looked up with the task's owner in the same one query.
-    lookup = {e.task_id for e in events if e.task_id and e.callback_url is None}
+    if any(e.callback_url for e in events):
+        endpoint_cache.saw_callback()
+    lookup = set()
+    if endpoint_cache.callbacks():
+        lookup = {e.task_id for e in events if e.task_id and e.callback_url is None}
     need_owner = {e.task_id for e in events if e.task_id and not e.source}
     if endpoints and any(not ep.all_events for ep in endpoints):
         lookup |= need_owner

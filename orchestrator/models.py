@@ -213,6 +213,8 @@ class Task(models.Model):
             models.Index(fields=["provider_id"], name="task_provider_idx"),
             # A client key lists only its own tasks (orchestrator.api.permissions.tasks_visible).
             models.Index(fields=["source", "-created_at"], name="task_source_idx"),
+            # The few tasks with a one-off callback_url (the outbound webhooks ask whether any exists).
+            models.Index(fields=["id"], condition=~Q(callback_url=""), name="task_callback_idx"),
         ]
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from django.db import transaction
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from comms_platform import events, outbound
+from event_webhooks import services
 from event_webhooks.models import CallbackSecret, DeliveryStatus, WebhookDelivery
 from orchestrator.api.auth import api_key_create
 from orchestrator.models import Task
@@ -87,6 +88,8 @@ def test_a_message_event_of_the_task_goes_to_its_callback_url(
     client, _, secret = keyed
     task_id = post_task(client, callback_url=receiver.url).json()["id"]
     plain_id = post_task(client).json()["id"]  # no callback_url: nothing goes anywhere
+    # The bus learns that callback tasks exist within WEBHOOK_ENDPOINT_CACHE_SECONDS (cached).
+    services.endpoint_cache.clear()
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
         events.publish(
             "message.delivered", {"id": 1, "task_id": task_id, "status": "delivered"}, task_id=task_id
