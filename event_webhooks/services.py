@@ -63,7 +63,7 @@ def _check_event_types(event_types: Sequence[str]) -> list[str]:
     unknown = [t for t in wanted if t not in EVENT_TYPES]
     if unknown:
         raise InvalidEndpoint(
-            "invalid_event_types",
+            "unknown_event_type",
             f"Unknown event type(s): {', '.join(unknown)}. Known: {', '.join(EVENT_TYPES)}.",
             "event_types",
         )

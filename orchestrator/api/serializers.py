@@ -5,13 +5,10 @@ import json
 from datetime import UTC
 
 from django.conf import settings
-from django.core.exceptions import ValidationError as DjangoValidationError
-from django.core.validators import URLValidator
 from django.utils import timezone
 from rest_framework import serializers
 
-from comms_platform import outbound
-from comms_platform.serializers import StrictFieldsMixin
+from comms_platform.serializers import PublicUrlField, StrictFieldsMixin
 from dossiers.models import Contact
 from orchestrator import registry
 from orchestrator.models import Task, TaskEvent
@@ -35,37 +32,16 @@ class ContactFieldMixin:
         return value
 
 
-class CallbackUrlField(serializers.CharField):
-    """A task's one-off ``callback_url``: http(s), and in production never a private, loopback
-    or link-local address (``comms_platform.outbound``; ``url_refused``)."""
-
-    default_error_messages = {"invalid": "Enter a valid http(s) URL."}
+class CallbackUrlField(PublicUrlField):
+    """A task's one-off ``callback_url`` (optional; codes ``invalid_url``, ``url_refused``)."""
 
     def __init__(self, **kwargs) -> None:
-        kwargs.setdefault("max_length", 2000)
         kwargs.setdefault("required", False)
         kwargs.setdefault("allow_blank", True)
         kwargs.setdefault("default", "")
         kwargs.setdefault("help_text", "This task's events are delivered here too, signed with the API key's "
                                        "callback secret (docs/webhooks.md).")  # fmt: skip
         super().__init__(**kwargs)
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if value:
-            try:
-                URLValidator(schemes=["http", "https"])(value)
-            except DjangoValidationError:
-                raise serializers.ValidationError(
-                    self.error_messages["invalid"], code="invalid_url"
-                ) from None
-            try:
-                outbound.check_url(value)
-            except outbound.OutboundRefused as exc:
-                raise serializers.ValidationError(
-                    f"This URL is refused: {exc}.", code="url_refused"
-                ) from None
-        return value
 
 
 def check_callback_owner(source: str, callback_url: str) -> None:
