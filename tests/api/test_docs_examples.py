@@ -1,7 +1,9 @@
 """The documented curl examples of docs/api.md work on a fresh install: after seed_demo (what
 `make run` runs), against a live gunicorn in test mode, the quickstart (key → first SMS → its
 message.delivered webhook, verified by bin/webhook-receiver with the standardwebhooks library)
-and every example of "Sending on each channel" and "Calls" answer 2xx."""
+and every example of "Sending on each channel" and "Calls" answer 2xx; then every other curl
+line of docs/api.md and docs/webhooks.md, with the variables they name ($KEY, $CONTACT, $TASK,
+$AGENT_KEY, $ARTIFACT, $ID, $METRICS_TOKEN) set up as a reader would have them."""
 
 from __future__ import annotations
 
