@@ -37,7 +37,7 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [TaskEventInline]
     readonly_fields = [
         "id", "type", "channel", "status", "agent", "attempts", "lease_expires_at", "provider_id", "result",
-        "error_code", "error_message", "source", "idempotency_key", "request_digest", "created_at",
+        "error_code", "error_message", "source", "idempotency_key", "request_digest", "callback_url", "created_at",
         "updated_at", "finished_at",
     ]  # fmt: skip
 
