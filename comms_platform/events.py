@@ -43,6 +43,9 @@ class Event:
     source: str = ""
     # The task it is about, when there is one: a sink finds the task's owner from it.
     task_id: str = ""
+    # The task's one-off callback URL when the publisher has the task at hand (task.*);
+    # for other events with a task_id the sink looks it up.
+    callback_url: str | None = None
     at: datetime = field(default_factory=timezone.now)
 
 
@@ -60,9 +63,17 @@ def unregister_sink(sink: Sink) -> None:
         _sinks.remove(sink)
 
 
-def publish(event_type: str, data: dict[str, Any], *, source: str = "", task_id: Any = None) -> None:
+def publish(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    source: str = "",
+    task_id: Any = None,
+    callback_url: str | None = None,
+) -> None:
     """Publish one event (inside the writer's transaction)."""
-    publish_many([Event(event_type, data, source=source, task_id=str(task_id) if task_id else "")])
+    publish_many([Event(event_type, data, source=source, task_id=str(task_id) if task_id else "",
+                        callback_url=callback_url)])  # fmt: skip
 
 
 def publish_many(events: Sequence[Event]) -> None:
@@ -88,7 +99,8 @@ def publish_task_finished(task: Any) -> None:
         "error_code": task.error_code, "error_message": task.error_message,
         "finished_at": task.finished_at.isoformat() if task.finished_at else None,
     }  # fmt: skip
-    publish(f"task.{task.status}", data, source=task.source, task_id=task.id)
+    publish(f"task.{task.status}", data, source=task.source, task_id=task.id,
+            callback_url=getattr(task, "callback_url", None))  # fmt: skip
 
 
 def _iso(value: Any) -> str | None:

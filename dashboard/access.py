@@ -47,6 +47,11 @@ _SUPERVISOR = _OPERATOR | {
     "dashboard.change_operatorprofile",
     "dashboard.view_inboxitem",
     "dossiers.view_auditlog",
+    # Outbound webhooks: the endpoints and the delivery log (its payloads carry PII), read only.
+    "event_webhooks.view_webhookendpoint",
+    "event_webhooks.view_endpointevent",
+    "event_webhooks.view_webhookdelivery",
+    "event_webhooks.view_webhookattempt",
 }
 _ADMIN = _SUPERVISOR | {
     VIEW_OPERATIONS,
@@ -66,6 +71,11 @@ _ADMIN = _SUPERVISOR | {
     "auth.add_user",
     "auth.change_user",
     "auth.view_group",
+    # Outbound webhooks: create, edit (enable, disable, rotate the secret), delete; resend.
+    "event_webhooks.add_webhookendpoint",
+    "event_webhooks.change_webhookendpoint",
+    "event_webhooks.delete_webhookendpoint",
+    "event_webhooks.change_webhookdelivery",
 }
 
 # group name -> permissions ("app_label.codename"); the migration creates exactly these.
@@ -83,9 +93,7 @@ class Access:
     what: str
     kind: str  # page, action, websocket, api
     method: str  # GET, POST, WS
-    path: (
-        str  # with {task}, {item}, {conversation}, {contact}, {artifact}, {call}, {correlation} placeholders
-    )
+    path: str  # with {task}, {item}, {conversation}, {contact}, {artifact}, {call}, {correlation}, {endpoint}, {delivery} placeholders
     perm: str
 
 
@@ -136,6 +144,48 @@ ACCESS: list[Access] = [
     Access("Erase a contact", "page", "GET", "/admin/dossiers/contact/{contact}/delete/", ERASE_CONTACTS),
     Access("Audit log", "page", "GET", "/admin/dossiers/auditlog/", "dossiers.view_auditlog"),
     Access("API keys", "page", "GET", "/admin/orchestrator/apikey/", "orchestrator.view_apikey"),
+    Access(
+        "Webhook endpoints",
+        "page",
+        "GET",
+        "/admin/event_webhooks/webhookendpoint/",
+        "event_webhooks.view_webhookendpoint",
+    ),
+    Access(
+        "A webhook endpoint (its events, its deliveries)",
+        "page",
+        "GET",
+        "/admin/event_webhooks/webhookendpoint/{endpoint}/change/",
+        "event_webhooks.view_webhookendpoint",
+    ),
+    Access(
+        "Add a webhook endpoint",
+        "page",
+        "GET",
+        "/admin/event_webhooks/webhookendpoint/add/",
+        "event_webhooks.add_webhookendpoint",
+    ),
+    Access(
+        "Webhook delivery log",
+        "page",
+        "GET",
+        "/admin/event_webhooks/webhookdelivery/",
+        "event_webhooks.view_webhookdelivery",
+    ),
+    Access(
+        "A webhook delivery (payload, attempts)",
+        "page",
+        "GET",
+        "/admin/event_webhooks/webhookdelivery/{delivery}/change/",
+        "event_webhooks.view_webhookdelivery",
+    ),
+    Access(
+        "Webhook endpoints (API, signed in)",
+        "api",
+        "GET",
+        "/api/webhook-endpoints/",
+        "event_webhooks.view_webhookendpoint",
+    ),
     Access("Task live updates", "websocket", "WS", "/ws/tasks/{task}/", USE_CONSOLE),
     Access("Inbound queue live updates", "websocket", "WS", "/ws/inbox/", USE_CONSOLE),
     Access("Live call transcript", "websocket", "WS", "/ws/calls/{call}/", USE_CONSOLE),

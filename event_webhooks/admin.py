@@ -131,12 +131,12 @@ class AttemptInline(admin.TabularInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin):
-    list_display = ["created_at", "event_type", "endpoint", "status", "attempts", "last_status_code",
+    list_display = ["created_at", "event_type", "endpoint", "url", "status", "attempts", "last_status_code",
                     "next_attempt_at", "webhook_id"]  # fmt: skip
-    list_filter = ["status", "event_type"]
+    list_filter = ["status", "event_type", ("endpoint", admin.EmptyFieldListFilter)]
     list_select_related = ["endpoint"]
     search_fields = ["webhook_id", "url"]
-    readonly_fields = ["webhook_id", "endpoint", "url", "event_type", "payload", "status", "attempts",
+    readonly_fields = ["webhook_id", "endpoint", "url", "callback_owner", "event_type", "payload", "status", "attempts",
                        "next_attempt_at", "last_status_code", "last_error", "created_at", "delivered_at"]  # fmt: skip
     exclude = ["locked_until"]
     inlines = [AttemptInline]

@@ -35,6 +35,21 @@ class WebhookEndpoint(models.Model):
         return self.url
 
 
+class CallbackSecret(models.Model):
+    """An API key's secret for its tasks' one-off ``callback_url`` deliveries: made (and shown
+    once) with the key, rotatable with an overlap like an endpoint's secret."""
+
+    owner = models.CharField(max_length=64, unique=True, help_text="The API key, as ``key:<id>``.")
+    secret_encrypted = models.TextField(editable=False)
+    previous_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"callback secret of {self.owner}"
+
+
 class EndpointEvent(models.Model):
     """What happened to an endpoint (created, rotated, disabled, enabled), shown in the admin."""
 
@@ -74,6 +89,8 @@ class WebhookDelivery(models.Model):
         db_constraint=False,
     )
     url = models.URLField(max_length=2000, help_text="Where it goes (a callback URL has no endpoint).")
+    # A task's callback_url delivery: the API key (``key:<id>``) whose callback secret signs it.
+    callback_owner = models.CharField(max_length=64, blank=True, default="")
     event_type = models.CharField(max_length=64)
     payload = models.JSONField()
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)

@@ -30,6 +30,7 @@ from comms_platform import outbound
 from comms_platform.events import EVENT_TYPES, Event
 from event_webhooks import secrets
 from event_webhooks.models import (
+    CallbackSecret,
     DeliveryStatus,
     EndpointEvent,
     WebhookAttempt,
@@ -62,7 +63,7 @@ def _check_event_types(event_types: Sequence[str]) -> list[str]:
     unknown = [t for t in wanted if t not in EVENT_TYPES]
     if unknown:
         raise InvalidEndpoint(
-            "invalid_event_types",
+            "unknown_event_type",
             f"Unknown event type(s): {', '.join(unknown)}. Known: {', '.join(EVENT_TYPES)}.",
             "event_types",
         )
@@ -164,14 +165,56 @@ def endpoint_rotate_secret(
 
 
 def signing_secrets(endpoint: WebhookEndpoint, now: datetime | None = None) -> list[str]:
-    now = now or timezone.now()
-    keys = [secrets.decrypt(endpoint.secret_encrypted)]
+    return _signing_keys(endpoint, now or timezone.now())
+
+
+# --- Callback secrets (a task's one-off callback_url) ------------------------------------------
+
+
+def callback_secret_rotate(*, owner: str, actor: str = "", overlap_seconds: int | None = None) -> str:
+    """Make (or replace) an API key's callback secret; returns it (shown once). The previous
+    one keeps signing too for the overlap, like an endpoint's."""
+    overlap = settings.WEBHOOK_SECRET_OVERLAP_SECONDS if overlap_seconds is None else overlap_seconds
+    secret = secrets.generate()
+    with transaction.atomic():
+        row = CallbackSecret.objects.select_for_update().filter(owner=owner).first()
+        if row is None:
+            CallbackSecret.objects.create(owner=owner, secret_encrypted=secrets.encrypt(secret))
+        else:
+            row.previous_secret_encrypted = row.secret_encrypted if overlap > 0 else ""
+            row.previous_secret_expires_at = (
+                timezone.now() + timedelta(seconds=overlap) if overlap > 0 else None
+            )
+            row.secret_encrypted = secrets.encrypt(secret)
+            row.save(update_fields=["secret_encrypted", "previous_secret_encrypted", "previous_secret_expires_at",
+                                    "updated_at"])  # fmt: skip
+    log.info("webhook.callback_secret_rotated", owner=owner, actor=actor, overlap_seconds=overlap)
+    return secret
+
+
+def callback_secret_previous_expires_at(owner: str) -> datetime | None:
+    return (
+        CallbackSecret.objects.filter(owner=owner)
+        .values_list("previous_secret_expires_at", flat=True)
+        .first()
+    )
+
+
+def callback_secret_for_new_key(api_key: Any) -> dict[str, str]:
+    """The orchestrator's key-created hook: every new client key gets its callback secret."""
+    if getattr(api_key, "role", "client") != "client":
+        return {}
+    return {"callback signing secret": callback_secret_rotate(owner=f"key:{api_key.pk}", actor="create")}
+
+
+def _signing_keys(row: Any, now: datetime) -> list[str]:
+    keys = [secrets.decrypt(row.secret_encrypted)]
     if (
-        endpoint.previous_secret_encrypted
-        and endpoint.previous_secret_expires_at
-        and (endpoint.previous_secret_expires_at > now)
+        row.previous_secret_encrypted
+        and row.previous_secret_expires_at
+        and row.previous_secret_expires_at > now
     ):
-        keys.append(secrets.decrypt(endpoint.previous_secret_encrypted))
+        keys.append(secrets.decrypt(row.previous_secret_encrypted))
     return keys
 
 
@@ -205,6 +248,9 @@ class EndpointCache:
     def __init__(self) -> None:
         self._until = 0.0
         self._items: list[Subscriber] = []
+        # Whether any task has a callback_url (the partial index task_callback_idx answers it):
+        # until one does, the bus looks up no task for a callback. Once true it stays true.
+        self._callbacks = False
 
     def get(self) -> list[Subscriber]:
         now = time.monotonic()
@@ -214,15 +260,25 @@ class EndpointCache:
                 for ep in WebhookEndpoint.objects.filter(enabled=True).only("id", "url", "event_types", "owner",
                                                                              "all_events")
             ]  # fmt: skip
+            if not self._callbacks:
+                self._callbacks = Task.objects.exclude(callback_url="").exists()
             self._until = now + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS
         return self._items
+
+    def callbacks(self) -> bool:
+        self.get()
+        return self._callbacks
+
+    def saw_callback(self) -> None:
+        self._callbacks = True
 
     def clear(self, **kwargs) -> None:
         self._until = 0.0
 
-    def prime(self, subscribers: list[Subscriber]) -> None:
-        """Set the list (tests: a fresh database has no endpoints)."""
+    def prime(self, subscribers: list[Subscriber], callbacks: bool = False) -> None:
+        """Set the list (tests: a fresh database has no endpoints and no callback tasks)."""
         self._items = list(subscribers)
+        self._callbacks = callbacks
         self._until = time.monotonic() + settings.WEBHOOK_ENDPOINT_CACHE_SECONDS
 
 
@@ -238,17 +294,31 @@ def events_enqueue(events: Sequence[Event]) -> list[WebhookDelivery]:
     the publisher's transaction; the Celery messages are sent after it commits."""
     wanted = {e.type for e in events}
     endpoints = [ep for ep in endpoint_cache.get() if wanted & ep.event_types]
-    if not endpoints:
-        return []
-    # The owner of each event's task, for endpoints that see only their own client's tasks.
-    need = {e.task_id for e in events if e.task_id and not e.source}
-    owners = {}
-    if need and any(not ep.all_events for ep in endpoints):
-        owners = {str(i): src for i, src in Task.objects.filter(id__in=need).values_list("id", "source")}
+    # A task's one-off callback URL: task.* events carry it; the others (a message, a call, an
+    # email of a task) are looked up with the task's owner in the same one query.
+    if any(e.callback_url for e in events):
+        endpoint_cache.saw_callback()
+    lookup = set()
+    if endpoint_cache.callbacks():
+        lookup = {e.task_id for e in events if e.task_id and e.callback_url is None}
+    need_owner = {e.task_id for e in events if e.task_id and not e.source}
+    if endpoints and any(not ep.all_events for ep in endpoints):
+        lookup |= need_owner
+    tasks: dict[str, tuple[str, str]] = {}
+    if lookup:
+        tasks = {str(i): (src, cb) for i, src, cb in
+                 Task.objects.filter(id__in=lookup).values_list("id", "source", "callback_url")}  # fmt: skip
     rows: list[WebhookDelivery] = []
     for event in events:
         body = envelope(event)
-        source = event.source or owners.get(event.task_id, "")
+        source = event.source or tasks.get(event.task_id, ("", ""))[0]
+        callback = (
+            event.callback_url if event.callback_url is not None else tasks.get(event.task_id, ("", ""))[1]
+        )
+        if callback and event.task_id:
+            owner = source or tasks.get(event.task_id, ("", ""))[0]
+            rows.append(WebhookDelivery(webhook_id=new_webhook_id(), endpoint_id=None, url=callback,
+                                        callback_owner=owner, event_type=event.type, payload=body))  # fmt: skip
         for ep in endpoints:
             if event.type in ep.event_types and (ep.all_events or (source and source == ep.owner)):
                 rows.append(WebhookDelivery(webhook_id=new_webhook_id(), endpoint_id=ep.id, url=ep.url,
@@ -379,12 +449,20 @@ def delivery_attempt(*, delivery_id: int, expected_attempts: int = 0) -> Outcome
                 return Outcome("retry", (wait_until - now).total_seconds() + 0.2, expected_attempts)
         return Outcome("skipped")
     endpoint = delivery.endpoint
-    if endpoint is None or not endpoint.enabled:
+    at = timezone.now()
+    if delivery.callback_owner and delivery.endpoint_id is None:
+        row = CallbackSecret.objects.filter(owner=delivery.callback_owner).first()
+        if row is None:
+            _finish(delivery, DeliveryStatus.FAILED, error="the API key has no callback secret "
+                                                           "(POST /api/callback-secret/rotate/)")  # fmt: skip
+            return Outcome("failed", attempt=delivery.attempts)
+        keys = _signing_keys(row, at)
+    elif endpoint is None or not endpoint.enabled:
         _finish(delivery, DeliveryStatus.FAILED, error="the endpoint is disabled")
         return Outcome("failed", attempt=delivery.attempts)
+    else:
+        keys = signing_secrets(endpoint, at)
     body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True)
-    at = timezone.now()
-    keys = signing_secrets(endpoint, at)
     headers = sign_headers(delivery, body, keys, at)
     status_code, error, response_text, retry_after = None, "", "", None
     started = time.monotonic()

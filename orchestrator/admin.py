@@ -37,7 +37,7 @@ class TaskAdmin(admin.ModelAdmin):
     inlines = [TaskEventInline]
     readonly_fields = [
         "id", "type", "channel", "status", "agent", "attempts", "lease_expires_at", "provider_id", "result",
-        "error_code", "error_message", "source", "idempotency_key", "request_digest", "created_at",
+        "error_code", "error_message", "source", "idempotency_key", "request_digest", "callback_url", "created_at",
         "updated_at", "finished_at",
     ]  # fmt: skip
 
@@ -101,6 +101,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         messages.warning(
             request, f"The new key is {key} — copy it now: it is not stored and will not be shown again."
         )
+        for label, value in getattr(created, "shown_once", {}).items():
+            messages.warning(request, f"Its {label} is {value} — shown once too.")
 
     @admin.action(description="Revoke selected keys")
     def revoke(self, request, queryset) -> None:

@@ -178,6 +178,9 @@ class Task(models.Model):
     # NULL (not "") when absent, so the partial unique constraint ignores keyless tasks.
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     request_digest = models.CharField(max_length=64, blank=True, default="")
+    # A one-off URL the client named at intake: this task's events are delivered there too
+    # (event_webhooks, signed with the client's callback secret).
+    callback_url = models.URLField(max_length=2000, blank=True, default="")
     agent = models.CharField(max_length=64, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
@@ -210,6 +213,8 @@ class Task(models.Model):
             models.Index(fields=["provider_id"], name="task_provider_idx"),
             # A client key lists only its own tasks (orchestrator.api.permissions.tasks_visible).
             models.Index(fields=["source", "-created_at"], name="task_source_idx"),
+            # The few tasks with a one-off callback_url (the outbound webhooks ask whether any exists).
+            models.Index(fields=["id"], condition=~Q(callback_url=""), name="task_callback_idx"),
         ]
 
     def __str__(self) -> str:

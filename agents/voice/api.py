@@ -29,7 +29,12 @@ from dossiers.services import (
 from orchestrator import services as task_services
 from orchestrator.api.errors import error_body
 from orchestrator.api.permissions import task_create_check
-from orchestrator.api.serializers import ContactFieldMixin, TaskSerializer
+from orchestrator.api.serializers import (
+    CallbackUrlField,
+    ContactFieldMixin,
+    TaskSerializer,
+    check_callback_owner,
+)
 from orchestrator.api.views import IDEMPOTENCY_HEADER, source_of
 
 LANGUAGE_TAG = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
@@ -87,6 +92,7 @@ class CallPayloadSerializer(StrictFieldsMixin, serializers.Serializer):
 class CallCreateSerializer(ContactFieldMixin, CallPayloadSerializer):
     contact = serializers.UUIDField(required=False, allow_null=True, default=None)
     correlation_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+    callback_url = CallbackUrlField()
 
 
 def validate_call_payload(payload: dict, contact: Contact | None) -> dict:
@@ -109,6 +115,8 @@ class CallCreateView(APIView):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         contact_id, correlation_id = data.pop("contact"), data.pop("correlation_id")
+        callback_url = data.pop("callback_url")
+        check_callback_owner(source_of(request), callback_url)
         key = request.META.get(IDEMPOTENCY_HEADER) or None
         try:
             with transaction.atomic():
@@ -118,6 +126,7 @@ class CallCreateView(APIView):
                     type="call.outbound", payload=data, contact_id=contact_id, correlation_id=correlation_id,
                     source=source_of(request), idempotency_key=key,
                     digest=task_services.request_digest(request.data) if key else "",
+                    callback_url=callback_url,
                 )  # fmt: skip
                 call = services.call_for_task(task_id=task.id)
                 if call is None:

@@ -3,14 +3,26 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from comms_platform.events import EVENT_TYPES
+from comms_platform.serializers import PublicUrlField
 from event_webhooks.models import WebhookDelivery, WebhookEndpoint
+
+
+class EventTypeField(serializers.ChoiceField):
+    """One event type; an unknown one is code ``unknown_event_type`` (the message lists the known)."""
+
+    def to_internal_value(self, data):
+        if str(data) not in self.choices:
+            raise serializers.ValidationError(
+                f"Unknown event type {data!r}. Known: {', '.join(EVENT_TYPES)}.", code="unknown_event_type"
+            )
+        return str(data)
 
 
 class EndpointSerializer(serializers.ModelSerializer):
     event_types = serializers.ListField(
-        child=serializers.ChoiceField(choices=EVENT_TYPES), allow_empty=False, max_length=len(EVENT_TYPES)
+        child=EventTypeField(choices=EVENT_TYPES), allow_empty=False, max_length=len(EVENT_TYPES)
     )
-    url = serializers.URLField(max_length=2000)
+    url = PublicUrlField()
 
     class Meta:
         model = WebhookEndpoint

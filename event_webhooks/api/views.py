@@ -136,3 +136,21 @@ class EndpointDeliveriesView(generics.ListAPIView):
         if endpoint is None:
             raise Http404
         return endpoint.deliveries.order_by("-created_at")
+
+
+class CallbackSecretRotateView(APIView):
+    """``POST /api/callback-secret/rotate/``: a new callback signing secret for this API key
+    (its tasks' ``callback_url`` deliveries), shown once; the previous one keeps signing too
+    for ``overlap_seconds``. Any client key may rotate its own; a person or an agent key may not."""
+
+    @extend_schema(request=RotateSerializer, responses={200: RotatedSerializer})
+    def post(self, request: Request) -> Response:
+        key = key_of(request)
+        if key is None or key.is_agent:
+            raise deny(request, "client_key", "Only a client API key has a callback secret.")
+        serializer = RotateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        secret = services.callback_secret_rotate(owner=key.source, actor=key.source,
+                                                 overlap_seconds=serializer.validated_data.get("overlap_seconds"))  # fmt: skip
+        expires = services.callback_secret_previous_expires_at(key.source)
+        return Response({"secret": secret, "previous_secret_expires_at": expires})

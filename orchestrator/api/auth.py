@@ -28,6 +28,17 @@ def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+# Called with each new key; each returns {label: value} to show once with it (the outbound
+# webhooks' callback signing secret). Apps register in AppConfig.ready (the orchestrator
+# imports none of them).
+KEY_CREATED_HOOKS: list = []
+
+
+def register_key_created_hook(hook) -> None:
+    if hook not in KEY_CREATED_HOOKS:
+        KEY_CREATED_HOOKS.append(hook)
+
+
 def api_key_create(
     *,
     name: str,
@@ -53,6 +64,10 @@ def api_key_create(
                      expires_at=expires_at, webhooks=webhooks)  # fmt: skip
     api_key.clean()
     api_key.save()
+    # What to show once alongside the key (``create_api_key`` prints it): {label: value}.
+    api_key.shown_once = {}
+    for hook in KEY_CREATED_HOOKS:
+        api_key.shown_once.update(hook(api_key) or {})
     return api_key, key
 
 

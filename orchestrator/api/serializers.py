@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework import serializers
 
-from comms_platform.serializers import StrictFieldsMixin
+from comms_platform.serializers import PublicUrlField, StrictFieldsMixin
 from dossiers.models import Contact
 from orchestrator import registry
 from orchestrator.models import Task, TaskEvent
@@ -32,6 +32,27 @@ class ContactFieldMixin:
         return value
 
 
+class CallbackUrlField(PublicUrlField):
+    """A task's one-off ``callback_url`` (optional; codes ``invalid_url``, ``url_refused``)."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("default", "")
+        kwargs.setdefault("help_text", "This task's events are delivered here too, signed with the API key's "
+                                       "callback secret (docs/webhooks.md).")  # fmt: skip
+        super().__init__(**kwargs)
+
+
+def check_callback_owner(source: str, callback_url: str) -> None:
+    """A callback is signed with the API key's callback secret: a session has none."""
+    if callback_url and not source.startswith("key:"):
+        raise serializers.ValidationError(
+            {"callback_url": [serializers.ErrorDetail("A callback_url needs an API key (its callback secret "
+                                                      "signs the deliveries).", code="callback_needs_api_key")]}
+        )  # fmt: skip
+
+
 class ShallowFieldsMixin:
     """DRF deep-copies every declared field for each serializer instance, which was a third
     of intake's validation time. Declared fields are never changed after the class is
@@ -51,6 +72,7 @@ class TaskCreateSerializer(StrictFieldsMixin, ContactFieldMixin, ShallowFieldsMi
     priority = serializers.IntegerField(min_value=0, max_value=9, required=False, default=5)
     scheduled_for = serializers.DateTimeField(required=False, allow_null=True, default=None)
     expires_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    callback_url = CallbackUrlField()
 
     def validate_type(self, value: str) -> str:
         route = registry.get_route(value)
@@ -97,7 +119,8 @@ class TaskSerializer(serializers.ModelSerializer):
         fields = [
             "id", "type", "channel", "status", "contact", "correlation_id", "payload", "priority",
             "scheduled_for", "expires_at", "agent", "attempts", "provider_id", "result", "error_code",
-            "error_message", "parent", "idempotency_key", "created_at", "updated_at", "finished_at",
+            "error_message", "parent", "idempotency_key", "callback_url", "created_at", "updated_at",
+            "finished_at",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -131,6 +154,7 @@ def task_as_dict(task: Task) -> dict:
         "error_message": task.error_message,
         "parent": str(task.parent_id) if task.parent_id else None,
         "idempotency_key": task.idempotency_key,
+        "callback_url": task.callback_url,
         "created_at": _iso(task.created_at),
         "updated_at": _iso(task.updated_at),
         "finished_at": _iso(task.finished_at),

@@ -25,6 +25,7 @@ from orchestrator.api.serializers import (
     TaskDetailSerializer,
     TaskPatchSerializer,
     TaskSerializer,
+    check_callback_owner,
     task_as_dict,
     task_create_variants,
 )
@@ -106,6 +107,7 @@ class TaskListCreateView(generics.ListAPIView):
         serializer = TaskCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        check_callback_owner(source_of(request), data["callback_url"])
         key = request.META.get(IDEMPOTENCY_HEADER) or None
         if key is not None and len(key) > 255:
             raise ValidationError({"Idempotency-Key": ["At most 255 characters."]})
@@ -121,6 +123,7 @@ class TaskListCreateView(generics.ListAPIView):
                 source=source_of(request),
                 idempotency_key=key,
                 digest=services.request_digest(request.data) if key else "",
+                callback_url=data["callback_url"],
             )
         except services.IdempotencyConflict as exc:
             return Response(

@@ -54,6 +54,7 @@ def task_create(
     idempotency_key: str | None = None,
     digest: str = "",
     parent_id: Any = None,
+    callback_url: str = "",
 ) -> tuple[Task, bool]:
     """Create a task and dispatch it after commit. Returns (task, created).
 
@@ -82,6 +83,7 @@ def task_create(
         idempotency_key=idempotency_key or None,
         request_digest=digest,
         parent_id=parent_id,
+        callback_url=callback_url,
     )
     # One INSERT: in autocommit it commits at once and on_commit runs right away; inside
     # a caller's transaction the message waits for that transaction to commit. A taken
@@ -135,6 +137,7 @@ def task_retry(*, task_id: Any, actor: str) -> Task:
         priority=old.priority,
         source=old.source,
         parent_id=old.id,
+        callback_url=old.callback_url,
     )
     log.info("task %s retried as %s by %s", old.id, new.id, actor)
     return new

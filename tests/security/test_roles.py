@@ -22,6 +22,8 @@ from dashboard.models import InboxItem
 from dashboard.roles import roles_sync
 from dossiers.models import AuditLog, Call, Contact
 from dossiers.services import artifact_store
+from event_webhooks.models import WebhookDelivery
+from event_webhooks.services import endpoint_create
 from orchestrator.models import Task
 from orchestrator.services import task_create
 from tests.dashboard.conftest import inbound, register_console_types
@@ -57,7 +59,11 @@ def world(monkeypatch) -> dict[str, str]:
     artifact = artifact_store(content=b"hello", content_type="text/plain", kind="text", contact_id=ada.pk)
     conversation = conversation_record(contact_id=ada.pk, channel="sms", direction="inbound",
                                        occurred_at=timezone.now(), task_id=task.pk)  # fmt: skip
-    return {"item": str(InboxItem.objects.get(task=task).pk), "conversation": str(conversation.pk), "call": str(call_task.pk), "task": str(failed.pk),
+    endpoint, _ = endpoint_create(url="http://127.0.0.1:9/hooks", event_types=["task.failed"])
+    delivery = WebhookDelivery.objects.create(webhook_id="msg_roles", endpoint=endpoint, url=endpoint.url,
+                                              event_type="task.failed", payload={"type": "task.failed"})  # fmt: skip
+    return {"endpoint": str(endpoint.pk), "delivery": str(delivery.pk),
+            "item": str(InboxItem.objects.get(task=task).pk), "conversation": str(conversation.pk), "call": str(call_task.pk), "task": str(failed.pk),
             "contact": str(ada.pk), "artifact": str(artifact.pk), "correlation": task.correlation_id}  # fmt: skip
 
 
@@ -141,7 +147,7 @@ def test_refusals_that_change_state_change_nothing(client, world, django_user_mo
 def test_the_migration_creates_exactly_the_tables_groups():
     import importlib
 
-    migration = importlib.import_module("dashboard.migrations.0003_h16a_roles")
+    migration = importlib.import_module("dashboard.migrations.0004_h18b_webhook_roles")
     assert {name: set(perms) for name, perms in migration.ROLES.items()} == {
         n: set(p) for n, p in ROLES.items()
     }

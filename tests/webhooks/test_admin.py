@@ -68,3 +68,55 @@ def test_an_operator_adds_an_endpoint_and_sees_its_secret_once(admin_client):
     assert "The signing secret is whsec_" in text
     secret = text.split("The signing secret is ")[1].split(" ")[0]
     assert services.signing_secrets(endpoint) == [secret]
+
+
+def test_a_supervisor_reads_the_delivery_log_but_cannot_resend_or_rotate_an_admin_can(
+    client, django_user_model, django_capture_on_commit_callbacks
+):
+    """Roles (dashboard/access.py): supervisors see endpoints and deliveries read-only;
+    only admins resend and rotate; operators see neither."""
+    from django.contrib.auth.models import Group
+
+    from dashboard.access import ROLES
+    from dashboard.roles import roles_sync
+
+    if Group.objects.filter(name__in=ROLES).count() != len(ROLES):
+        roles_sync(roles=ROLES)
+    people = {}
+    for role in ROLES:
+        user = django_user_model.objects.create_user(f"wh-{role}", password="pw-long-enough-1", is_staff=True)
+        user.groups.add(Group.objects.get(name=role))
+        people[role] = user
+    with WebhookReceiver() as receiver:
+        endpoint, _ = services.endpoint_create(url=receiver.url, event_types=["contact.opted_out"],
+                                                    all_events=True)  # fmt: skip
+        receiver.script = [Answer(400)]
+        with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+            events.publish("contact.opted_out", {"contact_id": "c1", "channel": "sms", "source": "keyword"})
+        delivery = WebhookDelivery.objects.get()
+        deliveries, endpoints = (
+            "/admin/event_webhooks/webhookdelivery/",
+            "/admin/event_webhooks/webhookendpoint/",
+        )
+        client.force_login(people["operator"])
+        assert client.get(deliveries).status_code == 403 and client.get(endpoints).status_code == 403
+        client.force_login(people["supervisor"])
+        assert delivery.webhook_id in client.get(deliveries).content.decode()
+        assert client.get(f"{endpoints}{endpoint.pk}/change/").status_code == 200
+        assert client.get(f"{endpoints}add/").status_code == 403
+        before = EndpointEvent.objects.filter(endpoint=endpoint).count()
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(deliveries, {"action": "resend", "_selected_action": [delivery.id]})
+            client.post(endpoints, {"action": "rotate_secret", "_selected_action": [endpoint.pk]})
+        delivery.refresh_from_db()
+        assert (
+            delivery.status == DeliveryStatus.FAILED
+            and delivery.attempts == 1
+            and len(receiver.received) == 1
+        )
+        assert EndpointEvent.objects.filter(endpoint=endpoint).count() == before
+        client.force_login(people["admin"])
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(deliveries, {"action": "resend", "_selected_action": [delivery.id]})
+        delivery.refresh_from_db()
+        assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 2

@@ -65,3 +65,6 @@ class Command(BaseCommand):
         )
         self.stdout.write(key)
         self.stdout.write("Send it as: Authorization: Api-Key <key>")
+        for label, value in getattr(api_key, "shown_once", {}).items():
+            self.stdout.write(f"{label} (shown once, store it too):")
+            self.stdout.write(value)
