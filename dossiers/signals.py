@@ -17,7 +17,8 @@ from django.dispatch import Signal
 log = structlog.get_logger(__name__)
 
 # kwargs: kind ("message" | "email" | "call"), object_id, contact_id, channel, direction
-# ("inbound" | "outbound"), task_id, occurred_at
+# ("inbound" | "outbound"), task_id, occurred_at, contact_is_new (the writer created the
+# contact a moment ago: nothing else of it can exist yet — a campaign's usual case)
 interaction_recorded = Signal()
 
 
@@ -30,11 +31,13 @@ def interaction_recorded_notify(
     direction: str,
     task_id: Any = None,
     occurred_at: datetime,
+    contact_is_new: bool = False,
 ) -> None:
     """Send ``interaction_recorded`` once the caller's transaction commits (at once outside
     one). A failing receiver is logged and never fails the writer (a webhook, a send)."""
     kwargs = {"kind": kind, "object_id": object_id, "contact_id": contact_id, "channel": channel,
-              "direction": direction, "task_id": task_id, "occurred_at": occurred_at}  # fmt: skip
+              "direction": direction, "task_id": task_id, "occurred_at": occurred_at,
+              "contact_is_new": contact_is_new}  # fmt: skip
 
     def send() -> None:
         for receiver, result in interaction_recorded.send_robust(sender=kind, **kwargs):

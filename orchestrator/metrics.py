@@ -132,9 +132,11 @@ def record_provider_call(provider: str, operation: str, seconds: float, code: st
         with _redis(settings.REDIS_URL).pipeline(transaction=False) as pipe:
             pipe.hincrby(PROVIDER_HASH, prefix + "count", 1)
             pipe.hincrbyfloat(PROVIDER_HASH, prefix + "sum", seconds)
-            for bound in LATENCY_BUCKETS:
-                if seconds <= bound:
-                    pipe.hincrby(PROVIDER_HASH, f"{prefix}le{_SEP}{bound}", 1)
+            # Only the one bucket the call falls in (the scrape adds them up into Prometheus's
+            # cumulative "le" buckets): three or four commands per call instead of up to twelve.
+            bound = next((b for b in LATENCY_BUCKETS if seconds <= b), None)
+            if bound is not None:
+                pipe.hincrby(PROVIDER_HASH, f"{prefix}in{_SEP}{bound}", 1)
             if code is not None:
                 pipe.hincrby(PROVIDER_HASH, f"{prefix}error{_SEP}{code}", 1)
             pipe.execute()
@@ -216,7 +218,11 @@ class ScrapeCollector:
             provider, operation, kind, *rest = field.split(_SEP)
             if kind == "count":
                 prefix = f"{provider}{_SEP}{operation}{_SEP}"
-                buckets = [(str(b), float(fields.get(f"{prefix}le{_SEP}{b}", 0))) for b in LATENCY_BUCKETS]
+                buckets, below = [], 0.0
+                for b in LATENCY_BUCKETS:
+                    below += float(fields.get(f"{prefix}in{_SEP}{b}", 0))
+                    # "le" fields: cumulative counts written before the single-bucket fields.
+                    buckets.append((str(b), below + float(fields.get(f"{prefix}le{_SEP}{b}", 0))))
                 buckets.append(("+Inf", float(count)))
                 latency.add_metric([provider, operation], buckets, float(fields.get(prefix + "sum", 0)))
             elif kind == "error":

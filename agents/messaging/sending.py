@@ -120,7 +120,8 @@ class MessagePipeline(SendPipeline):
         if task.attempts <= 1:  # the message is new: an open conversation with the contact shows it
             interaction_recorded_notify(kind="message", object_id=send.record.id, contact_id=send.contact.id,
                                         channel=self.channel, direction="outbound", task_id=task.id,
-                                        occurred_at=send.record.occurred_at)  # fmt: skip
+                                        occurred_at=send.record.occurred_at,
+                                        contact_is_new=send.extra["new_contact"])  # fmt: skip
         # The attempt row is committed BEFORE the call: if this worker dies after the provider
         # accepted but before we saved the SID, the next claim finds it "started" and
         # reconciles instead of sending a second message blindly.

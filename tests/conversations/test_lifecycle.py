@@ -148,3 +148,32 @@ def test_outbound_alone_opens_no_conversation(fake_twilio, django_capture_on_com
         task_create(type="sms.send", payload={"to": ADA, "body": "Your code is 1234"})
     assert Message.objects.filter(direction="outbound").exists()
     assert not Conversation.objects.exists()  # a campaign's message opens nothing
+
+
+def test_outbound_to_a_contact_the_send_creates_costs_no_conversation_statement(
+    fake_twilio, django_capture_on_commit_callbacks
+):
+    """A campaign's send creates its contact: nothing can be joined, so nothing is looked up."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from orchestrator.services import task_create
+
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        task, _ = task_create(type="sms.send", payload={"to": ADA, "body": "Your code is 1234"})
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.IN_PROGRESS
+    assert not [q["sql"] for q in queries.captured_queries if "conversations_conversation" in q["sql"]]
+
+
+def test_outbound_to_a_known_contact_still_joins_its_conversation(
+    client, fake_twilio, django_capture_on_commit_callbacks
+):
+    from orchestrator.services import task_create
+
+    customer_writes(client, django_capture_on_commit_callbacks, "Is my order ready?")
+    conv = Conversation.objects.get()
+    assert conv.waiting_since is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        task_create(type="sms.send", payload={"to": ADA, "body": "Yes, since this morning."})
+    conv.refresh_from_db()
+    assert conv.last_reply_at is not None and conv.waiting_since is None

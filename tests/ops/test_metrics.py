@@ -269,6 +269,24 @@ def test_provider_calls_made_in_another_process_show_on_this_metrics_via_redis(c
     assert metrics.PROVIDER_LATENCY.labels(**labels)._sum.get() == in_process_before
 
 
+@pytest.mark.django_db
+def test_provider_latency_buckets_read_back_from_redis_are_cumulative(client, settings):
+    """Each call writes only the bucket it falls in; /metrics serves Prometheus's cumulative buckets."""
+    labels = {"provider": "twilio", "operation": "buckets.check"}
+    with redis_server() as (url, _port, _proc):
+        settings.REDIS_URL = url
+        for seconds in (0.01, 0.3, 0.4, 60.0):  # 60 s: past the last bound, only in +Inf
+            metrics.record_provider_call("twilio", "buckets.check", seconds, None)
+        samples = scrape(client)
+    bucket = "comms_provider_request_seconds_bucket"
+    assert value(samples, bucket, le="0.05", **labels) == 1
+    assert value(samples, bucket, le="0.25", **labels) == 1
+    assert value(samples, bucket, le="0.5", **labels) == 3
+    assert value(samples, bucket, le="30.0", **labels) == 3
+    assert value(samples, bucket, le="+Inf", **labels) == 4
+    assert value(samples, "comms_provider_request_seconds_count", **labels) == 4
+
+
 def test_provider_calls_without_redis_are_counted_in_process(client, settings):
     settings.REDIS_URL = ""
     labels = {"provider": "openai", "operation": "chat.completions"}
