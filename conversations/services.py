@@ -214,7 +214,11 @@ def _active_count() -> Count:
 
 def conversation_auto_assign(*, conversation_id: int) -> Any:
     """Round robin: the available operator under capacity assigned least recently gets it.
-    Returns the user, or None when nobody is free (away operators get nothing)."""
+    Returns the user, or None when nobody is free (away operators get nothing).
+
+    The capacity check is atomic: the operator's row is locked (SELECT … FOR UPDATE) and their
+    active conversations counted again under that lock before the claim, so two conversations
+    auto-assigned at once never take an operator past their capacity."""
     candidates = (
         Operator.objects.filter(available=True, user__is_active=True)
         .annotate(active=_active_count())
@@ -222,11 +226,23 @@ def conversation_auto_assign(*, conversation_id: int) -> Any:
         .select_related("user")
         .order_by(F("last_assigned_at").asc(nulls_first=True), "pk")
     )
-    for operator in candidates[:5]:
+    for operator in list(candidates[:5]):
         with transaction.atomic():
+            locked = (
+                Operator.objects.select_for_update()
+                .filter(pk=operator.pk, available=True)
+                .values_list("capacity", flat=True)
+                .first()
+            )
+            if locked is None:  # went away meanwhile
+                continue
+            active = Conversation.objects.filter(assignee_id=operator.user_id, status__in=ACTIVE).count()
+            if active >= locked:  # another assignment filled them meanwhile
+                continue
             if conversation_claim(conversation_id=conversation_id, user=operator.user):
                 Operator.objects.filter(pk=operator.pk).update(last_assigned_at=timezone.now())
                 return operator.user
+            return None  # someone else took the conversation: nothing to assign
     return None
 
 
