@@ -155,7 +155,9 @@ def test_concurrent_auto_assignments_never_exceed_capacity(django_user_model):
     the capacity check and the claim hold the operator's row, so two get them, two wait."""
     if connection.vendor != "postgresql":
         unavailable("needs PostgreSQL for concurrent assignments from several connections")
-    olivia = django_user_model.objects.create_user("olivia", "olivia@x.example", "pw")
+    olivia = django_user_model.objects.create_user(
+        "olivia", "olivia@x.example", "pw", is_staff=True, is_superuser=True
+    )
     services.operator_set_availability(user=olivia, available=True, capacity=2)
     conversations = [
         Conversation.objects.create(
