@@ -220,10 +220,11 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
         page.click("#cc-claim")
     with page.expect_navigation():  # Release gives it back to the queue...
         page.get_by_role("button", name="Release").click()
-    page.locator("#cc-conversations-table tr", has_text="change the delivery address").get_by_text(
+    # One row per conversation, previewing the customer's latest words.
+    page.locator("#cc-conversations-table tr", has_text="It is 10 Downing Street").get_by_text(
         "unassigned"
     ).wait_for()
-    page.locator("#cc-conversations-table tr", has_text="change the delivery address").get_by_role(
+    page.locator("#cc-conversations-table tr", has_text="It is 10 Downing Street").get_by_role(
         "link", name="Open"
     ).click()
     with page.expect_navigation():  # ...and Claim takes it again
@@ -255,7 +256,7 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
         page.click("#cc-resolve")
     assert (
         "Resolved." in page.content()
-        and "change the delivery" not in page.locator("#cc-conversations").inner_text()
+        and "10 Downing Street" not in page.locator("#cc-conversations").inner_text()
     )
 
 
