@@ -440,10 +440,6 @@ ARTIFACT_URL_TTL_SECONDS = env.int("ARTIFACT_URL_TTL_SECONDS", default=3600)
 CONTENT_SIMULATED = TEST_MODE
 
 # --- Operator console ----------------------------------------------------------------
-# An inbound conversation nobody claimed for this long is flagged in the inbound queue.
-INBOX_UNCLAIMED_FLAG_SECONDS = env.int("INBOX_UNCLAIMED_FLAG_SECONDS", default=300)
-# Round-robin new inbound conversations to online operators under their capacity.
-INBOX_AUTO_ASSIGN = env.bool("INBOX_AUTO_ASSIGN", default=False)
 # Conversations (issue 17): first / next response SLAs, round-robin auto-assignment, the sweep.
 CONVERSATION_FIRST_RESPONSE_SECONDS = env.int("CONVERSATION_FIRST_RESPONSE_SECONDS", default=900)
 CONVERSATION_NEXT_RESPONSE_SECONDS = env.int("CONVERSATION_NEXT_RESPONSE_SECONDS", default=3600)

@@ -212,21 +212,47 @@ def _active_count() -> Count:
     return Count("user__assigned_conversations", filter=Q(user__assigned_conversations__status__in=ACTIVE))
 
 
+def _workers() -> Any:
+    """Who may be given conversations: the work_inbox permission (through a group or their
+    own) or a superuser; a subquery, so counting stays one row per operator."""
+    from django.contrib.auth import get_user_model
+
+    perm = Q(groups__permissions__codename="work_inbox") | Q(user_permissions__codename="work_inbox")
+    return get_user_model().objects.filter(perm | Q(is_superuser=True)).values("pk")
+
+
 def conversation_auto_assign(*, conversation_id: int) -> Any:
     """Round robin: the available operator under capacity assigned least recently gets it.
-    Returns the user, or None when nobody is free (away operators get nothing)."""
+    Returns the user, or None when nobody is free (away operators get nothing).
+
+    The capacity check is atomic: the operator's row is locked (SELECT … FOR UPDATE) and their
+    active conversations counted again under that lock before the claim, so two conversations
+    auto-assigned at once never take an operator past their capacity."""
     candidates = (
-        Operator.objects.filter(available=True, user__is_active=True)
+        Operator.objects.filter(available=True, user__is_active=True, user__is_staff=True)
+        .filter(user__in=_workers())
         .annotate(active=_active_count())
         .filter(active__lt=F("capacity"))
         .select_related("user")
         .order_by(F("last_assigned_at").asc(nulls_first=True), "pk")
     )
-    for operator in candidates[:5]:
+    for operator in list(candidates[:5]):
         with transaction.atomic():
+            locked = (
+                Operator.objects.select_for_update()
+                .filter(pk=operator.pk, available=True)
+                .values_list("capacity", flat=True)
+                .first()
+            )
+            if locked is None:  # went away meanwhile
+                continue
+            active = Conversation.objects.filter(assignee_id=operator.user_id, status__in=ACTIVE).count()
+            if active >= locked:  # another assignment filled them meanwhile
+                continue
             if conversation_claim(conversation_id=conversation_id, user=operator.user):
                 Operator.objects.filter(pk=operator.pk).update(last_assigned_at=timezone.now())
                 return operator.user
+            return None  # someone else took the conversation: nothing to assign
     return None
 
 

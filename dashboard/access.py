@@ -93,16 +93,12 @@ class Access:
     what: str
     kind: str  # page, action, websocket, api
     method: str  # GET, POST, WS
-    path: str  # with {task}, {item}, {conversation}, {contact}, {artifact}, {call}, {correlation}, {endpoint}, {delivery} placeholders
+    path: str  # with {task}, {conversation}, {contact}, {artifact}, {call}, {correlation}, {endpoint}, {delivery} placeholders
     perm: str
 
 
 ACCESS: list[Access] = [
-    Access("Inbound queue", "page", "GET", "/admin/inbox/", USE_CONSOLE),
-    Access("A conversation", "page", "GET", "/admin/inbox/{item}/", USE_CONSOLE),
-    Access("Claim a conversation", "action", "POST", "/admin/inbox/{item}/#claim", WORK_INBOX),
-    Access("Reply to a customer", "action", "POST", "/admin/inbox/{item}/#reply", WORK_INBOX),
-    Access("Resolve a conversation", "action", "POST", "/admin/inbox/{item}/#resolve", WORK_INBOX),
+    Access("The old inbox address (leads to the conversations)", "page", "GET", "/admin/inbox/", USE_CONSOLE),
     Access("Conversations inbox", "page", "GET", "/admin/conversations/", USE_CONSOLE),
     Access("Set yourself available / away", "action", "POST", "/admin/conversations/#available", WORK_INBOX),
     Access(
@@ -113,6 +109,7 @@ ACCESS: list[Access] = [
         USE_CONSOLE,
     ),
     Access("Take a conversation", "action", "POST", "/admin/conversations/{conversation}/#claim", WORK_INBOX),
+    Access("Reply to a customer", "action", "POST", "/admin/conversations/{conversation}/#reply", WORK_INBOX),
     Access("Add a private note", "action", "POST", "/admin/conversations/{conversation}/#note", WORK_INBOX),
     Access(
         "Resolve a conversation (and its tasks)",

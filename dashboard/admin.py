@@ -14,9 +14,10 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
+from conversations.models import ConversationTask
 from dashboard import access, artifacts, presentation, selectors
 from dashboard import services as console_services
-from dashboard.models import CannedResponse, InboxItem, OperatorProfile
+from dashboard.models import CannedResponse
 from dossiers.admin import ContactAdmin
 from dossiers.models import Artifact, Call, Contact, Email, Message
 from orchestrator.admin import TaskAdmin
@@ -209,7 +210,9 @@ def timeline_links(entries: list[selectors.TimelineEntry]) -> list[str]:
     """Where each dossier row leads: a call to its call view, an inbound message to its
     conversation, a message or email to its task, an artifact to its signed link (one query)."""
     task_ids = [e.obj.task_id for e in entries if e.kind == "message" and e.obj.task_id]
-    conversations = dict(InboxItem.objects.filter(task_id__in=task_ids).values_list("task_id", "pk"))
+    conversations = dict(
+        ConversationTask.objects.filter(task_id__in=task_ids).values_list("task_id", "conversation_id")
+    )
     links = []
     for e in entries:
         task_id = getattr(e.obj, "task_id", None)
@@ -218,7 +221,7 @@ def timeline_links(entries: list[selectors.TimelineEntry]) -> list[str]:
         elif e.kind == "call" and task_id:
             links.append(reverse("dashboard:call", args=[task_id]))
         elif e.kind == "message" and task_id in conversations:
-            links.append(reverse("dashboard:inbox-item", args=[conversations[task_id]]))
+            links.append(reverse("dashboard:conversation", args=[conversations[task_id]]))
         elif task_id:
             links.append(reverse("admin:orchestrator_task_change", args=[task_id]))
         else:
@@ -226,8 +229,8 @@ def timeline_links(entries: list[selectors.TimelineEntry]) -> list[str]:
     return links
 
 
-# "View site" leads to the console's inbound queue (this project has no public site).
-admin.site.site_url = "/admin/inbox/"
+# "View site" leads to the console's conversations inbox (this project has no public site).
+admin.site.site_url = "/admin/conversations/"
 
 admin.site.unregister(Task)
 admin.site.register(Task, ConsoleTaskAdmin)
@@ -240,19 +243,3 @@ class CannedResponseAdmin(admin.ModelAdmin):
     list_display = ["title", "channel", "body"]
     list_filter = ["channel"]
     search_fields = ["title", "body"]
-
-
-@admin.register(OperatorProfile)
-class OperatorProfileAdmin(admin.ModelAdmin):
-    list_display = ["user", "online", "capacity", "last_assigned_at"]
-    list_editable = ["online", "capacity"]
-    list_select_related = ["user"]
-
-
-@admin.register(InboxItem)
-class InboxItemAdmin(admin.ModelAdmin):
-    list_display = ["task", "received_at", "claimed_by", "claimed_at", "resolved_at", "flagged"]
-    list_filter = ["flagged", "resolved_at"]
-    list_select_related = ["task", "claimed_by"]
-    raw_id_fields = ["task", "claimed_by"]
-    show_full_result_count = False

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -19,10 +19,11 @@ from conversations import services as conv_services
 from conversations.models import ACTIVE, Conversation, Label, Operator
 from dashboard import access, presentation, selectors
 from dashboard.models import CannedResponse
-from dossiers.models import ConsentStatus, TranscriptTurn
+from dossiers.models import Consent, ConsentStatus, Message, TranscriptTurn
 from dossiers.services import consent_status
 from orchestrator import registry
 from orchestrator.models import Task
+from orchestrator.services import UnknownTaskType
 from orchestrator.states import FINAL
 
 FOLDERS = ("mine", "unassigned", "all")
@@ -53,8 +54,25 @@ def conversations_inbox(request: HttpRequest) -> HttpResponse:
         qs = qs.filter(channel=channel)
     if label:
         qs = qs.filter(labels__name=label)
-    rows = list(qs.prefetch_related("labels").order_by("-sla_breached", "waiting_since", "created_at")[:200])
+    last_words = (  # the customer's latest message on the thread: the row's preview (a subquery)
+        Message.objects.filter(
+            contact_id=OuterRef("contact_id"), channel=OuterRef("channel"), direction="inbound"
+        )
+        .order_by("-occurred_at")
+        .values("body")[:1]
+    )
+    rows = list(
+        qs.annotate(preview=Subquery(last_words))
+        .prefetch_related("labels")
+        .order_by("-sla_breached", "waiting_since", "created_at")[:200]
+    )
+    opted_out = set(  # one query: the list marks conversations whose contact opted out on the channel
+        Consent.objects.filter(
+            contact_id__in={c.contact_id for c in rows}, status=ConsentStatus.OPTED_OUT
+        ).values_list("contact_id", "channel")
+    )
     for conv in rows:
+        conv.opted_out = (conv.contact_id, conv.channel) in opted_out
         conv.icon = presentation.channel_icon(conv.channel)
         conv.chip = presentation.contact_chip(conv.contact)
         conv.wait = presentation.age(conv.waiting_since) if conv.waiting_since else ""
@@ -76,6 +94,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
     timeline = [
         e for e in selectors.contact_timeline(contact_id=contact.pk, limit=100) if e.kind != "artifact"
     ]
+    timeline = _with_pending_replies(conv, timeline)
     if request.GET.get("partial") == "thread":
         return render(
             request, "dashboard/conversation_thread.html", {"thread": list(reversed(timeline)), "conv": conv}
@@ -109,6 +128,28 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         window_closed=window_closed, templates=registry.templates_for("whatsapp") if window_closed else [],
     )  # fmt: skip
     return render(request, "dashboard/conversation.html", context)
+
+
+def _with_pending_replies(conv: Conversation, timeline: list) -> list:
+    """Replies sent from this conversation whose message the agent has not stored yet (still
+    queued): shown in the thread as pending, so the operator sees what they sent at once."""
+    stored = {e.obj.task_id for e in timeline if e.kind == "message" and e.obj.task_id}
+    pending = [
+        selectors.TimelineEntry(
+            "message",
+            t.created_at,
+            conv.channel,
+            "outbound",
+            t.payload.get("body") or f"template {t.payload.get('template', '')}",
+            f"{t.status} (pending)",
+            t,
+        )
+        for t in Task.objects.filter(
+            correlation_id=f"conversation-{conv.pk}", type=f"{conv.channel}.send"
+        ).order_by("-created_at")[:20]
+        if t.id not in stored
+    ]
+    return sorted([*timeline, *pending], key=lambda e: e.at, reverse=True)
 
 
 def _handoff_context(conv: Conversation) -> dict:
@@ -152,6 +193,13 @@ def _action(request: HttpRequest, conv: Conversation) -> HttpResponseRedirect:
             else:
                 conv_services.conversation_assign(conversation_id=conv.pk, to=to, by=user)
                 messages.success(request, f"Assigned to {to.get_username()}.")
+        elif action == "release":  # the holder gives it back to the unassigned folder
+            if conv.assignee_id != user.pk:
+                messages.error(request, "Only the operator holding it can release it.")
+            else:
+                conv_services.conversation_assign(conversation_id=conv.pk, to=None, by=user)
+                messages.success(request, "Released: back in Unassigned.")
+                return HttpResponseRedirect(reverse("dashboard:conversations") + "?folder=unassigned")
         elif action == "reply":
             variables = {k[4:]: v for k, v in request.POST.items() if k.startswith("var_")}
             conv_services.conversation_reply(conversation_id=conv.pk, user=user, body=request.POST.get("body", ""),
@@ -173,12 +221,14 @@ def _action(request: HttpRequest, conv: Conversation) -> HttpResponseRedirect:
             messages.success(request, f"Snoozed for {hours} h (a customer message wakes it sooner).")
         elif action == "resolve":
             finished = conv_services.conversation_resolve(conversation_id=conv.pk, user=user)
-            messages.success(request, f"Resolved ({finished} inbound task(s) finished).")
+            messages.success(request, f"Resolved. {finished} inbound task(s) finished.")
             return HttpResponseRedirect(reverse("dashboard:conversations"))
         else:
             messages.error(request, f"Unknown action {action[:40]!r}.")
     except conv_services.ConversationRefused as exc:
         messages.error(request, str(exc))
+    except UnknownTaskType as exc:
+        messages.error(request, f"Cannot send: no agent is registered for {exc}.")
     return HttpResponseRedirect(here)
 
 

@@ -10,9 +10,7 @@ from django.conf import settings
 from django.db.models import Count, Prefetch, Q
 from django.utils import timezone
 
-from dashboard import adapters
-from dashboard.models import InboxItem
-from dossiers.models import Artifact, Call, Consent, ConsentChange, ConsentStatus, Contact, Email, Message
+from dossiers.models import Artifact, Call, Consent, ConsentChange, ConsentStatus, Email, Message
 from orchestrator.models import AgentRegistration, Task
 from orchestrator.states import TaskStatus
 
@@ -71,97 +69,6 @@ def contact_consents(*, contact_id: Any) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-@dataclass
-class InboxRow:
-    item: InboxItem
-    task: Task
-    contact: Contact | None
-    channel: str
-    text: str
-    opted_out: bool
-    waiting_seconds: int
-
-
-def inbox_rows(*, include_resolved: bool = False, limit: int = 200) -> list[InboxRow]:
-    """Open conversations, oldest first, with the customer's words and the opt-out mark (3 queries)."""
-    qs = InboxItem.objects.select_related("task__contact", "claimed_by").order_by("received_at")
-    if not include_resolved:
-        qs = qs.filter(resolved_at__isnull=True)
-    items = list(qs[:limit])
-    task_ids = [i.task_id for i in items]
-    messages = {
-        m.task_id: m
-        for m in Message.objects.filter(task_id__in=task_ids, direction="inbound").order_by("occurred_at")
-    }
-    contact_ids = {i.task.contact_id for i in items if i.task.contact_id}
-    opted_out = set(
-        Consent.objects.filter(contact_id__in=contact_ids, status=ConsentStatus.OPTED_OUT).values_list(
-            "contact_id", "channel"
-        )
-    )
-    now = timezone.now()
-    rows = []
-    for item in items:
-        task = item.task
-        channel = task.type.split(".")[0]
-        rows.append(
-            InboxRow(
-                item=item,
-                task=task,
-                contact=task.contact,
-                channel=channel,
-                text=adapters.inbound_text(task, messages.get(task.id)),
-                opted_out=(task.contact_id, channel) in opted_out,
-                waiting_seconds=int((now - item.received_at).total_seconds()),
-            )
-        )
-    return rows
-
-
-@dataclass
-class ThreadEntry:
-    direction: str
-    text: str
-    at: datetime
-    status: str
-    pending: bool
-    task_id: Any = None  # an outbound message's send task: the page follows its status live
-
-
-def inbox_thread(*, task: Task, limit: int = 50) -> list[ThreadEntry]:
-    """The conversation on the inbound task's channel, oldest first: the contact's stored
-    messages, plus replies whose send task has no stored message yet (shown as pending)."""
-    channel = task.type.split(".")[0]
-    if task.contact_id:
-        messages = list(
-            Message.objects.filter(contact_id=task.contact_id, channel=channel).order_by("-occurred_at")[
-                :limit
-            ]
-        )
-    else:
-        messages = list(Message.objects.filter(task=task))
-    entries = [
-        ThreadEntry(
-            m.direction,
-            m.body,
-            m.occurred_at,
-            m.status,
-            False,
-            m.task_id if m.direction == "outbound" else None,
-        )
-        for m in messages
-    ]
-    if not messages:
-        entries.append(ThreadEntry("inbound", adapters.inbound_text(task, None), task.created_at, "", False))
-    stored_tasks = {m.task_id for m in messages if m.task_id}
-    for reply in task.children.filter(type=f"{channel}.send").order_by("created_at")[:limit]:
-        if reply.id not in stored_tasks:
-            text = reply.payload.get("body") or f"template {reply.payload.get('template', '')}"
-            entries.append(ThreadEntry("outbound", text, reply.created_at, reply.status, True, reply.id))
-    entries.sort(key=lambda e: e.at)
-    return entries
 
 
 def active_calls() -> list[Task]:

@@ -17,12 +17,9 @@ console = require(USE_CONSOLE)
 urlpatterns = [
     # The ticket view answers JSON (the page's script reads it) and checks use_console itself.
     path("live/ticket/", staff(views.live_ticket), name="live-ticket"),
-    path("inbox/", staff(console(views.inbox)), name="inbox"),
-    path(
-        "inbox/<int:pk>/",
-        staff(get_post(require(USE_CONSOLE, WORK_INBOX)(views.inbox_item))),
-        name="inbox-item",
-    ),
+    # The retired per-message queue: its old links lead to the conversations inbox.
+    path("inbox/", staff(console(views.inbox_moved)), name="inbox"),
+    path("inbox/<int:pk>/", staff(console(views.inbox_moved)), name="inbox-item"),
     path(
         "conversations/",
         staff(get_post(console(conversation_views.conversations_inbox))),

@@ -17,13 +17,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from comms_platform import config
-from dashboard import adapters, calls, connectivity, live_auth, presentation, selectors, services
+from dashboard import calls, connectivity, live_auth, presentation, selectors
 from dashboard.artifacts import artifact_available, artifact_url, unavailable_reason
-from dashboard.models import CannedResponse, InboxItem
-from dossiers.models import ConsentStatus, Message
-from dossiers.services import consent_status
 from orchestrator.models import AgentRegistration, Task
-from orchestrator.services import UnknownTaskType
 from orchestrator.states import IllegalTransition
 
 
@@ -58,99 +54,13 @@ def live_ticket(request: HttpRequest) -> JsonResponse:
                          "expires_in": settings.CONSOLE_WS_TICKET_TTL_SECONDS})  # fmt: skip
 
 
-# --- Inbound queue ----------------------------------------------------------------------
+# --- The old inbound queue ------------------------------------------------------------
 
 
-def inbox(request: HttpRequest) -> HttpResponse:
-    services.inbox_sync()
-    services.inbox_flag_unclaimed()
-    rows = selectors.inbox_rows()
-    for row in rows:
-        row.icon = presentation.channel_icon(row.channel)
-        row.chip = presentation.contact_chip(row.contact)
-        row.wait = presentation.age(row.item.received_at)
-    template = "dashboard/inbox_list.html" if request.GET.get("partial") else "dashboard/inbox.html"
-    flag_seconds = settings.INBOX_UNCLAIMED_FLAG_SECONDS
-    counts = {
-        "open": len(rows),
-        "unclaimed": sum(1 for r in rows if r.item.claimed_by_id is None),
-        "mine": sum(1 for r in rows if r.item.claimed_by_id == request.user.pk),
-    }
-    return render(
-        request, template, _ctx(request, "Inbound queue", rows=rows, counts=counts, flag_seconds=flag_seconds)
-    )
-
-
-def inbox_item(request: HttpRequest, pk: int) -> HttpResponse:
-    item = get_object_or_404(InboxItem.objects.select_related("task__contact", "claimed_by"), pk=pk)
-    if request.method == "POST":
-        return _inbox_action(request, item)
-    task = item.task
-    if request.GET.get("partial") == "thread":  # the page's live refresh
-        return render(request, "dashboard/inbox_thread.html", {"thread": selectors.inbox_thread(task=task)})
-    channel = services.INBOUND_TYPES[task.type]
-    contact = task.contact
-    opted_out = (
-        bool(contact) and consent_status(contact_id=contact.pk, channel=channel) == ConsentStatus.OPTED_OUT
-    )
-    window_closed = channel == "whatsapp" and not services.whatsapp_window_open(contact=contact)
-    message = Message.objects.filter(task=task, direction="inbound").first()
-    context = _ctx(
-        request,
-        f"Conversation with {contact or 'unknown sender'}",
-        item=item,
-        task=task,
-        channel=channel,
-        contact=contact,
-        icon=presentation.channel_icon(channel, label=True),
-        avatar=presentation.avatar(contact, size=48),
-        thread=selectors.inbox_thread(task=task),
-        mine=item.claimed_by_id == request.user.pk,
-        opted_out=opted_out,
-        window_closed=window_closed,
-        templates=adapters.whatsapp_templates() if window_closed else [],
-        canned=CannedResponse.objects.filter(Q(channel="") | Q(channel=channel)),
-        reply_to=adapters.reply_address(channel=channel, contact=contact, message=message),
-    )
-    return render(request, "dashboard/inbox_item.html", context)
-
-
-def _inbox_action(request: HttpRequest, item: InboxItem) -> HttpResponseRedirect:
-    action = request.POST.get("action")
-    here = reverse("dashboard:inbox-item", args=[item.pk])
-    if action == "claim":
-        if services.inbox_claim(item_id=item.pk, user=request.user):
-            messages.success(request, "You have this conversation.")
-        else:
-            holder = (
-                InboxItem.objects.filter(pk=item.pk).values_list("claimed_by__username", flat=True).first()
-            )
-            messages.error(
-                request, f"Already claimed by {holder or 'someone else'} — pick another conversation."
-            )
-    elif action == "release":
-        services.inbox_release(item_id=item.pk, user=request.user)
-        messages.info(request, "Released back to the queue.")
-        return HttpResponseRedirect(reverse("dashboard:inbox"))
-    elif action == "resolve":
-        if services.inbox_resolve(item_id=item.pk, user=request.user):
-            messages.success(request, "Resolved.")
-            return HttpResponseRedirect(reverse("dashboard:inbox"))
-        messages.error(request, "Someone else holds this conversation.")
-    elif action == "reply":
-        template = request.POST.get("template", "")
-        variables = {
-            key.removeprefix("var_"): value for key, value in request.POST.items() if key.startswith("var_")
-        }
-        try:
-            services.inbox_reply(item_id=item.pk, user=request.user, body=request.POST.get("body", ""),
-                                 template=template, variables=variables)  # fmt: skip
-            messages.success(request, "Reply queued.")
-        except services.ReplyRefused as exc:
-            messages.error(request, str(exc))
-        except UnknownTaskType as exc:
-            messages.error(request, f"Cannot send: no agent is registered for {exc}.")
-    return HttpResponseRedirect(here)
+def inbox_moved(request: HttpRequest, pk: int | None = None) -> HttpResponseRedirect:
+    """``/admin/inbox/`` and ``/admin/inbox/<n>/`` were the per-message queue, retired for
+    conversations (one per contact and channel): old links and bookmarks land in their inbox."""
+    return HttpResponseRedirect(reverse("dashboard:conversations"))
 
 
 # --- Live calls -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from agents.email.services import Body, outgoing_for, render_body
 from comms_platform import ratelimit
 from dossiers.models import ConsentStatus, Contact, Email, EmailEvent
 from dossiers.services import artifact_store, consent_status
+from dossiers.signals import interaction_recorded_notify
 from orchestrator.errors import AgentError, PermanentError, TransientError
 from orchestrator.models import Task
 from orchestrator.services import task_transition
@@ -143,11 +144,15 @@ def email_record_attempt(*, task: Task, to: str, body: Body) -> Email:
         content=body.html.encode(), content_type="text/html; charset=utf-8", kind="html",
         contact_id=task.contact_id, task_id=task.id, correlation_id=task.correlation_id,
     )  # fmt: skip
-    return Email.objects.create(
+    email = Email.objects.create(
         contact=task.contact, task=task, correlation_id=task.correlation_id, from_address=settings.DEFAULT_FROM_EMAIL,
         to_address=to, subject=task.payload.get("subject", "")[:300], text_body=body.text, html=html,
         status="queued", occurred_at=timezone.now(),
     )  # fmt: skip
+    if task.contact_id:  # the email joins the contact's open email conversation, if any (after commit)
+        interaction_recorded_notify(kind="email", object_id=email.id, contact_id=task.contact_id, channel="email",
+                                    direction="outbound", task_id=task.id, occurred_at=email.occurred_at)  # fmt: skip
+    return email
 
 
 def email_record_accepted(*, email: Email, result: SendResult) -> None:

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from agents.messaging.models import InboundItem, MessageTemplate, SendAttempt
+from agents.messaging.models import MessageTemplate, SendAttempt
 
 
 @admin.register(MessageTemplate)
@@ -16,13 +16,4 @@ class SendAttemptAdmin(admin.ModelAdmin):
     list_filter = ["outcome"]
     raw_id_fields = ["task"]
     search_fields = ["provider_sid", "task__id"]
-    show_full_result_count = False
-
-
-@admin.register(InboundItem)
-class InboundItemAdmin(admin.ModelAdmin):
-    list_display = ["received_at", "channel", "contact", "status", "claimed_by"]
-    list_filter = ["status", "channel"]
-    list_select_related = ["contact"]
-    raw_id_fields = ["task", "message", "contact"]
     show_full_result_count = False

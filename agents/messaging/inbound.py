@@ -1,5 +1,5 @@
-"""Inbound messages of the messaging agent: keywords (STOP/START/HELP), the operator's queue,
-and the download of their media."""
+"""Inbound messages of the messaging agent: keywords (STOP/START/HELP), the inbound task (the
+message joins its conversation through ``interaction_recorded``), and the download of media."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from agents.messaging.models import InboundItem
 from comms_platform import events
 from dossiers.models import ConsentStatus, Direction, Message
 from dossiers.services import (
@@ -52,7 +51,8 @@ def keyword_of(body: str, opt_out_type: str = "") -> str:
 
 
 def inbound_receive(*, event: dict[str, str]) -> str:
-    """Store an inbound message, apply keywords, queue it for operators. Returns the reply text."""
+    """Store an inbound message, apply keywords, create the inbound task; the dossier's signal
+    joins it to the contact's conversation (the operators' inbox). Returns the reply text."""
     raw_from = event.get("From", "")
     channel = "whatsapp" if raw_from.startswith("whatsapp:") else "sms"
     phone = normalize_phone(raw_from)
@@ -87,7 +87,6 @@ def inbound_receive(*, event: dict[str, str]) -> str:
     )
     interaction_recorded_notify(kind="message", object_id=message.id, contact_id=contact.id, channel=channel,
                                 direction="inbound", task_id=task.id, occurred_at=now)  # fmt: skip
-    InboundItem.objects.create(task=task, message=message, contact=contact, channel=channel, received_at=now)
     # The console's inbound queue and an open conversation with this contact update at once.
     publish_inbox_update(task.id, reason="received", contact_id=contact.id)
     if media:
@@ -97,7 +96,7 @@ def inbound_receive(*, event: dict[str, str]) -> str:
 
 
 def inbound_park(*, task: Task) -> None:
-    """An inbound task waits for an operator: in progress, listed in the inbound queue."""
+    """An inbound task waits for an operator: in progress, held by its conversation until resolved."""
     task_transition(task_id=task.id, to=S.IN_PROGRESS, actor="agent:messaging",
                     details={"queue": "inbound", "waiting_for": "operator"})  # fmt: skip
 

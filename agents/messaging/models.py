@@ -1,4 +1,5 @@
-"""Message templates, send attempts and the operators' inbound queue."""
+"""Message templates and send attempts (the operators' inbox is conversations, fed by
+``dossiers.signals.interaction_recorded``)."""
 
 from __future__ import annotations
 
@@ -71,28 +72,3 @@ class SendAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.task_id}: {self.outcome}"
-
-
-class InboundItem(models.Model):
-    """An inbound message waiting for an operator (the console lists waiting, oldest first)."""
-
-    class Status(models.TextChoices):
-        WAITING = "waiting"
-        CLAIMED = "claimed"
-        DONE = "done"
-
-    task = models.OneToOneField("orchestrator.Task", on_delete=models.CASCADE, related_name="inbound_item")
-    message = models.ForeignKey("dossiers.Message", on_delete=models.CASCADE, related_name="+")
-    contact = models.ForeignKey("dossiers.Contact", null=True, on_delete=models.SET_NULL, related_name="+")
-    channel = models.CharField(max_length=16, choices=TemplateChannel.choices)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.WAITING)
-    claimed_by = models.CharField(max_length=150, blank=True)
-    received_at = models.DateTimeField()
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["received_at"]
-        indexes = [models.Index(fields=["status", "received_at"], name="inbounditem_queue_idx")]
-
-    def __str__(self) -> str:
-        return f"{self.channel} inbound {self.task_id} ({self.status})"

@@ -147,3 +147,43 @@ def test_next_response_sla_starts_after_a_reply(client, operators, settings, fak
     conv.refresh_from_db()
     assert (conv.sla_due_at - conv.waiting_since).total_seconds() == 600
     assert Operator.objects.count() == 0  # nobody set availability: no rows were needed
+
+
+@transactional_db
+def test_concurrent_auto_assignments_never_exceed_capacity(django_user_model):
+    """Four conversations auto-assigned at once to the one available operator of capacity 2:
+    the capacity check and the claim hold the operator's row, so two get them, two wait."""
+    if connection.vendor != "postgresql":
+        unavailable("needs PostgreSQL for concurrent assignments from several connections")
+    olivia = django_user_model.objects.create_user(
+        "olivia", "olivia@x.example", "pw", is_staff=True, is_superuser=True
+    )
+    services.operator_set_availability(user=olivia, available=True, capacity=2)
+    conversations = [
+        Conversation.objects.create(
+            contact=Contact.objects.create(name=f"C{n}", phone=number),
+            channel="sms",
+            waiting_since=timezone.now(),
+        )
+        for n, number in enumerate(NUMBERS[:4])
+    ]
+    barrier = threading.Barrier(len(conversations))
+    results: dict[int, object] = {}
+
+    def assign(conversation_id: int) -> None:
+        try:
+            barrier.wait(5)
+            results[conversation_id] = services.conversation_auto_assign(conversation_id=conversation_id)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=assign, args=(c.pk,)) for c in conversations]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+
+    assert len(results) == 4
+    assert sum(1 for user in results.values() if user is not None) == 2
+    assert Conversation.objects.filter(assignee=olivia).count() == 2  # never past capacity
+    assert Conversation.objects.filter(assignee__isnull=True).count() == 2

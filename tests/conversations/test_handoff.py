@@ -19,7 +19,7 @@ from agents.voice import links
 from agents.voice import services as voice
 from conversations import services
 from conversations.models import Conversation
-from dossiers.models import Contact
+from dossiers.models import Call, Contact
 from orchestrator.models import Task
 from tests.voice.conftest import make_call_task, twilio_sign
 
@@ -43,6 +43,7 @@ def handed_off(django_capture_on_commit_callbacks):
     ada = Contact.objects.create(name="Ada Lovelace", phone="+14155550123")
     task, call = make_call_task()
     Task.objects.filter(pk=task.pk).update(contact=ada)
+    Call.objects.filter(pk=call.pk).update(contact=ada)  # as a real call to Ada's number has it
     for n, (speaker, text) in enumerate([("agent", "Hi, this is Ada from Acme."),
                                          ("caller", "I want to speak to a person")], start=1):  # fmt: skip
         voice.transcript_turn_save(
@@ -84,6 +85,8 @@ def test_the_caller_ends_at_an_available_operator_with_the_summary_in_the_consol
         "Wants to move tomorrow&#x27;s delivery to Friday." in panel
         and "I want to speak to a person" in panel
     )
+    thread = page.split('id="cc-thread"')[1]
+    assert 'data-kind="call"' in thread  # the call itself is in the conversation's thread
 
     signed_post(client, dial.get("action"), {"CallSid": "CA" + "1" * 32, "DialCallStatus": "completed"})
 

@@ -6,6 +6,7 @@ import pytest
 from django.utils import timezone
 
 from dossiers.models import Contact, Message
+from dossiers.signals import interaction_recorded
 from orchestrator import registry
 from orchestrator.models import AgentRegistration, Task
 from orchestrator.services import task_create
@@ -68,10 +69,16 @@ def ada(db) -> Contact:
 
 
 def inbound(contact: Contact, body: str, *, channel: str = "sms") -> Task:
-    """An inbound message as the messaging agent records it: a task and its dossier Message."""
+    """An inbound message as the messaging agent records it: a task, its dossier Message, and
+    the dossier's ``interaction_recorded`` signal (sent here at once, as it is after commit),
+    which joins it to the contact's conversation."""
     task, _ = task_create(type=f"{channel}.inbound", payload={"from": contact.phone, "body": body},
                           contact_id=contact.pk, correlation_id=f"conv-{contact.pk}")  # fmt: skip
     sender = contact.whatsapp if channel == "whatsapp" else contact.phone
-    Message.objects.create(contact=contact, task=task, channel=channel, direction="inbound", from_address=sender,
-                           to_address="+14155550000", body=body, occurred_at=timezone.now())  # fmt: skip
+    message = Message.objects.create(contact=contact, task=task, channel=channel, direction="inbound",
+                                     from_address=sender, to_address="+14155550000", body=body,
+                                     occurred_at=timezone.now())  # fmt: skip
+    interaction_recorded.send_robust(sender="message", kind="message", object_id=message.pk, contact_id=contact.pk,
+                                     channel=channel, direction="inbound", task_id=task.pk,
+                                     occurred_at=message.occurred_at)  # fmt: skip
     return task

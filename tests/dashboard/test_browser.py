@@ -132,17 +132,19 @@ def test_operator_day_in_the_console(asgi_server, browser_page, django_user_mode
     page.screenshot(path=str(SHOTS / "04-live-call.png"), full_page=True)
 
     # Claim an inbound message and reply.
-    page.goto(f"{base}/admin/inbox/")
+    page.goto(f"{base}/admin/conversations/?folder=all")
     page.wait_for_function("document.getElementById('cc-live-state').textContent === 'live'")
-    assert "Hi, where is my parcel?" in page.locator("#cc-inbox-table").inner_text()
-    page.locator("#cc-inbox-table tr", has_text="where is my parcel").get_by_role("link", name="Open").click()
+    assert "Hi, where is my parcel?" in page.locator("#cc-conversations-table").inner_text()
+    page.locator("#cc-conversations-table tr", has_text="where is my parcel").get_by_role(
+        "link", name="Open"
+    ).click()
     page.click("#cc-claim")
     page.fill("#cc-reply", "It arrives tomorrow before noon.")
     page.click("#cc-send")
     page.locator("#cc-thread .cc-out", has_text="It arrives tomorrow before noon.").wait_for()
     page.screenshot(path=str(SHOTS / "05-inbox-reply.png"), full_page=True)
-    page.goto(f"{base}/admin/inbox/")
-    page.locator("#cc-inbox-table tr.cc-mine").wait_for()
+    page.goto(f"{base}/admin/conversations/?folder=mine")
+    page.locator("#cc-conversations-table tr.cc-mine").wait_for()
     page.screenshot(path=str(SHOTS / "06-inbox-queue.png"), full_page=True)
 
     # The contact's dossier, and the operations pages.

@@ -182,7 +182,7 @@ def shot(page, name: str) -> None:
 
 def test_an_idle_inbox_socket_stays_up_60s_then_an_inbound_sms_appears(layout, browser, olivia):
     page, sockets = signed_in_page(browser, layout, olivia)
-    page.goto(f"{layout.web}/admin/inbox/")
+    page.goto(f"{layout.web}/admin/conversations/?folder=all")
     wait_live(page)
     mark_document(page)
     [socket] = [s for s in sockets if "/ws/inbox/" in s.url]
@@ -193,7 +193,9 @@ def test_an_idle_inbox_socket_stays_up_60s_then_an_inbound_sms_appears(layout, b
     assert page.locator("#cc-live-state").inner_text() == "live"
 
     layout.inbound_sms("+14155550142", "Hello, my parcel has not arrived")  # Twilio → web host
-    page.locator("#cc-inbox-table", has_text="Hello, my parcel has not arrived").wait_for(timeout=15_000)
+    page.locator("#cc-conversations-table", has_text="Hello, my parcel has not arrived").wait_for(
+        timeout=15_000
+    )
     assert same_document(page)  # pushed into the open page, no reload
     assert not socket.is_closed()
     shot(page, "01-inbox-after-60s-idle")
@@ -204,8 +206,8 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
 ):
     layout.inbound_sms("+14155550143", "Can I change the delivery address?")
     page, _ = signed_in_page(browser, layout, olivia)
-    page.goto(f"{layout.web}/admin/inbox/")
-    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_role(
+    page.goto(f"{layout.web}/admin/conversations/?folder=all")
+    page.locator("#cc-conversations-table tr", has_text="change the delivery address").get_by_role(
         "link", name="Open"
     ).click()
     wait_live(page)
@@ -218,10 +220,11 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
         page.click("#cc-claim")
     with page.expect_navigation():  # Release gives it back to the queue...
         page.get_by_role("button", name="Release").click()
-    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_text(
-        "unclaimed"
+    # One row per conversation, previewing the customer's latest words.
+    page.locator("#cc-conversations-table tr", has_text="It is 10 Downing Street").get_by_text(
+        "unassigned"
     ).wait_for()
-    page.locator("#cc-inbox-table tr", has_text="change the delivery address").get_by_role(
+    page.locator("#cc-conversations-table tr", has_text="It is 10 Downing Street").get_by_role(
         "link", name="Open"
     ).click()
     with page.expect_navigation():  # ...and Claim takes it again
@@ -252,7 +255,8 @@ def test_a_conversation_updates_live_new_message_claim_and_reply_status(
     with page.expect_navigation():  # Resolve closes it and returns to the queue
         page.click("#cc-resolve")
     assert (
-        "Resolved." in page.content() and "change the delivery" not in page.locator("#cc-inbox").inner_text()
+        "Resolved." in page.content()
+        and "10 Downing Street" not in page.locator("#cc-conversations").inner_text()
     )
 
 
@@ -368,7 +372,7 @@ def test_the_realtime_host_refuses_sockets_without_a_valid_ticket(layout, browse
 
 def test_after_a_realtime_outage_the_page_reconnects_and_catches_up(layout, browser, olivia):
     page, sockets = signed_in_page(browser, layout, olivia)
-    page.goto(f"{layout.web}/admin/inbox/")
+    page.goto(f"{layout.web}/admin/conversations/?folder=all")
     wait_live(page)
     mark_document(page)
     layout.stop_realtime()  # the realtime service goes away (a deploy, a crash)
@@ -376,12 +380,16 @@ def test_after_a_realtime_outage_the_page_reconnects_and_catches_up(layout, brow
     layout.inbound_sms("+14155550188", "Sent while the live service was down")  # nobody is listening
     shot(page, "10-realtime-down")
     time.sleep(3)
-    assert "Sent while the live service was down" not in page.locator("#cc-inbox").inner_text()
+    assert "Sent while the live service was down" not in page.locator("#cc-conversations").inner_text()
     layout.start_realtime()
     # Back-off retries find it again; on reopening, the page fetches what it missed.
-    page.locator("#cc-inbox-table", has_text="Sent while the live service was down").wait_for(timeout=45_000)
+    page.locator("#cc-conversations-table", has_text="Sent while the live service was down").wait_for(
+        timeout=45_000
+    )
     wait_live(page)
     assert same_document(page) and len([s for s in sockets if "/ws/inbox/" in s.url]) >= 2
     layout.inbound_sms("+14155550189", "And this one after it came back")  # pushed again
-    page.locator("#cc-inbox-table", has_text="And this one after it came back").wait_for(timeout=15_000)
+    page.locator("#cc-conversations-table", has_text="And this one after it came back").wait_for(
+        timeout=15_000
+    )
     shot(page, "11-realtime-back-caught-up")

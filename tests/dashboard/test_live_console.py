@@ -293,7 +293,12 @@ def test_a_call_placed_by_number_joins_that_contacts_dossier_and_every_row_links
     html = staff_client.get(reverse("admin:dossiers_contact_change", args=[ada.pk])).content.decode()
     dossier = html[html.index('id="cc-dossier"') : html.index("Edit contact")]
     assert reverse("dashboard:call", args=[task.pk]) in dossier
-    assert reverse("admin:orchestrator_task_change", args=[inbound_task.pk]) in dossier
+    from conversations.models import ConversationTask
+
+    conversation_id = ConversationTask.objects.get(task=inbound_task).conversation_id
+    assert (
+        reverse("dashboard:conversation", args=[conversation_id]) in dossier
+    )  # the message: its conversation
     assert dossier.count('class="cc-timeline-link"') == 2  # one link per row
 
 
@@ -317,7 +322,7 @@ def test_a_contact_known_by_number_only_gets_a_neutral_avatar(staff_client):
 
 def test_view_site_leads_to_the_console_and_there_is_a_favicon(staff_client):
     html = staff_client.get(reverse("admin:index")).content.decode()
-    assert 'href="/admin/inbox/"' in html and "dashboard/favicon.svg" in html
+    assert 'href="/admin/conversations/"' in html and "dashboard/favicon.svg" in html
     response = staff_client.get("/favicon.ico")
     assert response.status_code == 301 and response["Location"].endswith("dashboard/favicon.svg")
 
@@ -352,19 +357,17 @@ def test_a_worker_starting_to_beat_is_pushed_to_the_health_page(olivia):
 
 
 def test_resolving_a_conversation_finishes_its_inbound_task_with_an_event(staff_client, olivia, ada):
-    from dashboard.models import InboxItem
-    from dashboard.services import inbox_sync
+    from conversations.models import ConversationTask
 
     task = inbound(ada, "Thanks, all good")
     Task.objects.filter(pk=task.pk).update(status="in_progress")  # parked by the messaging agent
-    inbox_sync()
-    item = InboxItem.objects.get(task=task)
-    staff_client.post(reverse("dashboard:inbox-item", args=[item.pk]), {"action": "resolve"})
+    conversation_id = ConversationTask.objects.get(task=task).conversation_id
+    staff_client.post(reverse("dashboard:conversation", args=[conversation_id]), {"action": "resolve"})
     task.refresh_from_db()
     assert task.status == "succeeded"
     event = TaskEvent.objects.filter(task=task).latest("created_at")
-    assert (event.actor, event.details) == ("operator:olivia", {"action": "resolve"})
-    assert AuditLog.objects.filter(object_id=str(task.pk), details__action="resolve").exists()
+    assert (event.actor, event.details["action"]) == ("operator:olivia", "resolve")
+    assert AuditLog.objects.filter(object_id=str(conversation_id), details__action="resolve").exists()
 
 
 def test_static_files_get_no_log_line_each(client, caplog):

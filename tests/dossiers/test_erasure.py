@@ -86,12 +86,14 @@ def a_life(client, admin_person, media) -> Contact:
               "To": "+15005550006", "Body": SECRET, "NumMedia": "0", "NumSegments": "1"}  # fmt: skip
     assert signed_post(client, INBOUND_URL, params).status_code == 200
     client.force_login(admin_person)
-    assert client.get("/admin/inbox/").status_code == 200
-    from dashboard.models import InboxItem
+    assert client.get("/admin/conversations/").status_code == 200
+    from conversations.models import Conversation
 
-    item = InboxItem.objects.get(task__contact=contact)
-    client.post(f"/admin/inbox/{item.pk}/", {"action": "claim"})
-    client.post(f"/admin/inbox/{item.pk}/", {"action": "reply", "body": f"Thanks {NAME}, noted"})
+    conversation = Conversation.objects.get(contact=contact)
+    client.post(f"/admin/conversations/{conversation.pk}/", {"action": "claim"})
+    client.post(
+        f"/admin/conversations/{conversation.pk}/", {"action": "reply", "body": f"Thanks {NAME}, noted"}
+    )
     artifact_store(content=f"transcript: {SECRET}".encode(), content_type="text/plain", kind="transcript",
                    contact_id=contact.pk)  # fmt: skip
     LogEntry.objects.log_actions(admin_person.pk, [contact], CHANGE, change_message=f"Changed name to {NAME}")

@@ -211,17 +211,16 @@ def test_smoke_contacts_are_erased_an_hour_after_creation_real_ones_never(media)
 
 
 def test_resolving_a_conversation_finishes_its_inbound_task_so_retention_removes_it(django_user_model):
-    from dashboard.services import inbox_resolve, inbox_sync
+    from conversations.models import ConversationTask
+    from conversations.services import conversation_resolve
     from tests.dashboard.conftest import inbound, register_console_types
 
     register_console_types()
     operator = django_user_model.objects.create_user("oli", password="pw-long-enough-1", is_staff=True)
     task = inbound(alice(), "please call me back")
     Task.objects.filter(pk=task.pk).update(status="in_progress")  # parked for the operators
-    inbox_sync()
-    from dashboard.models import InboxItem
-
-    assert inbox_resolve(item_id=InboxItem.objects.get(task=task).pk, user=operator)
+    conversation_id = ConversationTask.objects.get(task=task).conversation_id
+    assert conversation_resolve(conversation_id=conversation_id, user=operator) == 1
     task.refresh_from_db()
     assert (task.status, task.events.last().actor) == ("succeeded", "operator:oli")
     Task.objects.filter(pk=task.pk).update(finished_at=NOW - timedelta(days=731))

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from agents.common.models import WebhookEvent
-from agents.messaging.models import InboundItem
+from conversations.models import Conversation
 from dossiers.models import Artifact, Consent, ConsentChange, Contact, Message
 from orchestrator.models import Task
 from orchestrator.services import task_create
@@ -44,8 +44,9 @@ def test_inbound_sms_lands_in_the_dossier_and_the_operators_queue(client, django
     assert (message.contact, message.body, message.channel) == (contact, "Is my order ready?", "sms")
     task = Task.objects.get(type="sms.inbound")
     assert (task.status, task.contact, message.task) == (S.IN_PROGRESS, contact, task)
-    item = InboundItem.objects.get()
-    assert (item.status, item.task, item.message) == ("waiting", task, message)
+    conversation = Conversation.objects.get()  # the operators' inbox: the contact's conversation
+    assert (conversation.status, conversation.contact, conversation.unread) == ("open", contact, 1)
+    assert list(conversation.held_tasks.values_list("task_id", flat=True)) == [task.pk]
 
 
 @pytest.mark.parametrize("body", ["STOP", "stop", "  Stop  ", "STOP!", "unsubscribe.", "Cancel", "end", "QUIT",
@@ -120,7 +121,7 @@ def test_whatsapp_inbound_opens_the_window_and_keeps_the_profile(client, django_
     assert (contact.name, contact.whatsapp) == ("Ada", "whatsapp:+14155550100")
     assert contact.last_inbound_whatsapp_at is not None
     assert Task.objects.get().type == "whatsapp.inbound"
-    assert InboundItem.objects.get().channel == "whatsapp"
+    assert Conversation.objects.get().channel == "whatsapp"
 
 
 def test_media_is_downloaded_with_basic_auth_into_artifacts(

@@ -15,10 +15,10 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from comms_platform.routing import websocket_urlpatterns
+from conversations.models import Conversation
 from conversations.services import conversation_record
 from dashboard import access, connectivity
 from dashboard.access import ACCESS, ROLES, Access
-from dashboard.models import InboxItem
 from dashboard.roles import roles_sync
 from dossiers.models import AuditLog, Call, Contact
 from dossiers.services import artifact_store
@@ -47,9 +47,6 @@ def world(monkeypatch) -> dict[str, str]:
     ada = Contact.objects.create(name="Ada Lovelace", phone="+14155550101", email="ada@example.com",
                                  whatsapp="whatsapp:+14155550101")  # fmt: skip
     task = inbound(ada, "Where is my order?")
-    from dashboard.services import inbox_sync
-
-    inbox_sync()
     call_task, _ = task_create(type="call.outbound", payload={"to": ada.phone}, contact_id=ada.pk)
     Task.objects.filter(pk=call_task.pk).update(status="in_progress")
     Call.objects.create(contact=ada, task=call_task, from_address="+14155550000", to_address=ada.phone,
@@ -63,7 +60,7 @@ def world(monkeypatch) -> dict[str, str]:
     delivery = WebhookDelivery.objects.create(webhook_id="msg_roles", endpoint=endpoint, url=endpoint.url,
                                               event_type="task.failed", payload={"type": "task.failed"})  # fmt: skip
     return {"endpoint": str(endpoint.pk), "delivery": str(delivery.pk),
-            "item": str(InboxItem.objects.get(task=task).pk), "conversation": str(conversation.pk), "call": str(call_task.pk), "task": str(failed.pk),
+            "conversation": str(conversation.pk), "call": str(call_task.pk), "task": str(failed.pk),
             "contact": str(ada.pk), "artifact": str(artifact.pk), "correlation": task.correlation_id}  # fmt: skip
 
 
@@ -133,12 +130,13 @@ def test_refusals_that_change_state_change_nothing(client, world, django_user_mo
     user = django_user_model.objects.create_user("stan", password="pw-long-enough-1", is_staff=True)
     client.force_login(user)
     tasks_before = Task.objects.count()
-    assert client.post(f"/admin/inbox/{world['item']}/", {"action": "reply", "body": "hi"}).status_code == 403
+    conversation = f"/admin/conversations/{world['conversation']}/"
+    assert client.post(conversation, {"action": "reply", "body": "hi"}).status_code == 403
     assert client.post(f"/admin/orchestrator/task/{world['task']}/retry/").status_code == 403
     assert client.post(f"/admin/calls/{world['call']}/").status_code == 403
     assert Task.objects.count() == tasks_before
     assert Task.objects.get(pk=world["call"]).status == "in_progress"
-    assert InboxItem.objects.get(pk=world["item"]).claimed_by is None
+    assert Conversation.objects.get(pk=world["conversation"]).assignee is None
     assert client.get(f"/api/contacts/{world['contact']}/export/").status_code == 403
     assert AuditLog.objects.filter(action="denied", actor="stan").count() == 4
     assert not AuditLog.objects.filter(action="export").exists()
