@@ -4,11 +4,9 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('dashboard', '0004_h18b_webhook_roles'),
-        ('dashboard', '0004_retire_old_inbox'),
+        ("dashboard", "0004_h18b_webhook_roles"),
+        ("dashboard", "0004_retire_old_inbox"),
     ]
 
-    operations = [
-    ]
+    operations = []
