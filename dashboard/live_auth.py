@@ -146,6 +146,14 @@ class TicketAuthMiddleware:
         if scope["type"] == "websocket":
             scope = dict(scope)
             scope["user"] = await self._user(scope)
+            if not scope["user"].is_authenticated:
+                # Every console socket needs a signed-in user: refused here (close 4403, an
+                # HTTP 403 before the handshake), before a consumer and its channel-layer
+                # subscription exist. A refused socket costs no Redis receive.
+                message = await receive()
+                if message.get("type") == "websocket.connect":
+                    await send({"type": "websocket.close", "code": 4403})
+                return None
         return await self.app(scope, receive, send)
 
     @staticmethod

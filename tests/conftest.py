@@ -50,6 +50,19 @@ def _fresh_channel_layer():
 
 
 @pytest.fixture
+def in_memory_channel_layer(settings):
+    """Consumers tested in process, on the test's own event loop: the in-memory layer (the
+    embedded default's). A consumer refused at connect still subscribes to the layer, and the
+    Redis layer's blocking read, cancelled when async_to_sync closes its loop, could keep that
+    loop from closing (a hang in Runner.close). The Redis layer is tested across processes:
+    uvicorn, gunicorn and Celery workers in tests/dashboard/test_browser_production.py."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    yield
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
 def api_key(db) -> str:
     """A client key with every grant (its own tasks and others', contacts read and write):
     the tests of the endpoints themselves; tests/security/test_api_scopes.py narrows them."""

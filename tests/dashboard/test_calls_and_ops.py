@@ -26,7 +26,8 @@ from dossiers.services import artifact_store
 from orchestrator.models import AgentRegistration, Task
 from orchestrator.services import task_create, task_transition
 
-pytestmark = pytest.mark.usefixtures("console_types")
+# The consumers run in process, on the in-memory layer (tests/conftest.py says why).
+pytestmark = pytest.mark.usefixtures("console_types", "in_memory_channel_layer")
 
 
 def start_call(contact) -> tuple[Task, Call]:
