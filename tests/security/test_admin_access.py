@@ -13,7 +13,7 @@ def admin_pages() -> list[str]:
     pages = [reverse("admin:index")]
     for model in admin.site._registry:
         pages.append(reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist"))
-    for name in ("inbox", "calls", "operations", "health"):
+    for name in ("conversations", "supervisor", "calls", "operations", "health"):
         pages.append(reverse(f"dashboard:{name}"))
     return pages
 
@@ -40,6 +40,8 @@ def test_every_admin_and_console_page_refuses_anonymous_and_non_staff(client, pe
     client.force_login(staff)
     for page in pages:
         assert client.get(page).status_code == 200, page
+    # The retired per-message queue's links lead to the conversations inbox, for staff only.
+    assert client.get(reverse("dashboard:inbox"))["Location"] == reverse("dashboard:conversations")
 
 
 def test_non_staff_cannot_log_in_to_the_admin(client, people):
