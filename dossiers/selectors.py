@@ -1,9 +1,9 @@
 """Dossier reads: contacts and the merged, cursor-paginated timeline.
 
 The timeline merges four tables (calls, messages, emails, artifacts). Each page is one
-query, whatever the data: a UNION ALL of one SELECT per kind, each reading its newest rows
-through the ``(contact, occurred_at)`` or ``(correlation_id, occurred_at)`` index with
-``LIMIT page_size + 1``, merged and cut by the database. The order is
+query, whatever the data: the ORM's ``union(all=True)`` of one queryset per kind, each reading
+its newest rows through the ``(contact, occurred_at)`` or ``(correlation_id, occurred_at)``
+index, ordered and cut at ``page_size + 1``, merged and cut again by the database. The order is
 ``(occurred_at, kind, id)`` descending; the cursor carries the last entry's triple, so a
 page never repeats or skips an entry, even with equal timestamps across kinds.
 """
@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db import connection, models
+from django.db.models import F, Q, QuerySet, Value
+from django.db.models.functions import Cast, Substr
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -76,41 +77,36 @@ class TimelinePage:
     kinds_read: list[str] = field(default_factory=list)
 
 
-# One SELECT per kind, all with the same columns, so the page is one UNION ALL statement.
-# Hand-written because this is the hottest read of the console: building four ORM
-# querysets costs more than running the query (bench/dossier_timeline.py measures both).
-_COLUMNS = (
-    "kind",
-    "key",
-    "n",
-    "occurred_at",
-    "contact_id",
-    "task_id",
-    "correlation_id",
-    "channel",
-    "direction",
-    "status",
-    "summary",
-    "from_address",
-    "to_address",
-    "ref",
-    "extra1",
-    "extra2",
-    "extra3",
-)
-_SELECTS = {
-    "message": ["'message'", "CAST(id AS TEXT)", "id", "occurred_at", "contact_id", "task_id", "correlation_id",
-                "channel", "direction", "status", "SUBSTR(body, 1, 280)", "from_address", "to_address",
-                "CAST(media AS TEXT)", "''", "''", "''"],
-    "email": ["'email'", "CAST(id AS TEXT)", "id", "occurred_at", "contact_id", "task_id", "correlation_id", "'email'",
-              "direction", "status", "subject", "from_address", "to_address", "CAST(html_id AS TEXT)", "provider",
-              "''", "''"],
-    "call": ["'call'", "CAST(id AS TEXT)", "id", "occurred_at", "contact_id", "task_id", "correlation_id", "'voice'",
-             "direction", "status", "''", "from_address", "to_address", "CAST(recording_id AS TEXT)", "answered_by",
-             "CAST(duration_seconds AS TEXT)", "''"],
-    "artifact": ["'artifact'", "CAST(id AS TEXT)", "0", "occurred_at", "contact_id", "task_id", "correlation_id", "''",
-                 "''", "''", "''", "''", "''", "CAST(id AS TEXT)", "kind", "content_type", "CAST(size AS TEXT)"],
-}  # fmt: skip
+# One values_list() queryset per kind, all with the same columns in the same order, combined
+# with union(all=True): the page is one statement. The aliases are prefixed so none collides
+# with a model field (artifacts have a ``kind`` field of their own).
+_TEXT, _INT = models.TextField(), models.BigIntegerField()
+_COLUMNS = ("tl_kind", "tl_key", "tl_n", "tl_at", "tl_contact", "tl_task", "tl_correlation", "tl_channel",
+            "tl_direction", "tl_status", "tl_summary", "tl_from", "tl_to", "tl_ref", "tl_extra1",
+            "tl_extra2", "tl_extra3")  # fmt: skip
+
+
+def _text(value: str) -> Value:
+    return Value(value, output_field=_TEXT)
+
+
+def _columns(kind: str) -> list[Any]:
+    """The expressions of one kind's columns, in ``_COLUMNS`` order."""
+    shared = [_text(kind), Cast("id", _TEXT), Cast("id", _INT) if kind != "artifact" else Value(0, _INT),
+              F("occurred_at"), F("contact_id"), F("task_id"), F("correlation_id")]  # fmt: skip
+    own = {
+        "message": [F("channel"), F("direction"), F("status"), Substr("body", 1, 280), F("from_address"),
+                    F("to_address"), Cast("media", _TEXT), _text(""), _text(""), _text("")],
+        "email": [_text("email"), F("direction"), F("status"), F("subject"), F("from_address"), F("to_address"),
+                  Cast("html_id", _TEXT), F("provider"), _text(""), _text("")],
+        "call": [_text("voice"), F("direction"), F("status"), _text(""), F("from_address"), F("to_address"),
+                 Cast("recording_id", _TEXT), F("answered_by"), Cast("duration_seconds", _TEXT), _text("")],
+        "artifact": [_text(""), _text(""), _text(""), _text(""), _text(""), _text(""), Cast("id", _TEXT),
+                     F("kind"), F("content_type"), Cast("size", _TEXT)],
+    }[kind]  # fmt: skip
+    return shared + own
+
+
 _MODELS = {"message": Message, "email": Email, "call": Call, "artifact": Artifact}
 
 
@@ -128,8 +124,7 @@ def timeline_for_contact(
     *, contact_id: Any, filters: TimelineFilters | None = None, cursor: str | None = None,
     page_size: int = PAGE_SIZE,
 ) -> TimelinePage:  # fmt: skip
-    contact_key = Contact._meta.pk.get_db_prep_value(_as_uuid(contact_id), connection)
-    return _timeline(("contact_id", contact_key), filters or TimelineFilters(), cursor, page_size)
+    return _timeline(("contact_id", _as_uuid(contact_id)), filters or TimelineFilters(), cursor, page_size)
 
 
 def timeline_for_correlation(
@@ -151,31 +146,18 @@ def _timeline(
     kinds = [k for k in KINDS if _kind_applies(k, filters)]
     if not kinds:
         return TimelinePage(entries=[], next_cursor=None, queries=0, kinds_read=[])
-    parts, params = [], []
-    for kind in kinds:
-        sql, kind_params = _kind_sql(kind, scope, filters, after, page_size + 1)
-        parts.append(f"SELECT * FROM ({sql}) AS {kind}_part")  # noqa: S608 (constants)
-        params += kind_params
-    union = " UNION ALL ".join(parts)
-    sql = (
-        f"SELECT * FROM ({union}) AS timeline ORDER BY occurred_at DESC, kind DESC, n DESC, key DESC LIMIT %s"  # noqa: S608
-    )
-    rows = _fetch(sql, [*params, page_size + 1])
+    if len(kinds) == 1:  # one kind: its own order is the page's order
+        rows = list(_kind_rows(kinds[0], scope, filters, after, page_size + 1, compound=False))
+    else:
+        parts = [_kind_rows(kind, scope, filters, after, page_size + 1, compound=True) for kind in kinds]
+        page = parts[0].union(*parts[1:], all=True).order_by("-tl_at", "-tl_kind", "-tl_n", "-tl_key")
+        rows = list(page[: page_size + 1])
     entries = [_entry(row) for row in rows[:page_size]]
     next_cursor = None
     if len(rows) > page_size:
         last = entries[-1]
         next_cursor = Cursor(last["occurred_at"], last["kind"], str(last["id"])).encode()
     return TimelinePage(entries=entries, next_cursor=next_cursor, queries=1, kinds_read=kinds)
-
-
-def _fetch(sql: str, params: list[Any]) -> list[tuple]:
-    """Run the page query through Django's cursor (its instrumentation and error translation).
-    With ``DB_PREPARE_THRESHOLD`` set, psycopg prepares it once per connection, as every
-    other repeated statement (planning the four-way UNION costs more than executing it)."""
-    with connection.cursor() as cur:
-        cur.execute(sql, params)
-        return cur.fetchall()
 
 
 def _kind_applies(kind: str, filters: TimelineFilters) -> bool:
@@ -189,56 +171,43 @@ def _kind_applies(kind: str, filters: TimelineFilters) -> bool:
     return True
 
 
-def _kind_sql(
-    kind: str, scope: tuple[str, Any], filters: TimelineFilters, after: Cursor | None, limit: int
-) -> tuple[str, list[Any]]:
-    """The newest ``limit`` rows of one kind, through its (scope, occurred_at) index."""
+def _kind_rows(
+    kind: str, scope: tuple[str, Any], filters: TimelineFilters, after: Cursor | None, limit: int,
+    *, compound: bool,
+) -> QuerySet:  # fmt: skip
+    """The newest ``limit`` rows of one kind, through its (scope, occurred_at) index, as
+    ``_COLUMNS`` tuples. Where the database cannot order and cut inside a compound statement
+    (SQLite), the cut moves into an ``id IN (…)`` subquery: still one statement per page."""
     column, value = scope
-    where, params = [f"{column} = %s"], [value]
+    rows = _MODELS[kind].objects.filter(**{column: value})
     if kind == "message" and filters.channels:
-        channels = [c for c in filters.channels if c in ("sms", "whatsapp")]
-        where.append(f"channel IN ({', '.join(['%s'] * len(channels))})")
-        params += channels
+        rows = rows.filter(channel__in=[c for c in filters.channels if c in ("sms", "whatsapp")])
     if kind != "artifact" and filters.directions:
-        where.append(f"direction IN ({', '.join(['%s'] * len(filters.directions))})")
-        params += list(filters.directions)
+        rows = rows.filter(direction__in=filters.directions)
     if filters.since:
-        where.append("occurred_at >= %s")
-        params.append(_db_datetime(filters.since))
+        rows = rows.filter(occurred_at__gte=filters.since)
     if filters.until:
-        where.append("occurred_at < %s")
-        params.append(_db_datetime(filters.until))
+        rows = rows.filter(occurred_at__lt=filters.until)
     if after is not None:
-        clause, after_params = _after(kind, after)
-        where.append(clause)
-        params += after_params
-    table = connection.ops.quote_name(_MODELS[kind]._meta.db_table)
-    columns = ", ".join(f"{expr} AS {name}" for expr, name in zip(_SELECTS[kind], _COLUMNS, strict=True))
-    # Only constant fragments are interpolated; every value is a parameter.
-    sql = f"SELECT {columns} FROM {table} WHERE {' AND '.join(where)} ORDER BY occurred_at DESC, id DESC LIMIT %s"  # noqa: S608
-    return sql, [*params, limit]
+        rows = rows.filter(_after(kind, after))
+    newest = rows.order_by("-occurred_at", "-id")[:limit]
+    if compound and not connection.features.supports_slicing_ordering_in_compound:
+        newest = _MODELS[kind].objects.filter(id__in=newest.values("id")).order_by()
+    return newest.annotate(**dict(zip(_COLUMNS, _columns(kind), strict=True))).values_list(*_COLUMNS)
 
 
-def _after(kind: str, cursor: Cursor) -> tuple[str, list[Any]]:
+def _after(kind: str, cursor: Cursor) -> Q:
     """Rows that come after the cursor in (occurred_at, kind, id) descending order."""
-    at = _db_datetime(cursor.occurred_at)
+    at = cursor.occurred_at
     if kind < cursor.kind:  # same timestamp sorts after the cursor's kind
-        return "occurred_at <= %s", [at]
+        return Q(occurred_at__lte=at)
     if kind > cursor.kind:
-        return "occurred_at < %s", [at]
+        return Q(occurred_at__lt=at)
     try:
-        key = _db_uuid(uuid.UUID(cursor.id)) if kind == "artifact" else int(cursor.id)
+        key = uuid.UUID(cursor.id) if kind == "artifact" else int(cursor.id)
     except ValueError:
         raise InvalidCursor("The cursor is not one this API issued.") from None
-    return "(occurred_at < %s OR (occurred_at = %s AND id < %s))", [at, at, key]
-
-
-def _db_datetime(value: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def _db_uuid(value: uuid.UUID) -> Any:
-    return Artifact._meta.pk.get_db_prep_value(value, connection)
+    return Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=key)
 
 
 def _py_datetime(value: Any) -> datetime:

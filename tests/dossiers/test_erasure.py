@@ -22,7 +22,7 @@ from dossiers.services import artifact_store
 from orchestrator.api.auth import api_key_create
 from tests.dashboard.conftest import register_console_types
 from tests.messaging.conftest import ACCOUNT, INBOUND_URL, TOKEN, signed_post
-from tests.support.services import transactional_db
+from tests.support.services import transactional_db, unavailable
 
 pytestmark = [pytest.mark.services]
 
@@ -50,6 +50,8 @@ def admin_person(django_user_model):
 
 
 def pg_dump() -> str:
+    if connection.vendor != "postgresql":
+        unavailable("needs PostgreSQL: the proof of erasure is a pg_dump of the database")
     db = connection.settings_dict
     result = subprocess.run(
         ["pg_dump", "--data-only", "-h", db["HOST"] or "127.0.0.1", "-p", str(db["PORT"] or 5432),
