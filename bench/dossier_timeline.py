@@ -120,9 +120,10 @@ def seed(conn) -> None:
     ids = [uuid.UUID(int=rng.getrandbits(128), version=4) for _ in range(CONTACTS)]
     now = datetime.now(UTC).isoformat()
     copy(conn, "dossiers_contact",
-         "id, name, phone, email, whatsapp, locale, timezone, email_undeliverable, avatar, created_at, updated_at",
+         "id, name, phone, email, whatsapp, locale, timezone, email_undeliverable, avatar, synthetic, created_at, "
+         "updated_at",
          (f"{cid}\tContact {i}\t+1415{5000000 + i:07d}\tc{i}@example.com\twhatsapp:+1415{5000000 + i:07d}\ten\tUTC"
-          f"\tf\t\t{now}\t{now}\n" for i, cid in enumerate(ids)))  # fmt: skip
+          f"\tf\t\tf\t{now}\t{now}\n" for i, cid in enumerate(ids)))  # fmt: skip
 
     def when() -> str:
         return (

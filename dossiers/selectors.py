@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -20,13 +21,14 @@ from typing import Any
 
 from django.db import connection, models
 from django.db.models import F, Q, QuerySet, Value
-from django.db.models.functions import Cast, Substr
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from dossiers.models import Artifact, Call, Contact, Email, Message
 
 PAGE_SIZE = 50
+SUMMARY_CHARS = 280  # a message's summary: the start of its body
 MAX_PAGE_SIZE = 200
 KINDS = ("message", "email", "call", "artifact")  # tie order: descending kind name
 CHANNELS = ("sms", "whatsapp", "voice", "email")
@@ -77,34 +79,61 @@ class TimelinePage:
     kinds_read: list[str] = field(default_factory=list)
 
 
-# One values_list() queryset per kind, all with the same columns in the same order, combined
-# with union(all=True): the page is one statement. The aliases are prefixed so none collides
-# with a model field (artifacts have a ``kind`` field of their own).
-_TEXT, _INT = models.TextField(), models.BigIntegerField()
-_COLUMNS = ("tl_kind", "tl_key", "tl_n", "tl_at", "tl_contact", "tl_task", "tl_correlation", "tl_channel",
-            "tl_direction", "tl_status", "tl_summary", "tl_from", "tl_to", "tl_ref", "tl_extra1",
-            "tl_extra2", "tl_extra3")  # fmt: skip
+# One values_list() queryset per kind, all with the same columns in the same order (model
+# fields where the kind has one, typed constants where it has not), combined with
+# union(all=True): the page is one statement. The order-by columns carry the same alias in every
+# kind (``tl_*``, none colliding with a model field), since a compound statement is ordered by
+# its first part's names.
+_TEXT, _INT, _UUID = models.TextField(), models.BigIntegerField(), models.UUIDField()
 
 
-def _text(value: str) -> Value:
+def _text(value: str = "") -> Value:
     return Value(value, output_field=_TEXT)
 
 
-def _columns(kind: str) -> list[Any]:
-    """The expressions of one kind's columns, in ``_COLUMNS`` order."""
-    shared = [_text(kind), Cast("id", _TEXT), Cast("id", _INT) if kind != "artifact" else Value(0, _INT),
-              F("occurred_at"), F("contact_id"), F("task_id"), F("correlation_id")]  # fmt: skip
-    own = {
-        "message": [F("channel"), F("direction"), F("status"), Substr("body", 1, 280), F("from_address"),
-                    F("to_address"), Cast("media", _TEXT), _text(""), _text(""), _text("")],
-        "email": [_text("email"), F("direction"), F("status"), F("subject"), F("from_address"), F("to_address"),
-                  Cast("html_id", _TEXT), F("provider"), _text(""), _text("")],
-        "call": [_text("voice"), F("direction"), F("status"), _text(""), F("from_address"), F("to_address"),
-                 Cast("recording_id", _TEXT), F("answered_by"), Cast("duration_seconds", _TEXT), _text("")],
-        "artifact": [_text(""), _text(""), _text(""), _text(""), _text(""), _text(""), Cast("id", _TEXT),
-                     F("kind"), F("content_type"), Cast("size", _TEXT)],
-    }[kind]  # fmt: skip
-    return shared + own
+def _null(field: models.Field) -> Cast:
+    """A typed NULL: PostgreSQL types an untyped NULL of a compound's first parts as text."""
+    return Cast(Value(None), field)
+
+
+# kind, n, at | contact, task, correlation, channel, direction, status, summary, from, to, media,
+# ref (a uuid: html body, recording, the artifact itself), extra1, extra2, number
+_SHARED = ("contact_id", "task_id", "correlation_id")
+_OWN = {
+    "message": ("channel", "direction", "status", "body", "from_address", "to_address", "tl_media",
+                "tl_ref", "tl_extra1", "tl_extra2", "tl_number"),
+    "email": ("tl_channel", "direction", "status", "subject", "from_address", "to_address", "tl_media",
+              "tl_ref", "provider", "tl_extra2", "tl_number"),
+    "call": ("tl_channel", "direction", "status", "tl_summary", "from_address", "to_address", "tl_media",
+             "tl_ref", "answered_by", "tl_extra2", "duration_seconds"),
+    "artifact": ("tl_channel", "tl_direction", "tl_status", "tl_summary", "tl_from", "tl_to", "tl_media",
+                 "tl_ref", "kind", "content_type", "size"),
+}  # fmt: skip
+_CONSTANTS = {
+    "tl_channel": {"email": _text("email"), "call": _text("voice"), "artifact": _text()},
+    "tl_media": {"message": Cast("media", _TEXT)},
+    "tl_ref": {
+        "message": _null(_UUID),
+        "email": F("html_id"),
+        "call": F("recording_id"),
+        "artifact": F("id"),
+    },
+    "tl_number": {"message": _null(_INT), "email": _null(_INT)},
+}
+
+
+def _annotations(kind: str) -> dict[str, Any]:
+    """The ``tl_*`` columns of one kind: the order-by columns and what the kind lacks."""
+    annotations = {"tl_kind": _text(kind), "tl_n": Value(0, output_field=_INT) if kind == "artifact" else F("id"),
+                   "tl_at": F("occurred_at")}  # fmt: skip
+    for name in _OWN[kind]:
+        if name.startswith("tl_"):
+            annotations[name] = _CONSTANTS.get(name, {}).get(kind, _text())
+    return annotations
+
+
+def _columns(kind: str) -> tuple[str, ...]:
+    return ("tl_kind", "tl_n", "tl_at", *_SHARED, *_OWN[kind])
 
 
 _MODELS = {"message": Message, "email": Email, "call": Call, "artifact": Artifact}
@@ -150,7 +179,7 @@ def _timeline(
         rows = list(_kind_rows(kinds[0], scope, filters, after, page_size + 1, compound=False))
     else:
         parts = [_kind_rows(kind, scope, filters, after, page_size + 1, compound=True) for kind in kinds]
-        page = parts[0].union(*parts[1:], all=True).order_by("-tl_at", "-tl_kind", "-tl_n", "-tl_key")
+        page = parts[0].union(*parts[1:], all=True).order_by("-tl_at", "-tl_kind", "-tl_n", "-tl_ref")
         rows = list(page[: page_size + 1])
     entries = [_entry(row) for row in rows[:page_size]]
     next_cursor = None
@@ -176,24 +205,31 @@ def _kind_rows(
     *, compound: bool,
 ) -> QuerySet:  # fmt: skip
     """The newest ``limit`` rows of one kind, through its (scope, occurred_at) index, as
-    ``_COLUMNS`` tuples. Where the database cannot order and cut inside a compound statement
+    ``_columns`` tuples. Where the database cannot order and cut inside a compound statement
     (SQLite), the cut moves into an ``id IN (…)`` subquery: still one statement per page."""
     column, value = scope
-    rows = _MODELS[kind].objects.filter(**{column: value})
+    where = Q(**{column: value})
     if kind == "message" and filters.channels:
-        rows = rows.filter(channel__in=[c for c in filters.channels if c in ("sms", "whatsapp")])
+        where &= Q(channel__in=[c for c in filters.channels if c in ("sms", "whatsapp")])
     if kind != "artifact" and filters.directions:
-        rows = rows.filter(direction__in=filters.directions)
+        where &= Q(direction__in=filters.directions)
     if filters.since:
-        rows = rows.filter(occurred_at__gte=filters.since)
+        where &= Q(occurred_at__gte=filters.since)
     if filters.until:
-        rows = rows.filter(occurred_at__lt=filters.until)
+        where &= Q(occurred_at__lt=filters.until)
     if after is not None:
-        rows = rows.filter(_after(kind, after))
-    newest = rows.order_by("-occurred_at", "-id")[:limit]
+        where &= _after(kind, after)
     if compound and not connection.features.supports_slicing_ordering_in_compound:
-        newest = _MODELS[kind].objects.filter(id__in=newest.values("id")).order_by()
-    return newest.annotate(**dict(zip(_COLUMNS, _columns(kind), strict=True))).values_list(*_COLUMNS)
+        newest = _MODELS[kind].objects.filter(where).order_by("-occurred_at", "-id").values("id")[:limit]
+        return _shaped(kind).filter(id__in=newest)
+    return _shaped(kind).filter(where).order_by("-occurred_at", "-id")[:limit]
+
+
+@functools.cache
+def _shaped(kind: str) -> QuerySet:
+    """One kind's rows as ``_columns`` tuples: built once (annotating costs more than filtering);
+    every page filters, orders and cuts a clone of it."""
+    return _MODELS[kind].objects.annotate(**_annotations(kind)).values_list(*_columns(kind))
 
 
 def _after(kind: str, cursor: Cursor) -> Q:
@@ -226,13 +262,13 @@ def _py_uuid(value: Any) -> uuid.UUID | None:
 
 
 def _entry(row: tuple) -> dict[str, Any]:
-    """One timeline entry (a row in ``_COLUMNS`` order): what every kind shares, plus its own
+    """One timeline entry (a row in ``_columns`` order): what every kind shares, plus its own
     details and the ids of its artifacts."""
-    (kind, key, _n, occurred_at, contact_id, task_id, correlation_id, channel, direction, status, summary,
-     from_address, to_address, ref, extra1, extra2, extra3) = row  # fmt: skip
+    (kind, n, occurred_at, contact_id, task_id, correlation_id, channel, direction, status, summary,
+     from_address, to_address, media, ref, extra1, extra2, number) = row  # fmt: skip
     entry = {
         "kind": kind,
-        "id": _py_uuid(key) if kind == "artifact" else int(key),
+        "id": _py_uuid(ref) if kind == "artifact" else n,
         "occurred_at": _py_datetime(occurred_at),
         "contact": _py_uuid(contact_id),
         "task": _py_uuid(task_id),
@@ -242,13 +278,13 @@ def _entry(row: tuple) -> dict[str, Any]:
         "status": status,
     }
     if kind == "artifact":
-        entry["summary"] = f"{extra1} ({extra2}, {extra3} bytes)"
+        entry["summary"] = f"{extra1} ({extra2}, {number} bytes)"
         entry["artifact_ids"] = [entry["id"]]
         return entry
     entry["from"], entry["to"] = from_address, to_address
     if kind == "message":
-        entry["summary"] = summary
-        media = json.loads(ref) if ref and ref != "[]" else []
+        entry["summary"] = summary[:SUMMARY_CHARS]
+        media = json.loads(media) if media and media != "[]" else []
         entry["artifact_ids"] = [
             _py_uuid(m["artifact"]) for m in media if isinstance(m, dict) and m.get("artifact")
         ]
@@ -256,7 +292,7 @@ def _entry(row: tuple) -> dict[str, Any]:
         entry["summary"], entry["provider"] = summary, extra1
         entry["artifact_ids"] = [_py_uuid(ref)] if ref else []
     else:
-        entry["summary"] = f"{status or 'call'} {extra2 or 0}s"
+        entry["summary"] = f"{status or 'call'} {number or 0}s"
         entry["answered_by"] = extra1
         entry["artifact_ids"] = [_py_uuid(ref)] if ref else []
     return entry
