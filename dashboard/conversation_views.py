@@ -114,7 +114,7 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         for c in CannedResponse.objects.filter(Q(channel="") | Q(channel=conv.channel))
     ]
     context = _ctx(
-        request, f"Conversation with {contact}", conv=conv, contact=contact,
+        request, f"Conversation with {contact}",
         icon=presentation.channel_icon(conv.channel, label=True), avatar=presentation.avatar(contact, size=48),
         thread=list(reversed(timeline)), recent=timeline[:5], notes=conv.notes.select_related("author"),
         consents=selectors.contact_consents(contact_id=contact.pk),

@@ -129,11 +129,16 @@ def journal_add(call_sid: str, entry: dict) -> None:
         _local_journal.setdefault(call_sid, []).append(entry)
 
 
-def journal(call_sid: str) -> list[dict]:
+def journal(call_sid: str, *, redis_url: str | None = None) -> list[dict]:
     """What the simulated Twilio received for a call, in order: ``{"url", "twiml"}`` for each
-    TwiML document our webhooks answered, ``{"request": "queue_member_update", "url"}``."""
-    if settings.REDIS_URL:
-        return [json.loads(x) for x in _redis().lrange(JOURNAL_KEY.format(sid=call_sid), 0, -1)]
+    TwiML document our webhooks answered, ``{"request": "queue_member_update", "url"}``.
+    ``redis_url``: read the journal of a worker process that uses that Redis."""
+    redis_url = settings.REDIS_URL if redis_url is None else redis_url
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        return [json.loads(x) for x in client.lrange(JOURNAL_KEY.format(sid=call_sid), 0, -1)]
     return list(_local_journal.get(call_sid, []))
 
 
