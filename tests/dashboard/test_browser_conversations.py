@@ -88,3 +88,32 @@ def test_the_supervisor_view_updates_live(layout, browser, olivia):
                            timeout=15_000)  # fmt: skip
     assert same_document(page)
     shot(page, "conv-04-supervisor")
+
+
+def test_a_colleagues_claim_updates_the_buttons_of_an_open_conversation_page(
+    layout, browser, olivia, django_user_model
+):
+    """Olivia has an unassigned conversation open; Bruno takes it with a real click on his own
+    page: Olivia's page shows it is Bruno's (her Take it button gone), live, without a reload."""
+    bruno = django_user_model.objects.create_user("bruno", "bruno@example.com", prod.PASSWORD, is_staff=True,
+                                                  is_superuser=True)  # fmt: skip
+    layout.inbound_sms("+14155550164", "Is anyone there?")
+    conv = wait_until(lambda: Conversation.objects.filter(contact__phone="+14155550164").first(), timeout=15,
+                      message="the conversation")  # fmt: skip
+    watcher, _ = signed_in_page(browser, layout, olivia)
+    watcher.goto(f"{layout.web}/admin/conversations/{conv.pk}/")
+    wait_live(watcher)
+    mark_document(watcher)
+    assert watcher.locator("#cc-claim").is_visible()
+
+    taker, _ = signed_in_page(browser, layout, bruno)
+    taker.goto(f"{layout.web}/admin/conversations/{conv.pk}/")
+    with taker.expect_navigation():
+        taker.click("#cc-claim")  # Bruno's real click
+    taker.locator("#cc-yours").wait_for()
+
+    watcher.locator("#cc-head-actions", has_text="with bruno").wait_for(timeout=15_000)
+    assert watcher.locator("#cc-claim").count() == 0
+    assert same_document(watcher)  # pushed into the open page, no reload
+    assert Conversation.objects.get(pk=conv.pk).assignee == bruno
+    shot(watcher, "conv-05-colleague-claimed")
