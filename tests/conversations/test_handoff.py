@@ -268,3 +268,20 @@ def test_a_queued_caller_nobody_takes_leaves_after_the_wait_and_a_callback_waits
     client.force_login(operators[1])
     page = client.get(reverse("dashboard:conversation", args=[conv.pk])).content.decode()
     assert 'id="cc-take-call"' not in page  # nobody is waiting any more
+
+
+@pytest.mark.parametrize("url", [links.handoff_wait_url, links.handoff_queue_url])
+def test_the_queue_endpoints_refuse_unsigned_requests_and_answer_unknown_ids(client, handed_off, url):
+    task, _handoff_task, _ = handed_off
+    unsigned = client.post(url(task.id, "x").removeprefix(settings.PUBLIC_BASE_URL), {"QueueResult": "leave"})
+    assert unsigned.status_code == 403
+    signed = signed_post(client, url(task.id, "not-a-uuid"), {"QueueResult": "leave", "QueueTime": "1"})
+    assert signed.status_code == 200 and twiml(signed).tag == "Response"
+
+
+def test_a_bridge_for_a_call_nobody_took_is_the_callback_path(client, handed_off):
+    task, handoff_task, _ = handed_off
+    url = links.handoff_bridge_url(task.id, handoff_task.id, "mallory")
+    assert client.post(url.removeprefix(settings.PUBLIC_BASE_URL), {}).status_code == 403
+    root = twiml(signed_post(client, url, {}))
+    assert root.find("Dial") is None and "call you back" in root.find("Say").text
