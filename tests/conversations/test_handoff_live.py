@@ -81,8 +81,9 @@ def layout(django_db_setup, django_db_blocker):
         wait_for_port(web_port, timeout=60, proc=gunicorn)
         # A call placed before the worker's first heartbeat would wait for the sweeper: the
         # previous worker's beat in Redis is stale, so the voice agent counts as unhealthy.
-        wait_until(lambda: health(last_heartbeats(["voice"])["voice"]) == "healthy", timeout=60,
-                   message="the worker's heartbeat")  # fmt: skip
+        with django_db_blocker.unblock():
+            wait_until(lambda: health(last_heartbeats(["voice"])["voice"]) == "healthy", timeout=60,
+                       message="the worker's heartbeat")  # fmt: skip
         yield layout
     connections.close_all()
 
