@@ -31,7 +31,7 @@ from orchestrator.live import CALLS_GROUP, call_group, send_group
 from orchestrator.metrics import observe_provider_call
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
-from orchestrator.states import IllegalTransition, TaskStatus
+from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 
 log = logging.getLogger(__name__)
 S = TaskStatus
@@ -119,6 +119,7 @@ def call_status_apply(*, task_id: Any, update: StatusUpdate) -> str:
         if STATUS_RANK[update.status] == 4:
             events.publish("call.completed", events.call_data(call), task_id=task_id)
             _finish_task(task_id, call)
+            _finish_open_handoffs(task_id)
         elif update.status == "in-progress":
             _ensure_in_progress(task_id, update.call_sid)
     return update.status
@@ -139,6 +140,14 @@ def _update_call_row(call: Call, update: StatusUpdate) -> None:
         call.duration_seconds = update.duration_seconds
         fields += ["ended_at", "duration_seconds"]
     call.save(update_fields=fields)
+
+
+def _finish_open_handoffs(task_id: Any) -> None:
+    """The call ended with a hand-off still open (the caller hung up while the operator's phone
+    rang: Twilio asks no <Dial> action then): it becomes a callback, so it is final either way."""
+    open_ids = Task.objects.filter(parent_id=task_id, type="call.handoff").exclude(status__in=FINAL)
+    for handoff_id in open_ids.values_list("id", flat=True):
+        registry.call_hook("call.handoff.no_answer", handoff_task_id=handoff_id, dial_status="call-ended")
 
 
 def _publish_call_status(task_id: Any, status: str) -> None:

@@ -285,3 +285,29 @@ def test_a_bridge_for_a_call_nobody_took_is_the_callback_path(client, handed_off
     assert client.post(url.removeprefix(settings.PUBLIC_BASE_URL), {}).status_code == 403
     root = twiml(signed_post(client, url, {}))
     assert root.find("Dial") is None and "call you back" in root.find("Say").text
+
+
+def test_a_caller_who_hangs_up_while_the_operator_rings_leaves_a_callback(client, operators, handed_off):
+    """Twilio asks no <Dial> action when the caller is gone: the call's final status callback
+    finishes the open hand-off as a callback, so the task is final either way."""
+    task, handoff_task, data = handed_off
+    operator = services.operator_set_availability(user=operators[0], available=True)
+    operator.phone = OPERATOR_PHONE
+    operator.save()
+    assert (
+        twiml(signed_post(client, links.connect_action_url(task.id), {"HandoffData": data})).find("Dial")
+        is not None
+    )
+
+    status_url = links.status_callback_url(task.id).split("#", 1)[0]
+    signed_post(
+        client, status_url, {"CallSid": "CA" + "3" * 32, "CallStatus": "completed", "CallDuration": "9"}
+    )
+
+    handoff_task.refresh_from_db()
+    assert (handoff_task.status, handoff_task.result) == ("succeeded", {"outcome": "callback"})
+    conv = Conversation.objects.get(channel="voice")
+    assert (
+        conv.assignee is None
+        and conv.events.filter(kind="handoff_unanswered", details__dial_status="call-ended").exists()
+    )
