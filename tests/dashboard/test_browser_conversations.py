@@ -128,11 +128,12 @@ def test_an_operator_takes_a_queued_voice_handoff_with_a_click(layout, browser, 
     from agents.voice.models import HandoffQueue
     from conversations.services import operator_set_availability
     from orchestrator.api.auth import api_key_create
-    from orchestrator.heartbeats import health, last_heartbeats
+    from tests.conversations.test_handoff_live import voice_beat_is_fresh
 
     operator_set_availability(user=olivia, available=True)
-    wait_until(lambda: health(last_heartbeats(["voice"])["voice"]) == "healthy", timeout=60,
-               message="the worker's heartbeat")  # fmt: skip
+    wait_until(
+        lambda: voice_beat_is_fresh(layout.env["REDIS_URL"]), timeout=60, message="the worker's heartbeat"
+    )
     _, key = api_key_create(name="browser-handoff")
     response = requests.post(f"{layout.web}/api/calls/", headers={"Authorization": f"Api-Key {key}"}, timeout=10,
                              json={"to": "+14155554357", "goal": "a delivery", "greeting": "Hi, this is Acme."})  # fmt: skip
