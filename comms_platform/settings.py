@@ -540,6 +540,10 @@ VOICE_MAX_DURATION_SECONDS = env.int("VOICE_MAX_DURATION_SECONDS", default=600)
 # A hand-off rings the available operator's phone this long before the caller hears the
 # callback message (and the conversation waits for a callback).
 VOICE_HANDOFF_DIAL_SECONDS = env.int("VOICE_HANDOFF_DIAL_SECONDS", default=20)
+# How a hand-off reaches the operator: "phone" dials their phone number when they have one
+# (else the console queue); "console" always puts the caller in a Twilio queue that the
+# operator takes from the conversation page ("Take call").
+VOICE_HANDOFF_TRANSFER = env.str("VOICE_HANDOFF_TRANSFER", default="phone")
 # Test mode: the simulated callee stays silent this long after its first answer, so that an
 # operator (or a browser test) can watch the live call and hang it up. 0: no pause.
 VOICE_SIMULATED_HOLD_SECONDS = env.float("VOICE_SIMULATED_HOLD_SECONDS", default=0)

@@ -1,10 +1,14 @@
 """Voice hand-off to a person: the hooks the voice agent calls through the orchestrator's
-registry (it imports nothing of this app).
+registry (it imports nothing of this app), and the console's "Take call".
 
 ``call.handoff.route``: the caller asked for a person. The contact's voice conversation holds
-the ``call.handoff`` task, with the AI's reason and summary as its first event; the available
-operator (with a phone, under capacity, assigned least recently) gets it and their number is
-returned for the <Dial>. None: nobody is available, the conversation waits for a callback.
+the ``call.handoff`` task, with the AI's reason and summary as its first event; an operator is
+picked exactly as auto-assignment picks (available, under capacity, allowed to work
+conversations, round robin, under the operator's row lock) and the conversation is theirs.
+The answer says how the call reaches them: ``{"transfer": "phone", "phone": …}`` (a <Dial> to
+their phone) or ``{"transfer": "console", "queue": …}`` (the caller waits in a Twilio queue
+until the operator clicks *Take call*: ``handoff_take_call`` → ``call.handoff.answer``).
+None: nobody is available, the conversation waits for a callback.
 ``call.handoff.finish`` / ``call.handoff.no_answer``: the hand-off task reaches a final state.
 """
 
@@ -14,11 +18,18 @@ import contextlib
 import uuid
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
 from django.utils import timezone
 
-from conversations.models import Conversation, ConversationTask, Label, Operator
-from conversations.services import _event, conversation_record, operator_pick_available
+from conversations.models import Conversation, ConversationTask, Label
+from conversations.services import (
+    ConversationRefused,
+    _actor,
+    _event,
+    conversation_claim,
+    conversation_handoff_assign,
+    conversation_record,
+)
 from orchestrator import registry
 from orchestrator.models import Task
 from orchestrator.services import task_transition
@@ -44,8 +55,13 @@ def _handoff(task_id: Any) -> tuple[Task | None, Conversation | None]:
     return task, hold.conversation if hold else None
 
 
+def queue_name(handoff_task_id: Any) -> str:
+    """The hand-off's own Twilio queue (a name of 64 characters at most)."""
+    return f"handoff-{handoff_task_id}"
+
+
 @registry.hook("call.handoff.route")
-def handoff_route(*, handoff_task_id: Any) -> str | None:
+def handoff_route(*, handoff_task_id: Any) -> dict[str, str] | None:
     task = _task(handoff_task_id)
     if task is None or task.contact_id is None:
         return None
@@ -56,14 +72,52 @@ def handoff_route(*, handoff_task_id: Any) -> str | None:
     payload = task.payload or {}
     _event(conv.pk, "handoff", "agent:voice", reason=str(payload.get("reason", ""))[:500],
            summary=str(payload.get("summary", ""))[:2000], call_task=str(payload.get("call_task", "")))  # fmt: skip
-    operator = operator_pick_available()
+    operator = conversation_handoff_assign(conversation_id=conv.pk, actor="agent:voice")
     if operator is None:
         return None
-    with transaction.atomic():
-        Conversation.objects.filter(pk=conv.pk).update(assignee=operator.user, assigned_at=timezone.now())
-        Operator.objects.filter(pk=operator.pk).update(last_assigned_at=timezone.now())
-        _event(conv.pk, "assigned", "agent:voice", to=operator.user.get_username(), how="handoff")
-    return operator.phone
+    if operator.phone and settings.VOICE_HANDOFF_TRANSFER == "phone":
+        _event(conv.pk, "handoff_dialling", "agent:voice", to=operator.user.get_username())
+        return {"transfer": "phone", "phone": operator.phone, "operator": operator.user.get_username()}
+    _event(conv.pk, "handoff_queued", "agent:voice", to=operator.user.get_username())
+    return {"transfer": "console", "queue": queue_name(task.pk), "operator": operator.user.get_username()}
+
+
+def handoff_waiting(conv: Conversation) -> Task | None:
+    """The conversation's hand-off whose caller waits in the console queue (not final)."""
+    if conv.channel != "voice":
+        return None
+    last = conv.events.filter(kind__in=("handoff_queued", "handoff_dialling", "handoff_taken")).last()
+    if last is None or last.kind != "handoff_queued":
+        return None
+    return (
+        Task.objects.filter(type="call.handoff", conversation_hold__conversation=conv)
+        .exclude(status__in=FINAL)
+        .order_by("-created_at")
+        .first()
+    )
+
+
+def handoff_take_call(*, conversation_id: int, user: Any) -> str:
+    """The console's *Take call*: the operator holding the conversation (or anyone, when it is
+    unassigned) has the waiting caller put through to them. The voice agent asks the provider
+    to dequeue the caller to the operator's leg (``call.handoff.answer``)."""
+    conv = Conversation.objects.get(pk=conversation_id)
+    task = handoff_waiting(conv)
+    if task is None:
+        raise ConversationRefused("No caller is waiting for this conversation.")
+    if conv.assignee_id is None and not conversation_claim(conversation_id=conv.pk, user=user):
+        conv.refresh_from_db()
+    if conv.assignee_id not in (None, user.pk):
+        raise ConversationRefused(f"The call is for {conv.assignee.get_username()}.")
+    outcome = registry.call_hook("call.handoff.answer", handoff_task_id=task.pk, operator=user.get_username())
+    if outcome != "asked":
+        raise ConversationRefused(
+            "The caller is no longer waiting."
+            if outcome == "gone"
+            else "The call is not in the queue yet: try again."
+        )
+    _event(conv.pk, "handoff_taken", _actor(user), to=user.get_username())
+    return outcome
 
 
 @registry.hook("call.handoff.finish")

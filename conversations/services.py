@@ -221,14 +221,10 @@ def _workers() -> Any:
     return get_user_model().objects.filter(perm | Q(is_superuser=True)).values("pk")
 
 
-def conversation_auto_assign(*, conversation_id: int) -> Any:
-    """Round robin: the available operator under capacity assigned least recently gets it.
-    Returns the user, or None when nobody is free (away operators get nothing).
-
-    The capacity check is atomic: the operator's row is locked (SELECT … FOR UPDATE) and their
-    active conversations counted again under that lock before the claim, so two conversations
-    auto-assigned at once never take an operator past their capacity."""
-    candidates = (
+def _free_operators() -> Any:
+    """Who may be given a conversation now: available, active staff with the permission to work
+    conversations, under their capacity; assigned least recently first (round robin)."""
+    return (
         Operator.objects.filter(available=True, user__is_active=True, user__is_staff=True)
         .filter(user__in=_workers())
         .annotate(active=_active_count())
@@ -236,23 +232,62 @@ def conversation_auto_assign(*, conversation_id: int) -> Any:
         .select_related("user")
         .order_by(F("last_assigned_at").asc(nulls_first=True), "pk")
     )
-    for operator in list(candidates[:5]):
+
+
+def _reserve(*, operator: Operator, conversation_id: int) -> bool:
+    """Inside a transaction: lock the operator's row (SELECT … FOR UPDATE) and count their
+    active conversations again (this one aside) under that lock. True: they still have room
+    and stay locked until the caller's transaction ends."""
+    capacity = (
+        Operator.objects.select_for_update()
+        .filter(pk=operator.pk, available=True)
+        .values_list("capacity", flat=True)
+        .first()
+    )
+    if capacity is None:  # went away meanwhile
+        return False
+    active = (
+        Conversation.objects.filter(assignee_id=operator.user_id, status__in=ACTIVE)
+        .exclude(pk=conversation_id)
+        .count()
+    )
+    return active < capacity
+
+
+def conversation_auto_assign(*, conversation_id: int) -> Any:
+    """Round robin: the available operator under capacity assigned least recently gets it.
+    Returns the user, or None when nobody is free (away operators get nothing).
+
+    The capacity check is atomic: the operator's row is locked (SELECT … FOR UPDATE) and their
+    active conversations counted again under that lock before the claim, so two conversations
+    auto-assigned at once never take an operator past their capacity."""
+    for operator in list(_free_operators()[:5]):
         with transaction.atomic():
-            locked = (
-                Operator.objects.select_for_update()
-                .filter(pk=operator.pk, available=True)
-                .values_list("capacity", flat=True)
-                .first()
-            )
-            if locked is None:  # went away meanwhile
-                continue
-            active = Conversation.objects.filter(assignee_id=operator.user_id, status__in=ACTIVE).count()
-            if active >= locked:  # another assignment filled them meanwhile
-                continue
+            if not _reserve(operator=operator, conversation_id=conversation_id):
+                continue  # another assignment filled them meanwhile
             if conversation_claim(conversation_id=conversation_id, user=operator.user):
                 Operator.objects.filter(pk=operator.pk).update(last_assigned_at=timezone.now())
                 return operator.user
             return None  # someone else took the conversation: nothing to assign
+    return None
+
+
+def conversation_handoff_assign(*, conversation_id: int, actor: str) -> Operator | None:
+    """A voice hand-off needs a person now: the same pick as auto-assignment (available, under
+    capacity, allowed to work conversations, round robin) under the same row lock, so two
+    hand-offs at once never ring one operator past their capacity. The conversation is given
+    to that operator (whoever held it before). None: nobody is free."""
+    for operator in list(_free_operators()[:5]):
+        with transaction.atomic():
+            if not _reserve(operator=operator, conversation_id=conversation_id):
+                continue
+            now = timezone.now()
+            Conversation.objects.filter(pk=conversation_id).update(
+                assignee=operator.user, assigned_at=now, updated_at=now
+            )
+            Operator.objects.filter(pk=operator.pk).update(last_assigned_at=now)
+            _event(conversation_id, "assigned", actor, to=operator.user.get_username(), how="handoff")
+            return operator
     return None
 
 
@@ -265,14 +300,6 @@ def operator_set_availability(*, user: Any, available: bool, capacity: int | Non
         fields.append("capacity")
     operator.save(update_fields=fields)
     return operator
-
-
-def operator_pick_available(*, exclude_busy: bool = True) -> Operator | None:
-    """The available operator (with a phone) assigned least recently and under capacity."""
-    qs = Operator.objects.filter(available=True, user__is_active=True).exclude(phone="")
-    if exclude_busy:
-        qs = qs.annotate(active=_active_count()).filter(active__lt=F("capacity"))
-    return qs.select_related("user").order_by(F("last_assigned_at").asc(nulls_first=True), "pk").first()
 
 
 # --- Working a conversation ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 
+from conversations import handoff
 from conversations import selectors as conv_selectors
 from conversations import services as conv_services
 from conversations.models import ACTIVE, Conversation, Label, Operator
@@ -22,6 +23,7 @@ from dashboard.models import CannedResponse
 from dossiers.models import Consent, ConsentStatus, Message, TranscriptTurn
 from dossiers.services import consent_status
 from orchestrator import registry
+from orchestrator.errors import PermanentError, TransientError
 from orchestrator.models import Task
 from orchestrator.services import UnknownTaskType
 from orchestrator.states import FINAL
@@ -99,6 +101,8 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         return render(
             request, "dashboard/conversation_thread.html", {"thread": list(reversed(timeline)), "conv": conv}
         )
+    if request.GET.get("partial") == "actions":  # a colleague took, assigned or resolved it
+        return render(request, "dashboard/conversation_actions.html", _actions_context(request, conv))
     conv_services.conversation_mark_read(conversation_id=conv.pk, user=request.user)
     window_closed = conv.channel == "whatsapp" and not conv_services.whatsapp_window_open(contact)
     opted_out = consent_status(contact_id=contact.pk, channel=conv.channel) == ConsentStatus.OPTED_OUT
@@ -109,25 +113,30 @@ def conversation_detail(request: HttpRequest, pk: int) -> HttpResponse:
         }
         for c in CannedResponse.objects.filter(Q(channel="") | Q(channel=conv.channel))
     ]
+    context = _ctx(
+        request, f"Conversation with {contact}",
+        icon=presentation.channel_icon(conv.channel, label=True), avatar=presentation.avatar(contact, size=48),
+        thread=list(reversed(timeline)), recent=timeline[:5], notes=conv.notes.select_related("author"),
+        consents=selectors.contact_consents(contact_id=contact.pk),
+        open_tasks=Task.objects.filter(contact=contact).exclude(status__in=FINAL).order_by("-created_at")[:10],
+        opted_out=opted_out, canned=canned, **_actions_context(request, conv),
+        labels=Label.objects.all(), conv_labels={lb.name for lb in conv.labels.all()},
+        events=conv.events.order_by("-created_at")[:20], **_handoff_context(conv),
+        window_closed=window_closed, templates=registry.templates_for("whatsapp") if window_closed else [],
+    )  # fmt: skip
+    return render(request, "dashboard/conversation.html", context)
+
+
+def _actions_context(request: HttpRequest, conv: Conversation) -> dict:
     people = (  # who may be given conversations: the work_inbox role, and superusers
         get_user_model()
         .objects.filter(Q(groups__permissions__codename="work_inbox") | Q(is_superuser=True), is_active=True)
         .distinct()
         .order_by("username")
     )
-    context = _ctx(
-        request, f"Conversation with {contact}", conv=conv, contact=contact,
-        icon=presentation.channel_icon(conv.channel, label=True), avatar=presentation.avatar(contact, size=48),
-        thread=list(reversed(timeline)), recent=timeline[:5], notes=conv.notes.select_related("author"),
-        consents=selectors.contact_consents(contact_id=contact.pk),
-        open_tasks=Task.objects.filter(contact=contact).exclude(status__in=FINAL).order_by("-created_at")[:10],
-        mine=conv.assignee_id == request.user.pk, opted_out=opted_out, canned=canned,
-        labels=Label.objects.all(), conv_labels={lb.name for lb in conv.labels.all()},
-        can_supervise=request.user.has_perm(access.SUPERVISE), people=people,
-        events=conv.events.order_by("-created_at")[:20], **_handoff_context(conv),
-        window_closed=window_closed, templates=registry.templates_for("whatsapp") if window_closed else [],
-    )  # fmt: skip
-    return render(request, "dashboard/conversation.html", context)
+    return {"conv": conv, "contact": conv.contact, "mine": conv.assignee_id == request.user.pk, "people": people,
+            "can_supervise": request.user.has_perm(access.SUPERVISE),
+            "handoff_waiting": handoff.handoff_waiting(conv) is not None}  # fmt: skip
 
 
 def _with_pending_replies(conv: Conversation, timeline: list) -> list:
@@ -200,6 +209,9 @@ def _action(request: HttpRequest, conv: Conversation) -> HttpResponseRedirect:
                 conv_services.conversation_assign(conversation_id=conv.pk, to=None, by=user)
                 messages.success(request, "Released: back in Unassigned.")
                 return HttpResponseRedirect(reverse("dashboard:conversations") + "?folder=unassigned")
+        elif action == "take_call":  # the caller waiting in the hand-off queue is put through
+            handoff.handoff_take_call(conversation_id=conv.pk, user=user)
+            messages.success(request, "Putting the caller through to you.")
         elif action == "reply":
             variables = {k[4:]: v for k, v in request.POST.items() if k.startswith("var_")}
             conv_services.conversation_reply(conversation_id=conv.pk, user=user, body=request.POST.get("body", ""),
@@ -227,6 +239,8 @@ def _action(request: HttpRequest, conv: Conversation) -> HttpResponseRedirect:
             messages.error(request, f"Unknown action {action[:40]!r}.")
     except conv_services.ConversationRefused as exc:
         messages.error(request, str(exc))
+    except (TransientError, PermanentError) as exc:  # the provider refused or was unreachable
+        messages.error(request, f"The provider did not put the call through ({exc.code}); try again.")
     except UnknownTaskType as exc:
         messages.error(request, f"Cannot send: no agent is registered for {exc}.")
     return HttpResponseRedirect(here)

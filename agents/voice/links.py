@@ -69,5 +69,18 @@ def handoff_dial_url(task_id: Any, handoff_task_id: Any) -> str:
     return public_url("voice-handoff-dial", task_id) + f"?handoff={handoff_task_id}"
 
 
+def handoff_wait_url(task_id: Any, handoff_task_id: Any) -> str:
+    return public_url("voice-handoff-wait", task_id) + f"?handoff={handoff_task_id}"
+
+
+def handoff_queue_url(task_id: Any, handoff_task_id: Any) -> str:
+    return public_url("voice-handoff-queue", task_id) + f"?handoff={handoff_task_id}"
+
+
+def handoff_bridge_url(task_id: Any, handoff_task_id: Any, operator: str) -> str:
+    query = urlencode({"handoff": str(handoff_task_id), "operator": operator})
+    return public_url("voice-handoff-bridge", task_id) + f"?{query}"
+
+
 def gather_url(task_id: Any) -> str:
     return public_url("voice-gather", task_id)

@@ -15,3 +15,22 @@ class RelaySession(models.Model):
 
     def __str__(self) -> str:
         return f"relay session of {self.task_id}"
+
+
+class HandoffQueue(models.Model):
+    """A caller waiting in a Twilio queue (``<Enqueue>``) for an operator to take the call from
+    the console. The queue's SID arrives with Twilio's first wait-URL request; taking the call
+    asks Twilio to dequeue this member (Queue Members API) — once: ``taken_by`` is claimed with
+    a conditional UPDATE."""
+
+    handoff_task = models.OneToOneField("orchestrator.Task", on_delete=models.CASCADE, related_name="+")
+    call_task = models.ForeignKey("orchestrator.Task", on_delete=models.CASCADE, related_name="+")
+    queue_name = models.CharField(max_length=64)
+    queue_sid = models.CharField(max_length=34, blank=True)
+    call_sid = models.CharField(max_length=34)
+    taken_by = models.CharField(max_length=150, blank=True)
+    result = models.CharField(max_length=32, blank=True, help_text="Twilio's QueueResult, or taken")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.queue_name} ({self.result or 'waiting'})"

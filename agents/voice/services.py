@@ -21,14 +21,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.common.status_check import StatusCheck
+from agents.voice import links
+from agents.voice.models import HandoffQueue
 from agents.voice.providers import VoiceProvider, get_provider
 from comms_platform import events, outbound
 from dossiers.models import Artifact, Call, Direction, TranscriptTurn
+from orchestrator import registry
 from orchestrator.live import CALLS_GROUP, call_group, send_group
 from orchestrator.metrics import observe_provider_call
 from orchestrator.models import Task
 from orchestrator.services import task_create, task_transition
-from orchestrator.states import IllegalTransition, TaskStatus
+from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 
 log = logging.getLogger(__name__)
 S = TaskStatus
@@ -116,6 +119,7 @@ def call_status_apply(*, task_id: Any, update: StatusUpdate) -> str:
         if STATUS_RANK[update.status] == 4:
             events.publish("call.completed", events.call_data(call), task_id=task_id)
             _finish_task(task_id, call)
+            _finish_open_handoffs(task_id)
         elif update.status == "in-progress":
             _ensure_in_progress(task_id, update.call_sid)
     return update.status
@@ -136,6 +140,14 @@ def _update_call_row(call: Call, update: StatusUpdate) -> None:
         call.duration_seconds = update.duration_seconds
         fields += ["ended_at", "duration_seconds"]
     call.save(update_fields=fields)
+
+
+def _finish_open_handoffs(task_id: Any) -> None:
+    """The call ended with a hand-off still open (the caller hung up while the operator's phone
+    rang: Twilio asks no <Dial> action then): it becomes a callback, so it is final either way."""
+    open_ids = Task.objects.filter(parent_id=task_id, type="call.handoff").exclude(status__in=FINAL)
+    for handoff_id in open_ids.values_list("id", flat=True):
+        registry.call_hook("call.handoff.no_answer", handoff_task_id=handoff_id, dial_status="call-ended")
 
 
 def _publish_call_status(task_id: Any, status: str) -> None:
@@ -258,6 +270,73 @@ def handoff_task_create(*, parent_task_id: Any, reason: str, summary: str) -> Ta
         parent_id=parent_task_id,
     )
     return task
+
+
+def _uuid_or_none(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def handoff_queue_open(*, handoff_task_id: Any, call_task_id: Any, queue_name: str, call_sid: str) -> None:
+    """The caller is about to wait in the hand-off's queue (the <Enqueue> we answer)."""
+    handoff = _uuid_or_none(handoff_task_id)
+    if handoff is None or not Task.objects.filter(id=handoff, type="call.handoff").exists():
+        return
+    HandoffQueue.objects.get_or_create(
+        handoff_task_id=handoff,
+        defaults={"call_task_id": call_task_id, "queue_name": queue_name[:64], "call_sid": call_sid[:34]},
+    )
+
+
+def handoff_queue_seen(*, handoff_task_id: Any, queue_sid: str) -> None:
+    """Twilio's wait-URL request names the queue's SID: keep the first one."""
+    handoff = _uuid_or_none(handoff_task_id)
+    if handoff is not None and queue_sid:
+        HandoffQueue.objects.filter(handoff_task_id=handoff, queue_sid="").update(queue_sid=queue_sid)
+
+
+def handoff_queue_left(*, handoff_task_id: Any, result: str) -> None:
+    handoff = _uuid_or_none(handoff_task_id)
+    if handoff is not None:
+        HandoffQueue.objects.filter(handoff_task_id=handoff, result__in=("", "taken")).update(result=result)
+
+
+def handoff_queue_taken_by(*, handoff_task_id: Any, operator: str) -> bool:
+    handoff = _uuid_or_none(handoff_task_id)
+    return (
+        bool(operator)
+        and handoff is not None
+        and HandoffQueue.objects.filter(handoff_task_id=handoff, taken_by=operator).exists()
+    )
+
+
+@registry.hook("call.handoff.answer")
+def handoff_answer(*, handoff_task_id: Any, operator: str) -> str:
+    """The console's Take call (through the orchestrator's registry): ask the provider to
+    dequeue the waiting caller to the bridge URL, which dials ``operator``'s client leg.
+    ``asked``; ``gone`` (the caller left the queue, or it was taken already); ``not_ready``
+    (Twilio has not told us the queue's SID yet). The provider's errors propagate."""
+    handoff = _uuid_or_none(handoff_task_id)
+    row = HandoffQueue.objects.filter(handoff_task_id=handoff).first() if handoff else None
+    if row is None or row.result not in ("",) or row.taken_by:
+        return "gone"
+    if not row.queue_sid or not row.call_sid:
+        return "not_ready"
+    if not HandoffQueue.objects.filter(pk=row.pk, taken_by="", result="").update(
+        taken_by=operator, result="taken"
+    ):
+        return "gone"  # another click won
+    provider = get_provider()
+    url = links.handoff_bridge_url(row.call_task_id, row.handoff_task_id, operator)
+    try:
+        with observe_provider_call(provider.name, "queues.members.update"):
+            provider.dequeue(queue_sid=row.queue_sid, call_sid=row.call_sid, url=url)
+    except Exception:
+        HandoffQueue.objects.filter(pk=row.pk).update(taken_by="", result="")  # the caller still waits
+        raise
+    return "asked"
 
 
 def recording_reference_store(*, task_id: Any, recording_url: str, content_type: str = "audio/wav") -> str:

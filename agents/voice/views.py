@@ -97,13 +97,21 @@ class ConnectActionView(SignedTwimlView):
             handoff = {}
         if isinstance(handoff, dict) and handoff.get("reasonCode") == "live-agent-handoff":
             handoff_id = str(handoff.get("handoffTaskId") or "")
-            phone = (
+            route = (
                 registry.call_hook("call.handoff.route", handoff_task_id=handoff_id) if handoff_id else None
             )
-            if phone:  # the live call is transferred: <Dial> the operator (docs/console.md)
+            if isinstance(route, dict) and route.get("transfer") == "phone" and route.get("phone"):
+                # The live call is transferred: <Dial> the operator's phone (docs/console.md).
                 return twiml.dial_operator(
-                    context, phone, action=links.handoff_dial_url(context.task_id, handoff_id)
+                    context, route["phone"], action=links.handoff_dial_url(context.task_id, handoff_id)
                 )
+            if isinstance(route, dict) and route.get("transfer") == "console":
+                # The caller waits in the hand-off's queue until the operator takes the call.
+                services.handoff_queue_open(handoff_task_id=handoff_id, call_task_id=context.task_id,
+                                            queue_name=route["queue"], call_sid=request.POST.get("CallSid", ""))  # fmt: skip
+                return twiml.enqueue_caller(context, route["queue"],
+                                            action=links.handoff_queue_url(context.task_id, handoff_id),
+                                            wait_url=links.handoff_wait_url(context.task_id, handoff_id))  # fmt: skip
             if handoff_id:
                 registry.call_hook("call.handoff.finish", handoff_task_id=handoff_id, outcome="callback")
             return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
@@ -125,6 +133,57 @@ class HandoffDialView(SignedTwimlView):
         registry.call_hook("call.handoff.no_answer", handoff_task_id=handoff_id,
                            dial_status=request.POST.get("DialCallStatus", "")[:32])  # fmt: skip
         return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
+
+
+class HandoffWaitView(SignedTwimlView):
+    """The <Enqueue> wait URL, asked again each time its TwiML ends: the hold message, until the
+    caller has waited VOICE_HANDOFF_DIAL_SECONDS (then <Leave/>). Keeps the queue's SID, which
+    the console's Take call needs for the Queue Members API."""
+
+    kind = "voice_handoff_wait"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        services.handoff_queue_seen(handoff_task_id=request.GET.get("handoff", ""),
+                                    queue_sid=request.POST.get("QueueSid", "")[:34])  # fmt: skip
+        waited = request.POST.get("QueueTime", "0")
+        return twiml.queue_wait(context, queue_seconds=int(waited) if waited.isdigit() else 0)
+
+
+class HandoffQueueView(SignedTwimlView):
+    """The <Enqueue> action: the caller left the queue. ``bridged`` (connected to an operator
+    who dialled the queue) finishes the hand-off as connected; ``redirected`` (taken from the
+    console: the bridge URL's <Dial> decides) changes nothing; anything else (``leave`` after the
+    wait, ``hangup``, ``queue-full``, ``error``) is the callback path."""
+
+    kind = "voice_handoff_queue"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        handoff_id = request.GET.get("handoff", "")
+        result = request.POST.get("QueueResult", "")[:32]
+        services.handoff_queue_left(handoff_task_id=handoff_id, result=result)
+        if result == "redirected":
+            return twiml.empty()
+        if result == "bridged":
+            registry.call_hook("call.handoff.finish", handoff_task_id=handoff_id, outcome="connected")
+            return twiml.say_and_hang_up(context, "")
+        registry.call_hook(
+            "call.handoff.no_answer", handoff_task_id=handoff_id, dial_status=f"queue-{result}"
+        )
+        return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
+
+
+class HandoffBridgeView(SignedTwimlView):
+    """Where the console's Take call sends the dequeued caller: a <Dial> to the operator's
+    client leg, whose action (the hand-off dial view) finishes the hand-off."""
+
+    kind = "voice_handoff_bridge"
+
+    def answer(self, request: HttpRequest, context: CallContext) -> str:
+        handoff_id, operator = request.GET.get("handoff", ""), request.GET.get("operator", "")[:150]
+        if not services.handoff_queue_taken_by(handoff_task_id=handoff_id, operator=operator):
+            registry.call_hook("call.handoff.no_answer", handoff_task_id=handoff_id, dial_status="not-taken")
+            return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
+        return twiml.dial_client(operator, action=links.handoff_dial_url(context.task_id, handoff_id))
 
 
 class CallStatusWebhook(WebhookView):

@@ -7,20 +7,23 @@ callback conversation waits. The ``call.handoff`` task is final either way."""
 from __future__ import annotations
 
 import json
+import threading
 from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 import pytest
 from django.conf import settings
+from django.db import connection, connections
 from django.urls import reverse
 from django.utils import timezone
 
 from agents.voice import links
 from agents.voice import services as voice
-from conversations import services
+from conversations import handoff, services
 from conversations.models import Conversation
 from dossiers.models import Call, Contact
 from orchestrator.models import Task
+from tests.support.services import transactional_db, unavailable
 from tests.voice.conftest import make_call_task, twilio_sign
 
 pytestmark = pytest.mark.django_db
@@ -140,3 +143,171 @@ def test_a_dial_action_naming_no_handoff_task_is_answered_not_a_500(client, oper
     assert response.status_code == 200 and "call you back" in twiml(response).find("Say").text
     handoff.refresh_from_db()
     assert handoff.status == "in_progress"  # an unknown id finishes nothing
+
+
+def _handoff_for(number: str) -> Task:
+    """A live call to ``number`` whose agent made the hand-off task (no dispatch: written directly)."""
+    contact = Contact.objects.create(name=f"Caller {number[-4:]}", phone=number)
+    task, _call = make_call_task()
+    Task.objects.filter(pk=task.pk).update(contact=contact)
+    return Task.objects.create(type="call.handoff", channel="voice", status="in_progress", contact=contact,
+                               payload={"reason": "asked for a person", "summary": "", "call_task": str(task.id)},
+                               parent=task, correlation_id="corr-1")  # fmt: skip
+
+
+@transactional_db
+def test_two_handoffs_at_once_never_ring_one_operator_past_capacity(operators):
+    """One operator of capacity 1, two callers asking for a person at the same moment: the pick
+    is auto-assignment's (same filter, same row lock), so only one hand-off rings her."""
+    if connection.vendor != "postgresql":
+        unavailable("needs PostgreSQL for concurrent hand-offs from several connections")
+    operator = services.operator_set_availability(user=operators[0], available=True, capacity=1)
+    operator.phone = OPERATOR_PHONE
+    operator.save()
+    tasks = [_handoff_for(number) for number in ("+14155550171", "+14155550172")]
+    barrier = threading.Barrier(len(tasks))
+    routes: dict[str, object] = {}
+
+    def route(task_id) -> None:
+        try:
+            barrier.wait(5)
+            routes[str(task_id)] = handoff.handoff_route(handoff_task_id=task_id)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=route, args=(t.pk,)) for t in tasks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+
+    assert len(routes) == 2
+    rung = [r for r in routes.values() if r is not None]
+    assert rung == [{"transfer": "phone", "phone": OPERATOR_PHONE, "operator": "olivia"}]
+    assert Conversation.objects.filter(assignee=operators[0], status="open").count() == 1
+
+
+def test_an_operator_who_may_not_work_conversations_is_never_rung(django_user_model, handed_off, client):
+    """The same filter as auto-assignment: staff without the operator role get no hand-off."""
+    task, _handoff_task, data = handed_off
+    outsider = django_user_model.objects.create_user("guest", "g@example.com", "pw", is_staff=True)
+    operator = services.operator_set_availability(user=outsider, available=True)
+    operator.phone = OPERATOR_PHONE
+    operator.save()
+
+    root = twiml(signed_post(client, links.connect_action_url(task.id), {"HandoffData": data}))
+
+    assert root.find("Dial") is None and "call you back" in root.find("Say").text
+
+
+def test_console_queue_through_signed_webhooks(client, operators, handed_off, settings):
+    """An operator without a phone: the caller is put in the hand-off's queue (<Enqueue>), the
+    wait URL holds them, Take call asks the provider to dequeue them to the operator's client
+    leg (<Dial><Client>), whose answer finishes the hand-off as connected."""
+    task, handoff_task, data = handed_off
+    oscar = operators[1]
+    services.operator_set_availability(user=oscar, available=True)
+    call_sid = "CA" + "5" * 32
+
+    root = twiml(
+        signed_post(client, links.connect_action_url(task.id), {"HandoffData": data, "CallSid": call_sid})
+    )
+
+    enqueue = root.find("Enqueue")
+    assert enqueue.text == f"handoff-{handoff_task.id}"
+    conv = Conversation.objects.get(channel="voice")
+    assert conv.assignee == oscar
+    client.force_login(oscar)
+    page = client.get(reverse("dashboard:conversation", args=[conv.pk])).content.decode()
+    assert 'id="cc-take-call"' in page
+    refused = client.post(
+        reverse("dashboard:conversation", args=[conv.pk]), {"action": "take_call"}, follow=True
+    )
+    assert "not in the queue yet" in refused.content.decode()  # Twilio has not named the queue yet
+    wait = twiml(signed_post(client, enqueue.get("waitUrl"), {"QueueSid": "QU" + "7" * 32, "QueueTime": "1"}))
+    assert wait.find("Say").text == "Please stay on the line: a colleague will be with you in a moment."
+    assert wait.find("Leave") is None
+
+    client.post(reverse("dashboard:conversation", args=[conv.pk]), {"action": "take_call"})
+
+    from agents.voice.providers.simulated import journal
+
+    [asked] = [e for e in journal(call_sid) if e.get("request") == "queue_member_update"]
+    bridge = twiml(signed_post(client, asked["url"], {}))
+    assert bridge.find("Dial/Client").text == "oscar"
+    signed_post(client, bridge.find("Dial").get("action"), {"DialCallStatus": "completed"})
+    handoff_task.refresh_from_db()
+    assert (handoff_task.status, handoff_task.result) == ("succeeded", {"outcome": "connected"})
+    assert conv.events.filter(kind="handoff_taken", actor="operator:oscar").exists()
+
+
+def test_a_queued_caller_nobody_takes_leaves_after_the_wait_and_a_callback_waits(
+    client, operators, handed_off
+):
+    task, handoff_task, data = handed_off
+    services.operator_set_availability(user=operators[1], available=True)
+    root = twiml(
+        signed_post(
+            client, links.connect_action_url(task.id), {"HandoffData": data, "CallSid": "CA" + "6" * 32}
+        )
+    )
+    enqueue = root.find("Enqueue")
+    waited = str(settings.VOICE_HANDOFF_DIAL_SECONDS)
+
+    wait = twiml(
+        signed_post(client, enqueue.get("waitUrl"), {"QueueSid": "QU" + "8" * 32, "QueueTime": waited})
+    )
+    assert wait.find("Leave") is not None
+    after = twiml(signed_post(client, enqueue.get("action"), {"QueueResult": "leave", "QueueTime": waited}))
+
+    assert "call you back" in after.find("Say").text
+    conv = Conversation.objects.get(channel="voice")
+    assert conv.assignee is None and conv.labels.filter(name="callback").exists()
+    handoff_task.refresh_from_db()
+    assert (handoff_task.status, handoff_task.result) == ("succeeded", {"outcome": "callback"})
+    client.force_login(operators[1])
+    page = client.get(reverse("dashboard:conversation", args=[conv.pk])).content.decode()
+    assert 'id="cc-take-call"' not in page  # nobody is waiting any more
+
+
+@pytest.mark.parametrize("url", [links.handoff_wait_url, links.handoff_queue_url])
+def test_the_queue_endpoints_refuse_unsigned_requests_and_answer_unknown_ids(client, handed_off, url):
+    task, _handoff_task, _ = handed_off
+    unsigned = client.post(url(task.id, "x").removeprefix(settings.PUBLIC_BASE_URL), {"QueueResult": "leave"})
+    assert unsigned.status_code == 403
+    signed = signed_post(client, url(task.id, "not-a-uuid"), {"QueueResult": "leave", "QueueTime": "1"})
+    assert signed.status_code == 200 and twiml(signed).tag == "Response"
+
+
+def test_a_bridge_for_a_call_nobody_took_is_the_callback_path(client, handed_off):
+    task, handoff_task, _ = handed_off
+    url = links.handoff_bridge_url(task.id, handoff_task.id, "mallory")
+    assert client.post(url.removeprefix(settings.PUBLIC_BASE_URL), {}).status_code == 403
+    root = twiml(signed_post(client, url, {}))
+    assert root.find("Dial") is None and "call you back" in root.find("Say").text
+
+
+def test_a_caller_who_hangs_up_while_the_operator_rings_leaves_a_callback(client, operators, handed_off):
+    """Twilio asks no <Dial> action when the caller is gone: the call's final status callback
+    finishes the open hand-off as a callback, so the task is final either way."""
+    task, handoff_task, data = handed_off
+    operator = services.operator_set_availability(user=operators[0], available=True)
+    operator.phone = OPERATOR_PHONE
+    operator.save()
+    assert (
+        twiml(signed_post(client, links.connect_action_url(task.id), {"HandoffData": data})).find("Dial")
+        is not None
+    )
+
+    status_url = links.status_callback_url(task.id).split("#", 1)[0]
+    signed_post(
+        client, status_url, {"CallSid": "CA" + "3" * 32, "CallStatus": "completed", "CallDuration": "9"}
+    )
+
+    handoff_task.refresh_from_db()
+    assert (handoff_task.status, handoff_task.result) == ("succeeded", {"outcome": "callback"})
+    conv = Conversation.objects.get(channel="voice")
+    assert (
+        conv.assignee is None
+        and conv.events.filter(kind="handoff_unanswered", details__dial_status="call-ended").exists()
+    )

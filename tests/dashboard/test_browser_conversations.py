@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import requests
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -88,3 +89,72 @@ def test_the_supervisor_view_updates_live(layout, browser, olivia):
                            timeout=15_000)  # fmt: skip
     assert same_document(page)
     shot(page, "conv-04-supervisor")
+
+
+def test_a_colleagues_claim_updates_the_buttons_of_an_open_conversation_page(
+    layout, browser, olivia, django_user_model
+):
+    """Olivia has an unassigned conversation open; Bruno takes it with a real click on his own
+    page: Olivia's page shows it is Bruno's (her Take it button gone), live, without a reload."""
+    bruno = django_user_model.objects.create_user("bruno", "bruno@example.com", prod.PASSWORD, is_staff=True,
+                                                  is_superuser=True)  # fmt: skip
+    layout.inbound_sms("+14155550164", "Is anyone there?")
+    conv = wait_until(lambda: Conversation.objects.filter(contact__phone="+14155550164").first(), timeout=15,
+                      message="the conversation")  # fmt: skip
+    watcher, _ = signed_in_page(browser, layout, olivia)
+    watcher.goto(f"{layout.web}/admin/conversations/{conv.pk}/")
+    wait_live(watcher)
+    mark_document(watcher)
+    assert watcher.locator("#cc-claim").is_visible()
+
+    taker, _ = signed_in_page(browser, layout, bruno)
+    taker.goto(f"{layout.web}/admin/conversations/{conv.pk}/")
+    with taker.expect_navigation():
+        taker.click("#cc-claim")  # Bruno's real click
+    taker.locator("#cc-yours").wait_for()
+
+    watcher.locator("#cc-head-actions", has_text="with bruno").wait_for(timeout=15_000)
+    assert watcher.locator("#cc-claim").count() == 0
+    assert same_document(watcher)  # pushed into the open page, no reload
+    assert Conversation.objects.get(pk=conv.pk).assignee == bruno
+    shot(watcher, "conv-05-colleague-claimed")
+
+
+def test_an_operator_takes_a_queued_voice_handoff_with_a_click(layout, browser, olivia):
+    """A caller asks the AI for a person (the simulated callee of a number ending in 4357, over the
+    relay websocket); Olivia has no phone, so the caller waits in the hand-off's Twilio queue. Her
+    conversation page shows the AI's summary and Take call; her click has the simulated Twilio
+    dequeue the caller to her client leg, and the hand-off ends connected."""
+    from agents.voice.models import HandoffQueue
+    from conversations.services import operator_set_availability
+    from orchestrator.api.auth import api_key_create
+    from tests.conversations.test_handoff_live import voice_beat_is_fresh
+
+    operator_set_availability(user=olivia, available=True)
+    wait_until(
+        lambda: voice_beat_is_fresh(layout.env["REDIS_URL"]), timeout=60, message="the worker's heartbeat"
+    )
+    _, key = api_key_create(name="browser-handoff")
+    response = requests.post(f"{layout.web}/api/calls/", headers={"Authorization": f"Api-Key {key}"}, timeout=10,
+                             json={"to": "+14155554357", "goal": "a delivery", "greeting": "Hi, this is Acme."})  # fmt: skip
+    assert response.status_code == 201, response.text
+    call_task_id = response.json()["id"]
+    waiting = wait_until(lambda: HandoffQueue.objects.filter(call_task_id=call_task_id).exclude(queue_sid="").first(),
+                         timeout=30, message="the caller waiting in the queue")  # fmt: skip
+    conv = Conversation.objects.get(contact__phone="+14155554357", channel="voice")
+    page, _ = signed_in_page(browser, layout, olivia)
+    page.goto(f"{layout.web}/admin/conversations/{conv.pk}/")
+    page.locator("#cc-handoff", has_text="I want to speak to a person").wait_for()
+    shot(page, "conv-06-caller-waiting")
+
+    with page.expect_navigation():
+        page.click("#cc-take-call")  # the real click
+
+    page.locator(".messagelist", has_text="Putting the caller through to you.").wait_for()
+    handoff = wait_until(
+        lambda: Task.objects.filter(pk=waiting.handoff_task_id, status="succeeded").first(),
+        timeout=20, message="the hand-off's final state",
+    )  # fmt: skip
+    assert handoff.result == {"outcome": "connected"}
+    assert HandoffQueue.objects.get(pk=waiting.pk).taken_by == "olivia"
+    shot(page, "conv-07-call-taken")

@@ -19,6 +19,9 @@ from urllib.parse import parse_qs
 
 CALLS_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls\.json$")
 CALL_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Calls/(CA[0-9a-fA-F]{32})\.json$")
+MEMBER_PATH = re.compile(
+    r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Queues/(QU[0-9a-fA-F]{32})/Members/(CA[0-9a-fA-F]{32}|Front)\.json$"
+)
 RECORDING_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})\.wav$")
 
 
@@ -29,6 +32,7 @@ class CallRequest:
     form: dict[str, list[str]]
     content_type: str
     call_sid: str = ""  # set on an update of an existing call (POST /Calls/<sid>.json)
+    queue_sid: str = ""  # set on a queue member update (POST /Queues/<QU>/Members/<CA>.json)
 
     def one(self, name: str) -> str:
         return self.form[name][0]
@@ -51,6 +55,18 @@ class FakeTwilioCalls:
                 pass
 
             def do_POST(self) -> None:
+                member = MEMBER_PATH.match(self.path)
+                if member is not None:  # dequeue a waiting caller to a URL (Queue Members API)
+                    if self._basic_auth() != (fake.account_sid, fake.auth_token):
+                        return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
+                    body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                    request = CallRequest(member.group(1), self._basic_auth(), parse_qs(body),
+                                          self.headers.get("Content-Type", ""), call_sid=member.group(3),
+                                          queue_sid=member.group(2))  # fmt: skip
+                    fake.requests.append(request)
+                    return self._json(200, {"call_sid": member.group(3), "queue_sid": member.group(2),
+                                            "position": 1, "wait_time": 3, "date_enqueued": "Mon, 30 Nov 2026 03:00:00 +0000",
+                                            "uri": self.path})  # fmt: skip
                 update = CALL_PATH.match(self.path)
                 if update is not None:  # update a call, e.g. Status=completed (hang up)
                     if self._basic_auth() != (fake.account_sid, fake.auth_token):

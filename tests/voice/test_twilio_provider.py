@@ -173,3 +173,14 @@ def test_fetch_call_reads_twilios_record_with_the_sdk(fake_twilio):
     fake_twilio.calls[sid].update(status="completed", duration="42")
     assert provider.fetch_call(sid) == ("completed", 42)
     assert provider.fetch_call("CA" + "0" * 32) == ("not_found", None)
+
+
+def test_take_call_dequeues_the_member_through_the_queue_members_api(fake_twilio):
+    """The console's Take call: POST /Queues/<QU>/Members/<CA>.json with the bridge URL."""
+    queue_sid, call_sid = "QU" + "1" * 32, "CA" + "2" * 32
+    url = "https://comms.example.com/webhooks/twilio/voice/t-1/handoff-bridge/?handoff=h-1&operator=olivia"
+    TwilioVoiceProvider().dequeue(queue_sid=queue_sid, call_sid=call_sid, url=url)
+    [request] = fake_twilio.requests
+    assert (request.queue_sid, request.call_sid) == (queue_sid, call_sid)
+    assert request.form == {"Url": [url], "Method": ["POST"]}
+    assert request.auth == (SID, TOKEN)

@@ -2,7 +2,8 @@
 
 A provider starts one outbound call and answers with the provider's call SID, or raises
 ``TransientError`` (429, 5xx, network: retry) / ``PermanentError`` (the same request can
-never succeed). ``hang_up`` ends a call in progress (the console's Hang up); ``fetch_call``
+never succeed). ``dequeue`` puts a caller waiting in a queue through (the console's
+*Take call*); ``hang_up`` ends a call in progress (the console's Hang up); ``fetch_call``
 lets the kit's status check ask for a call whose final callback was lost.
 """
 
@@ -36,6 +37,11 @@ class VoiceProvider(ABC):
     @abstractmethod
     def hang_up(self, call_sid: str) -> None:
         """End a call in progress (Twilio: update the call to ``completed``)."""
+
+    @abstractmethod
+    def dequeue(self, *, queue_sid: str, call_sid: str, url: str) -> None:
+        """Take a waiting caller out of a queue: their call goes on with the TwiML at ``url``
+        (Twilio: the Queue Members API, ``POST /Queues/<QU>/Members/<CA>.json`` with ``Url``)."""
 
     @abstractmethod
     def fetch_call(self, sid: str) -> tuple[str, int | None]:

@@ -6,11 +6,24 @@ our TwiML, then either a scripted ConversationRelay session against OUR websocke
 (setup, a few prompts, one interrupt, then the agent's ``end`` or a hang-up) or, for
 ``VOICE_MODE=gather``, a few ``<Gather>`` rounds; then the ``completed`` callback (and a
 recording callback when asked). Everything is signed with TWILIO_AUTH_TOKEN.
+
+After a hand-off it plays the rest of Twilio and the operator's leg: the ``<Connect>`` action's
+TwiML is followed — a ``<Dial>`` is answered by the simulated operator (its action gets
+``DialCallStatus=completed``), an ``<Enqueue>`` waits in the queue asking the wait URL until
+the console takes the call (``dequeue``: the bridge URL's ``<Dial><Client>`` is answered the
+same way) or the wait URL says ``<Leave/>`` (the action gets ``QueueResult=leave``).
+
+Numbers choose behaviour, as Twilio's magic numbers do: a callee whose number ends in
+``4357`` (H-E-L-P) asks for a person; a ``<Dial>`` to a number ending in ``0009`` is not
+answered (``no-answer``). Every TwiML document the simulated Twilio received, and every
+dequeue asked of it, is kept in a journal (``journal(call_sid)``, in Redis when configured)
+so tests can assert what the provider was asked to do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -38,6 +51,11 @@ SCRIPT = [
     "Sorry, could you say that more briefly?",
     "Thanks, that is all I needed. Goodbye.",
 ]
+# A callee whose number ends in HELP_SUFFIX asks for a person at once (the agent hands off).
+HELP_SUFFIX = "4357"
+HANDOFF_SCRIPT = ["I want to speak to a person"]
+NO_ANSWER_SUFFIX = "0009"  # a <Dial>ed number that never answers
+QUEUE_POLL_SECONDS = 0.1
 INTERRUPT_PROMPT_INDEX = 1
 INTERRUPT_AFTER_TOKENS = 3
 RING_SECONDS = 0.3  # long enough for a watcher to open the live call view
@@ -48,7 +66,11 @@ HTTP_TIMEOUT_SECONDS = 10.0
 
 
 HANG_UP_KEY = "comms:sim-voice:hang-up:{sid}"
+DEQUEUE_KEY = "comms:sim-voice:dequeue:{sid}"
+JOURNAL_KEY = "comms:sim-voice:journal:{sid}"
 _local_hang_ups: set[str] = set()  # the embedded default: the callee runs in this process
+_local_dequeues: dict[str, str] = {}
+_local_journal: dict[str, list[dict]] = {}
 
 
 def new_sid(prefix: str) -> str:
@@ -79,8 +101,52 @@ def hang_up_requested(call_sid: str) -> bool:
     return call_sid in _local_hang_ups
 
 
+def dequeue_request(call_sid: str, url: str) -> None:
+    """What the Queue Members API update is to the simulated caller waiting in a queue."""
+    journal_add(call_sid, {"request": "queue_member_update", "url": url})
+    if settings.REDIS_URL:
+        _redis().set(DEQUEUE_KEY.format(sid=call_sid), url, ex=3600)
+    else:
+        _local_dequeues[call_sid] = url
+
+
+def dequeue_requested(call_sid: str) -> str:
+    if settings.REDIS_URL:
+        try:
+            value = _redis().get(DEQUEUE_KEY.format(sid=call_sid))
+        except Exception:
+            return ""
+        return value.decode() if value else ""
+    return _local_dequeues.get(call_sid, "")
+
+
+def journal_add(call_sid: str, entry: dict) -> None:
+    if settings.REDIS_URL:
+        with contextlib.suppress(Exception):
+            key = JOURNAL_KEY.format(sid=call_sid)
+            _redis().pipeline().rpush(key, json.dumps(entry)).expire(key, 3600).execute()
+    else:
+        _local_journal.setdefault(call_sid, []).append(entry)
+
+
+def journal(call_sid: str, *, redis_url: str | None = None) -> list[dict]:
+    """What the simulated Twilio received for a call, in order: ``{"url", "twiml"}`` for each
+    TwiML document our webhooks answered, ``{"request": "queue_member_update", "url"}``.
+    ``redis_url``: read the journal of a worker process that uses that Redis."""
+    redis_url = settings.REDIS_URL if redis_url is None else redis_url
+    if redis_url:
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=2)
+        return [json.loads(x) for x in client.lrange(JOURNAL_KEY.format(sid=call_sid), 0, -1)]
+    return list(_local_journal.get(call_sid, []))
+
+
 class SimulatedVoiceProvider(VoiceProvider):
     name = "simulated"
+
+    def dequeue(self, *, queue_sid: str, call_sid: str, url: str) -> None:
+        dequeue_request(call_sid, url)
 
     def hang_up(self, call_sid: str) -> None:
         hang_up_request(call_sid)
@@ -148,27 +214,76 @@ class SimulatedCallee:
             action = root.find("./Connect").get("action")
             if action and self.ended_by_agent:
                 after = self.post(action, CallStatus="in-progress", HandoffData=self.handoff_data)
+                self.journal_twiml(action, after)
                 self.operator_leg(after)
         elif root.find("./Gather") is not None:
             self.gather_session(root)
 
     def operator_leg(self, twiml: str) -> None:
-        """A hand-off's <Dial>: the simulated operator answers, talks briefly and hangs up."""
+        """Twilio goes on with the <Connect> action's TwiML after a hand-off: a <Dial> rings the
+        simulated operator, an <Enqueue> waits in the queue; <Say>/<Hangup> end the call."""
         try:
-            dial = ElementTree.fromstring(twiml).find("./Dial")  # noqa: S314 (our own TwiML)
+            root = ElementTree.fromstring(twiml)  # noqa: S314 (our own TwiML)
         except ElementTree.ParseError:
             return
-        if dial is not None and dial.get("action"):
-            time.sleep(STEP_SECONDS)
-            self.post(dial.get("action"), CallStatus="in-progress", DialCallStatus="completed",
-                      DialCallSid="CA" + uuid.uuid4().hex, DialCallDuration="1")  # fmt: skip
+        if root.find("./Dial") is not None:
+            self.dial(root.find("./Dial"))
+        elif root.find("./Enqueue") is not None:
+            self.wait_in_queue(root.find("./Enqueue"))
+
+    def dial(self, dial: ElementTree.Element) -> None:
+        """The operator's leg: answered (``completed``), or ``no-answer`` for a number ending in
+        NO_ANSWER_SUFFIX; Twilio then asks the <Dial> action."""
+        if not dial.get("action"):
+            return
+        number = "".join(dial.itertext()).strip()
+        status = "no-answer" if number.endswith(NO_ANSWER_SUFFIX) else "completed"
+        time.sleep(STEP_SECONDS)
+        extra = (
+            {"DialCallSid": "CA" + uuid.uuid4().hex, "DialCallDuration": "1"} if status == "completed" else {}
+        )
+        after = self.post(dial.get("action"), CallStatus="in-progress", DialCallStatus=status, **extra)
+        self.journal_twiml(dial.get("action"), after)
+
+    def wait_in_queue(self, enqueue: ElementTree.Element) -> None:
+        """Hold in the queue: ask the wait URL, play what it says (its <Pause>), ask again; until
+        the console takes the call (a dequeue to the bridge URL) or the wait URL says <Leave/>."""
+        queue_sid, started = new_sid("QU"), time.monotonic()
+        while not hang_up_requested(self.sid):
+            waited = str(int(time.monotonic() - started))
+            params = {"QueueSid": queue_sid, "QueueTime": waited, "QueuePosition": "1",
+                      "CurrentQueueSize": "1", "AvgQueueTime": waited}  # fmt: skip
+            wait = self.post(enqueue.get("waitUrl"), CallStatus="in-progress", **params)
+            self.journal_twiml(enqueue.get("waitUrl"), wait)
+            root = ElementTree.fromstring(wait)  # noqa: S314 (our own TwiML)
+            if root.find("./Leave") is not None:
+                after = self.post(enqueue.get("action"), CallStatus="in-progress", QueueResult="leave",
+                                  QueueSid=queue_sid, QueueTime=waited)  # fmt: skip
+                self.journal_twiml(enqueue.get("action"), after)
+                return
+            pause = sum(int(p.get("length", "1")) for p in root.findall("./Pause"))
+            deadline = time.monotonic() + max(pause, 1)
+            while time.monotonic() < deadline:
+                url = dequeue_requested(self.sid)
+                if url:  # taken from the console: the call executes the bridge URL's TwiML
+                    bridge = self.post(url, CallStatus="in-progress", QueueSid=queue_sid)
+                    self.journal_twiml(url, bridge)
+                    dial = ElementTree.fromstring(bridge).find("./Dial")  # noqa: S314 (our own TwiML)
+                    if dial is not None:
+                        self.dial(dial)
+                    return
+                time.sleep(QUEUE_POLL_SECONDS)
+
+    def journal_twiml(self, url: str, twiml: str) -> None:
+        journal_add(self.sid, {"url": url, "twiml": twiml})
 
     # --- ConversationRelay ------------------------------------------------------------------
     async def relay_session(self, url: str, params: dict) -> None:
         signature = RequestValidator(settings.TWILIO_AUTH_TOKEN).compute_signature(url, {})
         async with websockets.connect(url, additional_headers={"X-Twilio-Signature": signature}) as ws:
             await ws.send(json.dumps(self.setup_message(params)))
-            for index, line in enumerate(SCRIPT):
+            script = HANDOFF_SCRIPT if self.call.to.endswith(HELP_SUFFIX) else SCRIPT
+            for index, line in enumerate(script):
                 if index == 1 and settings.VOICE_SIMULATED_HOLD_SECONDS:
                     # The callee thinks for a while (test mode, to watch or hang up a live call).
                     await self.hold(settings.VOICE_SIMULATED_HOLD_SECONDS)

@@ -76,6 +76,12 @@ class TwilioVoiceProvider(VoiceProvider):
         with twilio_errors():
             twilio_client().calls(call_sid).update(status="completed")
 
+    def dequeue(self, *, queue_sid: str, call_sid: str, url: str) -> None:
+        """Dequeue the member and have its call execute the TwiML at ``url``
+        (twilio.com/docs/voice/api/queue-member#update-a-member-resource)."""
+        with twilio_errors():
+            twilio_client().queues(queue_sid).members(call_sid).update(url=url, method="POST")
+
     def fetch_call(self, sid: str) -> tuple[str, int | None]:
         # GET /Calls/{sid}.json (twilio-python CallContext.fetch): a lost final callback.
         try:
