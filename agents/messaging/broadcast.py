@@ -84,6 +84,10 @@ def batch_send(
     not_sent (stopped before its call, or a transient refusal) / unknown (no answer after the
     request left: the caller leaves it for the reconciler)."""
     provider = get_provider()
+    if hasattr(provider, "client"):
+        # Build the SDK client and load its Messages resource before the first paced call: the
+        # first call would otherwise carry the import, and reach Twilio late after its token.
+        provider.client().messages  # noqa: B018
     _, service = _sender(channel)
     results: list[dict[str, Any]] = []
     accepted: dict[int, str] = {}
