@@ -298,7 +298,7 @@ def _content(broadcast: Broadcast) -> str:
         return broadcast.body
     text = _content_cache.get(broadcast.id)
     if text is None:
-        text = call_hook("messaging.template_body", name=broadcast.template, channel=broadcast.channel,
+        text = call_hook("messaging.template_body", template=broadcast.template, channel=broadcast.channel,
                          locale="en") or ""  # fmt: skip
         _content_cache[broadcast.id] = text
     return text

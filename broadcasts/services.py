@@ -214,7 +214,7 @@ def _check_content(*, channel: str, body: str, template: str, prompt: str) -> st
             "prompt broadcasts are not supported yet: give a body or a template", field="prompt"
         )
     if template:
-        text = call_hook("messaging.template_body", name=template, channel=channel, locale="en")
+        text = call_hook("messaging.template_body", template=template, channel=channel, locale="en")
         if not text:
             raise BroadcastError(
                 f"no {channel} template named {template!r} with a text body", field="template"

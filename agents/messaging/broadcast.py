@@ -8,7 +8,7 @@ Broadcasts may not import an agent; they call these registry hooks (docs/broadca
   dossier messages updated set-based afterwards;
 - ``messaging.batch_reconcile(items)``: after a lost worker, asks the provider which of these
   messages (found by correlation id and address) left (Messages list), instead of sending again;
-- ``messaging.template_body(name, channel, locale)``: a template's text.
+- ``messaging.template_body(template, channel, locale)``: a template's text.
 Callback URLs carry ``message=<id>`` (so an early callback finds its message) and the caller's
 ``ref``, handed back through ``messaging.statuses_applied`` (agents/messaging/callbacks.py).
 """
@@ -47,9 +47,9 @@ def callback_url(*, message_id: int, ref: str) -> str:
 
 
 @hook("messaging.template_body")
-def template_body(*, name: str, channel: str, locale: str = "en") -> str | None:
+def template_body(*, template: str, channel: str, locale: str = "en") -> str | None:
     try:
-        return bodies.find_template(name=name, channel=channel, locale=locale).body or None
+        return bodies.find_template(name=template, channel=channel, locale=locale).body or None
     except bodies.BodyError:
         return None
 

@@ -193,3 +193,21 @@ def test_api_pause_resume_cancel_answer_and_refuse_what_cannot_be(api):
     assert cancelled["status"] == "cancelled" and cancelled["progress"]["cancelled"] == 3
     refused = api.post(f"/api/broadcasts/{bid}/resume/")
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "conflict"
+
+
+def test_a_template_broadcast_sends_the_templates_text(fake_twilio, django_capture_on_commit_callbacks, api):
+    from agents.messaging.models import MessageTemplate
+
+    MessageTemplate.objects.create(
+        name="reminder", channel="sms", locale="en", body="Hello {{ name }}, see you soon"
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        broadcast_create(name="t", channel="sms", template="reminder", recipients=_people(2))
+    assert sorted(p.form["Body"][0] for p in fake_twilio.posts()) == [
+        "Hello P0, see you soon",
+        "Hello P1, see you soon",
+    ]
+    # An unknown template is a 400 naming the field, whatever its name holds.
+    response = api.post("/api/broadcasts/", {"name": "t", "channel": "sms", "template": "Á<\U000f5c7c_", "recipients": _people(1)},
+                        content_type="application/json")  # fmt: skip
+    assert response.status_code == 400 and "template" in response.json()["error"]["fields"]
