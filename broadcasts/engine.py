@@ -24,8 +24,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Case, CharField, F, Min, Q, Value, When
+from django.db import OperationalError, transaction
+from django.db.models import Case, CharField, F, Q, Value, When
 from django.db.models.functions import Mod
 from django.db.models.lookups import Exact
 from django.utils import timezone
@@ -41,6 +41,7 @@ from orchestrator.routing import quiet_until
 log = logging.getLogger(__name__)
 B, R = BroadcastStatus, RecipientStatus
 REF_PREFIX = "b:"
+DEADLOCK_RETRIES = 3
 
 
 @dataclass
@@ -119,12 +120,32 @@ def batch_send(batch: Batch) -> dict[str, int]:
 
 
 def batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[str, int]:
-    """Write a batch's outcomes: one UPDATE per outcome, one bulk_update of the provider ids."""
+    """Write a batch's outcomes (retried when PostgreSQL picks it as a deadlock victim)."""
+    for attempt in range(1, DEADLOCK_RETRIES + 1):
+        try:
+            return _batch_record(broadcast_id=broadcast_id, results=results)
+        except OperationalError:
+            if attempt == DEADLOCK_RETRIES:
+                raise  # the rows stay ``sending``: the reconciler asks the provider about them
+            log.warning("broadcast batch outcomes: deadlock, retrying (%s)", attempt)
+            time.sleep(0.05 * attempt)
+    raise AssertionError("unreachable")
+
+
+def lock_in_id_order(ids: list[Any]) -> None:
+    """Lock these recipient rows in id order first: the batch's write and the callbacks' write
+    touch overlapping rows, and two UPDATEs taking row locks in different orders deadlock."""
+    list(Recipient.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
+
+
+def _batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[str, int]:
+    """One UPDATE per outcome, one bulk_update of the provider ids."""
     now = timezone.now()
     by_outcome: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         by_outcome.setdefault(result["outcome"], []).append(result)
     with transaction.atomic():
+        lock_in_id_order([r["key"] for r in results])
         accepted = by_outcome.get("accepted", [])
         if accepted:
             ids = [r["key"] for r in accepted]
@@ -187,16 +208,6 @@ def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str
             notify_progress(broadcast_id)
     log.info("broadcast recipients reconciled", extra=counts)
     return counts
-
-
-def next_due(*, broadcast_id: Any) -> float | None:
-    """Seconds until the earliest deferred recipient is due, None when none is deferred."""
-    earliest = Recipient.objects.filter(broadcast_id=broadcast_id, status=R.PENDING).aggregate(
-        at=Min("not_before")
-    )["at"]
-    if earliest is None:
-        return None
-    return max(0.0, (earliest - timezone.now()).total_seconds())
 
 
 def finish_if_done(*, broadcast_id: Any) -> bool:

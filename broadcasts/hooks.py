@@ -11,7 +11,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from broadcasts.engine import REF_PREFIX
+from broadcasts.engine import REF_PREFIX, lock_in_id_order
 from broadcasts.models import Recipient, RecipientStatus
 from broadcasts.services import notify_progress
 from orchestrator.registry import hook
@@ -43,6 +43,8 @@ def statuses_applied(*, items: list[dict[str, Any]]) -> int:
     changed = 0
     now = timezone.now()
     touched: set[Any] = set()
+    if groups:
+        lock_in_id_order([i for ids in groups.values() for i in ids])
     for (status, reason), ids in groups.items():
         rows = Recipient.objects.filter(id__in=ids, status__in=LOWER[status])
         touched.update(rows.values_list("broadcast_id", flat=True).distinct())

@@ -27,11 +27,9 @@ def send_batch(broadcast_id: str) -> dict[str, int]:
     if batch.broadcast is None:
         return {}
     if not batch.claimed:
-        due = engine.next_due(broadcast_id=broadcast_id)
-        if due is not None:  # deferred recipients (quiet hours): come back when the first is due
-            send_batch.apply_async(args=[broadcast_id], queue=QUEUE, countdown=min(due, 60.0))
-        else:
-            engine.finish_if_done(broadcast_id=broadcast_id)
+        # Deferred recipients (quiet hours) stay pending: beat's tick restarts the chain once they
+        # are due (within its 30 s). No timer task here: one per chain would pile up.
+        engine.finish_if_done(broadcast_id=broadcast_id)
         return {}
     send_batch.apply_async(args=[broadcast_id], queue=QUEUE)
     counts = engine.batch_send(batch)
