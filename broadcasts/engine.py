@@ -222,7 +222,7 @@ def finish_if_done(*, broadcast_id: Any) -> bool:
 
 # Paced a little under the rate asked: the provider sees our grants plus the network's jitter,
 # and a request that left late followed by one on time must still not show above the rate there.
-PACING_MARGIN = 0.98
+PACING_MARGIN = 0.99
 
 
 def _pace(sender: str, rate: float) -> None:
