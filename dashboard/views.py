@@ -31,7 +31,7 @@ def _ctx(request: HttpRequest, title: str, **extra) -> dict:
 
 # The console's sockets (comms_platform/routing.py) a page may ask a ticket for.
 LIVE_PATHS = re.compile(
-    r"^/ws/(inbox|calls|health|(tasks|calls)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/$"
+    r"^/ws/(inbox|calls|health|(tasks|calls|broadcasts)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/$"
 )
 
 
