@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "dossiers",
     "dashboard",
     "conversations",
+    "broadcasts",
     "agents.email.apps.EmailAgentConfig",
     "agents.content.apps.ContentConfig",
     "agents.voice.apps.VoiceConfig",
@@ -498,6 +499,16 @@ CELERY_BEAT_SCHEDULE["messaging-fetch-pending-media"] = {
 CELERY_BEAT_SCHEDULE["messaging-close-open-attempts"] = {
     "task": "messaging.close_open_attempts",
     "schedule": 60.0,
+    "options": {"queue": "messaging"},
+}
+# Broadcasts (docs/broadcasts.md): batches of recipients on the messaging queue.
+BROADCAST_BATCH_SIZE = env.int("BROADCAST_BATCH_SIZE", default=200)
+BROADCAST_PARALLEL_BATCHES = env.int("BROADCAST_PARALLEL_BATCHES", default=2)
+BROADCAST_LEASE_SECONDS = env.int("BROADCAST_LEASE_SECONDS", default=120)
+BROADCAST_PACED_BATCH_SECONDS = 2.0  # a paced batch (rate_per_second set) lasts about this long
+CELERY_BEAT_SCHEDULE["broadcasts-tick"] = {
+    "task": "broadcasts.tick",
+    "schedule": 30.0,
     "options": {"queue": "messaging"},
 }
 CELERY_BEAT_SCHEDULE["voice-fetch-pending-recordings"] = {

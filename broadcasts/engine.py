@@ -1,0 +1,322 @@
+"""The sending engine: claim a batch of recipients, apply the per-recipient rules, send the
+batch through the messaging agent in one hook call, write the outcomes set-based.
+
+The Recipient row is the unit of work (docs/broadcasts.md, "Batching design"):
+1. claim: ``select_for_update(skip_locked=True)`` of up to BROADCAST_BATCH_SIZE pending rows;
+   consent (opted out → ``opted_out``), quiet hours (``not_before`` set, stays pending) and the
+   body are decided here; the messaging agent prepares the dossier messages
+   (``messaging.batch_prepare``: WhatsApp window, body length); the rows to send become
+   ``sending`` with a lease — all in one transaction, committed BEFORE any provider call;
+2. send: ``messaging.batch_send`` calls the provider once per recipient over one client, and
+   asks ``before_send`` first (the stop flag of pause / cancel, the sender's token bucket);
+3. write: sent / failed / given back, one statement per outcome (plus one bulk_update of the
+   provider ids).
+A worker lost between 1 and 3 leaves ``sending`` rows whose lease runs out: ``reconcile`` asks
+the provider (``messaging.batch_reconcile``) whether each one left, instead of sending again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Min, Q
+from django.utils import timezone
+
+from broadcasts import rendering, stopflags
+from broadcasts.models import Broadcast, BroadcastStatus, Recipient, RecipientStatus
+from broadcasts.services import broadcast_finish_if_done, notify_progress
+from comms_platform import ratelimit
+from dossiers.models import Consent, ConsentStatus, Contact
+from orchestrator.registry import call_hook
+from orchestrator.routing import quiet_until
+
+log = logging.getLogger(__name__)
+B, R = BroadcastStatus, RecipientStatus
+REF_PREFIX = "b:"
+
+
+@dataclass
+class Batch:
+    broadcast: Broadcast | None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    claimed: int = 0
+
+
+def batch_size(broadcast: Broadcast) -> int:
+    size = settings.BROADCAST_BATCH_SIZE
+    if broadcast.rate_per_second:
+        # A paced batch lasts about BROADCAST_PACED_BATCH_SECONDS: pause and cancel stay quick and
+        # the lease stays short.
+        per_second = broadcast.rate_per_second * max(1, len(broadcast.senders))
+        size = min(size, max(1, int(per_second * settings.BROADCAST_PACED_BATCH_SECONDS)))
+    return size
+
+
+def lease_seconds(broadcast: Broadcast, size: int) -> float:
+    per_second = (broadcast.rate_per_second or 0) * max(1, len(broadcast.senders))
+    sending = size / per_second if per_second else 0.0
+    return settings.BROADCAST_LEASE_SECONDS + 2 * sending
+
+
+def batch_claim(*, broadcast_id: Any) -> Batch:
+    """Claim and prepare the next batch (one transaction). Empty when nothing is claimable."""
+    now = timezone.now()
+    with transaction.atomic():
+        broadcast = Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).first()
+        if broadcast is None:
+            return Batch(None)
+        size = batch_size(broadcast)
+        rows = list(
+            Recipient.objects.select_for_update(skip_locked=True)
+            .filter(broadcast_id=broadcast_id, status=R.PENDING)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .order_by("id")[:size]
+        )
+        if not rows:
+            return Batch(broadcast)
+        to_send, decided = _apply_rules(broadcast, rows, now)
+        items = _prepare(broadcast, to_send, decided)
+        lease = now + timedelta(seconds=lease_seconds(broadcast, len(items)))
+        sending = []
+        for item in items:
+            row = item["row"]
+            row.status, row.lease_until, row.attempt_started_at = R.SENDING, lease, now
+            row.message_id, row.sender = item["message_id"], item["sender"]
+            sending.append(row)
+        if sending:
+            Recipient.objects.bulk_update(
+                sending, ["status", "lease_until", "attempt_started_at", "message_id", "sender"]
+            )
+        _write_decided(decided, now)
+        if decided:
+            notify_progress(broadcast_id)
+    return Batch(broadcast, [{k: v for k, v in i.items() if k != "row"} for i in items], len(rows))
+
+
+def batch_send(batch: Batch) -> dict[str, int]:
+    """Send a claimed batch and record the outcomes. Returns counts per outcome."""
+    broadcast = batch.broadcast
+    if broadcast is None or not batch.items:
+        return {}
+    rate = broadcast.rate_per_second or 0.0
+
+    def before_send(item: dict[str, Any]) -> bool:
+        if stopflags.is_raised(broadcast.id):
+            return False
+        if rate:
+            _pace(item["sender"] or "default", rate)
+        return True
+
+    results = call_hook("messaging.batch_send", channel=broadcast.channel, items=batch.items,
+                        before_send=before_send)  # fmt: skip
+    if results is None:
+        raise RuntimeError("no messaging.batch_send hook: is the messaging agent installed?")
+    return batch_record(broadcast_id=broadcast.id, results=results)
+
+
+def batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[str, int]:
+    """Write a batch's outcomes: one UPDATE per outcome, one bulk_update of the provider ids."""
+    now = timezone.now()
+    by_outcome: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_outcome.setdefault(result["outcome"], []).append(result)
+    with transaction.atomic():
+        accepted = by_outcome.get("accepted", [])
+        if accepted:
+            ids = [r["key"] for r in accepted]
+            # A callback may have raised a row to delivered already: only ``sending`` becomes sent.
+            Recipient.objects.filter(id__in=ids, status=R.SENDING).update(
+                status=R.SENT, sent_at=now, lease_until=None, updated_at=now
+            )
+            Recipient.objects.bulk_update(
+                [Recipient(id=r["key"], provider_id=r["sid"]) for r in accepted], ["provider_id"]
+            )
+        for result_group in _group_by_reason(by_outcome.get("refused", [])):
+            reason, ids = result_group
+            Recipient.objects.filter(id__in=ids, status=R.SENDING).update(
+                status=R.FAILED, reason=reason, lease_until=None, updated_at=now
+            )
+        not_sent = [r["key"] for r in by_outcome.get("not_sent", [])]
+        if not_sent:
+            cancelled = Broadcast.objects.filter(id=broadcast_id, status=B.CANCELLED).exists()
+            Recipient.objects.filter(id__in=not_sent, status=R.SENDING).update(
+                status=R.CANCELLED if cancelled else R.PENDING, reason="broadcast cancelled" if cancelled else "",
+                lease_until=None, message_id=None, sender="", updated_at=now,
+            )  # fmt: skip
+        # ``unknown`` (no answer after the request left): stays ``sending``; the reconciler asks.
+        notify_progress(broadcast_id)
+    return {outcome: len(rows) for outcome, rows in by_outcome.items()}
+
+
+def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str, int]:
+    """``sending`` recipients whose lease ran out (a lost worker): ask the provider whether each
+    one left. Found → sent with its id; not found → pending again (sent by a later batch)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_seconds)
+    counts = {"sent": 0, "pending": 0}
+    with transaction.atomic():
+        rows = list(
+            Recipient.objects.select_for_update(skip_locked=True)
+            .filter(status=R.SENDING, lease_until__lt=cutoff)
+            .order_by("id")[:limit]
+        )
+        if not rows:
+            return counts
+        with_message = [r for r in rows if r.message_id]
+        found = call_hook("messaging.batch_reconcile", message_ids=[r.message_id for r in with_message]) or {}
+        now = timezone.now()
+        sent = [r for r in with_message if found.get(r.message_id)]
+        for row in sent:
+            row.status, row.provider_id, row.sent_at, row.lease_until = (
+                R.SENT,
+                found[row.message_id],
+                now,
+                None,
+            )
+            row.reason = "recovered after a lost worker"
+        if sent:
+            Recipient.objects.bulk_update(sent, ["status", "provider_id", "sent_at", "lease_until", "reason"])
+        again = [r.id for r in rows if r not in sent]
+        if again:
+            Recipient.objects.filter(id__in=again).update(
+                status=R.PENDING, lease_until=None, message_id=None, sender="", updated_at=now
+            )
+        counts.update(sent=len(sent), pending=len(again))
+        for broadcast_id in {r.broadcast_id for r in rows}:
+            notify_progress(broadcast_id)
+    log.info("broadcast recipients reconciled", extra=counts)
+    return counts
+
+
+def next_due(*, broadcast_id: Any) -> float | None:
+    """Seconds until the earliest deferred recipient is due, None when none is deferred."""
+    earliest = Recipient.objects.filter(broadcast_id=broadcast_id, status=R.PENDING).aggregate(
+        at=Min("not_before")
+    )["at"]
+    if earliest is None:
+        return None
+    return max(0.0, (earliest - timezone.now()).total_seconds())
+
+
+def finish_if_done(*, broadcast_id: Any) -> bool:
+    done = broadcast_finish_if_done(broadcast_id=broadcast_id)
+    if done:
+        notify_progress(broadcast_id)
+    return done
+
+
+# --- internals -----------------------------------------------------------------------------
+
+
+def _pace(sender: str, rate: float) -> None:
+    """Wait for the sender's token: burst 1, so the sender never goes above its rate."""
+    while True:
+        wait = ratelimit.acquire(f"broadcast-sender:{sender}", rate=rate, burst=1.0)
+        if wait <= 0:
+            return
+        time.sleep(wait)
+
+
+def _apply_rules(broadcast: Broadcast, rows: list[Recipient], now) -> tuple[list[Recipient], dict]:
+    """Consent and quiet hours per recipient. Returns (rows to send, decisions for the others)."""
+    decided: dict[str, Any] = {"opted_out": [], "deferred": [], "skipped": {}}
+    contact_ids = {r.contact_id for r in rows if r.contact_id}
+    opted_out = set()
+    zones: dict[Any, str] = {}
+    if contact_ids:
+        opted_out = set(
+            Consent.objects.filter(
+                contact_id__in=contact_ids, channel=broadcast.channel, status=ConsentStatus.OPTED_OUT
+            ).values_list("contact_id", flat=True)
+        )
+        if broadcast.quiet_start is not None and broadcast.quiet_end is not None:
+            zones = dict(Contact.objects.filter(id__in=contact_ids).values_list("id", "timezone"))
+    to_send = []
+    for row in rows:
+        if row.contact_id in opted_out:
+            decided["opted_out"].append(row.id)
+            continue
+        if broadcast.quiet_start is not None and broadcast.quiet_end is not None:
+            until = quiet_until(broadcast, _Zone(zones.get(row.contact_id) or "UTC"), now)
+            if until is not None:
+                row.not_before = until
+                decided["deferred"].append(row)
+                continue
+        to_send.append(row)
+    return to_send, decided
+
+
+class _Zone:
+    """What ``quiet_until`` reads of a contact: its time zone."""
+
+    def __init__(self, timezone_name: str) -> None:
+        self.timezone = timezone_name
+
+
+def _prepare(broadcast: Broadcast, rows: list[Recipient], decided: dict) -> list[dict[str, Any]]:
+    """Render each body, choose its sender, and let the messaging agent prepare the batch."""
+    senders = broadcast.senders or [""]
+    items = []
+    for row in rows:
+        try:
+            body = rendering.render(_content(broadcast), row.variables)
+        except rendering.RenderError as exc:
+            decided["skipped"].setdefault(str(exc)[:200], []).append(row.id)
+            continue
+        items.append({"key": row.id, "row": row, "to": row.address, "body": body,
+                      "contact_id": row.contact_id, "sender": senders[row.id % len(senders)],
+                      "ref": f"{REF_PREFIX}{row.id}"})  # fmt: skip
+    if not items:
+        return []
+    prepared = call_hook("messaging.batch_prepare", channel=broadcast.channel,
+                         items=[{k: v for k, v in i.items() if k != "row"} for i in items])  # fmt: skip
+    if prepared is None:
+        raise RuntimeError("no messaging.batch_prepare hook: is the messaging agent installed?")
+    ready = []
+    for item in items:
+        answer = prepared[item["key"]]
+        if answer.get("message_id") is None:
+            decided["skipped"].setdefault(answer.get("reason", "refused")[:200], []).append(item["key"])
+            continue
+        item["message_id"] = answer["message_id"]
+        item["sender"] = answer.get("sender", item["sender"])
+        ready.append(item)
+    return ready
+
+
+_content_cache: dict[Any, str] = {}
+
+
+def _content(broadcast: Broadcast) -> str:
+    if not broadcast.template:
+        return broadcast.body
+    text = _content_cache.get(broadcast.id)
+    if text is None:
+        text = call_hook("messaging.template_body", name=broadcast.template, channel=broadcast.channel,
+                         locale="en") or ""  # fmt: skip
+        _content_cache[broadcast.id] = text
+    return text
+
+
+def _write_decided(decided: dict, now) -> None:
+    if decided["opted_out"]:
+        Recipient.objects.filter(id__in=decided["opted_out"]).update(
+            status=R.OPTED_OUT, reason="opted out", updated_at=now
+        )
+    if decided["deferred"]:
+        Recipient.objects.bulk_update(decided["deferred"], ["not_before"])
+    for reason, ids in decided["skipped"].items():
+        Recipient.objects.filter(id__in=ids).update(status=R.SKIPPED, reason=reason, updated_at=now)
+
+
+def _group_by_reason(results: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    groups: dict[str, list[Any]] = {}
+    for result in results:
+        reason = " ".join(part for part in (result.get("code") or "", result.get("reason") or "") if part)
+        groups.setdefault(reason[:200] or "refused", []).append(result["key"])
+    return list(groups.items())

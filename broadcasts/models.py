@@ -1,0 +1,134 @@
+"""A broadcast: one message to many recipients, sent in batches at each sender's rate.
+
+The ``Recipient`` row is the unit of work (no orchestrator Task per recipient): it is claimed
+in batches, marked ``sending`` with a lease BEFORE the provider is called, and finished with
+set-based writes (docs/broadcasts.md, "Guarantees").
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Channel(models.TextChoices):
+    SMS = "sms", "SMS"
+    WHATSAPP = "whatsapp", "WhatsApp"
+    EMAIL = "email", "email"
+    NOTIFY = "notify", "notify (routing rules choose)"
+
+
+class BroadcastStatus(models.TextChoices):
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+class RecipientStatus(models.TextChoices):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    OPTED_OUT = "opted_out", "opted out"
+    CANCELLED = "cancelled"
+
+
+# A recipient in one of these is done: nothing more is sent to it (``sent`` waits only for
+# the provider's delivery callback, which may raise it to delivered or failed).
+FINAL_RECIPIENT = frozenset(
+    {
+        RecipientStatus.SENT,
+        RecipientStatus.DELIVERED,
+        RecipientStatus.FAILED,
+        RecipientStatus.SKIPPED,
+        RecipientStatus.OPTED_OUT,
+        RecipientStatus.CANCELLED,
+    }
+)
+
+
+class Broadcast(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    body = models.TextField(blank=True, help_text="text with {{ variable }} placeholders")
+    template = models.CharField(max_length=100, blank=True, help_text="a messaging template's name")
+    prompt = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.DRAFT)
+    scheduled_for = models.DateTimeField(null=True, blank=True)
+    rate_per_second = models.FloatField(
+        null=True, blank=True, help_text="messages per second per sender (empty: the platform's limit)"
+    )
+    senders = models.JSONField(default=list, blank=True, help_text="From numbers, used round-robin")
+    # Quiet hours on the recipient's wall clock (its contact's time zone): defer, never drop.
+    quiet_start = models.TimeField(null=True, blank=True)
+    quiet_end = models.TimeField(null=True, blank=True)
+    source = models.CharField(max_length=150, blank=True, help_text="who asked: api key source or user")
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, help_text="what the key was first used with")
+    created_by = models.CharField(max_length=150, blank=True)
+    total = models.PositiveIntegerField(default=0, help_text="recipients accepted")
+    rejected = models.PositiveIntegerField(default=0, help_text="input rows refused at creation")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="broadcast_idempotency",
+            )
+        ]
+        indexes = [models.Index(fields=["status", "scheduled_for"], name="broadcast_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.channel}, {self.status})"
+
+
+class Recipient(models.Model):
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="recipients")
+    line = models.PositiveIntegerField(help_text="1-based row of the input (CSV line or list index)")
+    address = models.CharField(max_length=254)
+    contact = models.ForeignKey(
+        "dossiers.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    variables = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=RecipientStatus.choices, default=RecipientStatus.PENDING)
+    reason = models.CharField(max_length=200, blank=True, help_text="why skipped / failed")
+    sender = models.CharField(max_length=64, blank=True)
+    provider_id = models.CharField(max_length=64, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True, help_text="the dossier message")
+    not_before = models.DateTimeField(null=True, blank=True, help_text="deferred (quiet hours) until")
+    lease_until = models.DateTimeField(null=True, blank=True, help_text="a sending batch owns it until")
+    attempt_started_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["broadcast", "line"]
+        constraints = [
+            models.UniqueConstraint(fields=["broadcast", "address"], name="recipient_unique_address"),
+        ]
+        indexes = [
+            # The claim reads pending rows of one broadcast in id order.
+            models.Index(fields=["broadcast", "id"], condition=Q(status="pending"), name="recipient_pending"),
+            # The reconciler reads sending rows whose lease ran out.
+            models.Index(fields=["lease_until"], condition=Q(status="sending"), name="recipient_sending"),
+            models.Index(
+                fields=["message_id"], condition=Q(message_id__isnull=False), name="recipient_message"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.address} ({self.status})"

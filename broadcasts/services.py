@@ -1,0 +1,342 @@
+"""Broadcast services: create (validate, dedupe, bulk insert, idempotent), preview, and the
+operator's controls (pause / resume / cancel). The sending engine is ``broadcasts.engine``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from broadcasts import rendering, stopflags
+from broadcasts.errors import BroadcastError, IdempotencyConflict, IllegalBroadcastTransition
+from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientStatus
+from broadcasts.signals import progress_changed
+from dossiers.models import Consent, ConsentStatus, Contact
+from dossiers.services import InvalidPhoneNumber, normalize_phone
+from orchestrator.registry import call_hook
+
+B, R = BroadcastStatus, RecipientStatus
+MAX_RECIPIENTS = 100_000
+INSERT_BATCH = 5_000
+SENDING_CHANNELS = (Channel.SMS, Channel.WHATSAPP)  # what the engine sends today (docs/broadcasts.md)
+CONTACT_FILTER_KEYS = {"ids", "locale", "consent", "has_address"}
+
+
+@dataclass
+class BroadcastCreated:
+    broadcast: Broadcast
+    created: bool
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    line: int
+    address: str
+    contact_id: Any
+    variables: dict[str, Any]
+
+
+def broadcast_create(
+    *, name: str, channel: str, body: str = "", template: str = "", prompt: str = "",
+    recipients: list[dict[str, Any]] | None = None, contact_list: Iterable[Any] | None = None,
+    contact_filter: dict[str, Any] | None = None, scheduled_for: datetime | None = None,
+    rate_per_second: float | None = None, senders: list[str] | None = None, idempotency_key: str = "",
+    source: str = "", created_by: Any = None, start: bool = True,
+    quiet_start: Any = None, quiet_end: Any = None,
+) -> BroadcastCreated:  # fmt: skip
+    """Create a broadcast and its recipients in one transaction (bulk inserts).
+
+    Bad recipients are ``rejected`` (line, address, reason) and the good ones are created; a
+    broadcast with no good recipient is a BroadcastError. The same (source, idempotency_key)
+    with the same request returns the first broadcast (``created`` False) and writes nothing;
+    with another request, IdempotencyConflict.
+    """
+    content = _check_content(channel=channel, body=body, template=template, prompt=prompt)
+    request_hash = _request_hash(name, channel, body, template, prompt, recipients, contact_list,
+                                 contact_filter, scheduled_for, rate_per_second, senders)  # fmt: skip
+    if idempotency_key:
+        existing = _existing(source, idempotency_key, request_hash)
+        if existing is not None:
+            return BroadcastCreated(existing, created=False)
+    rows, rejected = _audience(channel, recipients, contact_list, contact_filter, content)
+    if not rows:
+        raise BroadcastError("no valid recipient", field="recipients")
+    if rate_per_second is not None and rate_per_second < 0:
+        raise BroadcastError("must be positive", field="rate_per_second")
+    if senders is not None and not all(isinstance(s, str) and s.strip() for s in senders):
+        raise BroadcastError("each sender must be a non-empty string", field="senders")
+    status = B.DRAFT
+    if start:
+        status = B.SCHEDULED if scheduled_for and scheduled_for > timezone.now() else B.RUNNING
+    broadcast = Broadcast(
+        name=name, channel=channel, body=body, template=template, prompt=prompt, status=status,
+        scheduled_for=scheduled_for, rate_per_second=rate_per_second or None, senders=list(senders or []),
+        quiet_start=quiet_start, quiet_end=quiet_end, source=source, idempotency_key=idempotency_key,
+        request_hash=request_hash, created_by=str(created_by or "")[:150], total=len(rows),
+        rejected=len(rejected), started_at=timezone.now() if status == B.RUNNING else None,
+    )  # fmt: skip
+    try:
+        with transaction.atomic():
+            broadcast.save(force_insert=True)
+            _insert_recipients(broadcast, rows)
+            if status == B.RUNNING:
+                transaction.on_commit(lambda: _kick(broadcast.id))
+    except IntegrityError:
+        if not idempotency_key:
+            raise
+        existing = _existing(source, idempotency_key, request_hash)  # a concurrent twin won
+        if existing is None:
+            raise
+        return BroadcastCreated(existing, created=False)
+    return BroadcastCreated(broadcast, created=True, rejected=rejected)
+
+
+def broadcast_preview(
+    *, channel: str, body: str = "", template: str = "", prompt: str = "",
+    recipients: list[dict[str, Any]], limit: int = 5,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The first ``limit`` recipients' rendered messages (or why each cannot be sent); writes nothing."""
+    content = _check_content(channel=channel, body=body, template=template, prompt=prompt)
+    out: list[dict[str, Any]] = []
+    for line, item in enumerate(recipients or [], 1):
+        if len(out) >= limit:
+            break
+        row, reason = _row(channel, line, item, content)
+        if row is None:
+            out.append({"line": line, "to": str((item or {}).get("to", ""))[:254], "error": reason})
+        else:
+            out.append({"line": line, "to": row.address, "body": rendering.render(content, row.variables)})
+    return out
+
+
+def broadcast_start(broadcast: Broadcast, *, actor: str) -> Broadcast:
+    """A draft (or a scheduled broadcast whose time came) starts sending."""
+    updated = Broadcast.objects.filter(id=broadcast.id, status__in=[B.DRAFT, B.SCHEDULED]).update(
+        status=B.RUNNING, started_at=timezone.now(), updated_at=timezone.now()
+    )
+    if not updated:
+        raise IllegalBroadcastTransition(f"a {broadcast.status} broadcast cannot start")
+    transaction.on_commit(lambda: _kick(broadcast.id))
+    return _reload(broadcast)
+
+
+def broadcast_pause(broadcast: Broadcast, *, actor: str) -> Broadcast:
+    """Stop sending; recipients not yet sent stay pending. In-flight batches stop before their
+    next provider call (a Redis flag, checked before each call) and give their rest back."""
+    return _control(broadcast, to=B.PAUSED, allowed=[B.RUNNING, B.SCHEDULED], actor=actor)
+
+
+def broadcast_resume(broadcast: Broadcast, *, actor: str) -> Broadcast:
+    broadcast = _control(broadcast, to=B.RUNNING, allowed=[B.PAUSED], actor=actor)
+    transaction.on_commit(lambda: _kick(broadcast.id))
+    return broadcast
+
+
+def broadcast_cancel(broadcast: Broadcast, *, actor: str) -> Broadcast:
+    """Nothing more leaves once this returns: the flag is up before the answer, every pending
+    recipient becomes ``cancelled``, and a batch in flight checks the flag before each call."""
+    broadcast = _control(broadcast, to=B.CANCELLED, allowed=[B.DRAFT, B.SCHEDULED, B.RUNNING, B.PAUSED],
+                         actor=actor)  # fmt: skip
+    Recipient.objects.filter(broadcast_id=broadcast.id, status=R.PENDING).update(
+        status=R.CANCELLED, reason="broadcast cancelled", updated_at=timezone.now()
+    )
+    return broadcast
+
+
+def broadcast_finish_if_done(*, broadcast_id: Any) -> bool:
+    """Mark a running broadcast completed once no recipient is pending or sending."""
+    if Recipient.objects.filter(broadcast_id=broadcast_id, status__in=[R.PENDING, R.SENDING]).exists():
+        return False
+    now = timezone.now()
+    return bool(
+        Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).update(
+            status=B.COMPLETED, finished_at=now, updated_at=now
+        )
+    )
+
+
+def notify_progress(broadcast_id: Any) -> None:
+    """Send ``progress_changed`` once the current transaction commits."""
+    transaction.on_commit(lambda: progress_changed.send(sender=Broadcast, broadcast_id=str(broadcast_id)))
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+
+def _control(broadcast: Broadcast, *, to: str, allowed: list[str], actor: str) -> Broadcast:
+    now = timezone.now()
+    fields: dict[str, Any] = {"status": to, "updated_at": now}
+    if to == B.CANCELLED:
+        fields["finished_at"] = now
+    with transaction.atomic():
+        if not Broadcast.objects.filter(id=broadcast.id, status__in=allowed).update(**fields):
+            current = Broadcast.objects.filter(id=broadcast.id).values_list("status", flat=True).first()
+            raise IllegalBroadcastTransition(f"a {current or 'deleted'} broadcast cannot become {to}")
+        notify_progress(broadcast.id)
+    # The flag after the commit: a batch that reads it sees the new status in the database too.
+    if to in (B.PAUSED, B.CANCELLED):
+        stopflags.raise_flag(broadcast.id)
+    else:
+        stopflags.lower_flag(broadcast.id)
+    return _reload(broadcast)
+
+
+def _reload(broadcast: Broadcast) -> Broadcast:
+    broadcast.refresh_from_db()
+    return broadcast
+
+
+def _kick(broadcast_id: Any) -> None:
+    from broadcasts.tasks import kick
+
+    kick(broadcast_id)
+
+
+def _check_content(*, channel: str, body: str, template: str, prompt: str) -> str:
+    if channel not in Channel.values:
+        raise BroadcastError(f"one of {', '.join(Channel.values)}", field="channel")
+    if channel not in SENDING_CHANNELS:
+        raise BroadcastError(
+            f"{channel} broadcasts are not supported yet: use sms or whatsapp", field="channel"
+        )
+    given = [name for name, value in (("body", body), ("template", template), ("prompt", prompt)) if value]
+    if len(given) != 1:
+        raise BroadcastError("give exactly one of body, template or prompt", field="body")
+    if prompt:
+        raise BroadcastError(
+            "prompt broadcasts are not supported yet: give a body or a template", field="prompt"
+        )
+    if template:
+        text = call_hook("messaging.template_body", name=template, channel=channel, locale="en")
+        if not text:
+            raise BroadcastError(
+                f"no {channel} template named {template!r} with a text body", field="template"
+            )
+        return text
+    return body
+
+
+def _request_hash(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _existing(source: str, key: str, request_hash: str) -> Broadcast | None:
+    existing = Broadcast.objects.filter(source=source, idempotency_key=key).first()
+    if existing is not None and existing.request_hash != request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with another request", field="Idempotency-Key"
+        )
+    return existing
+
+
+def _audience(channel, recipients, contact_list, contact_filter, content) -> tuple[list[_Row], list[dict]]:
+    sources = [s is not None for s in (recipients, contact_list, contact_filter)]
+    if sum(sources) != 1:
+        raise BroadcastError(
+            "give exactly one of recipients, contact_list or contact_filter", field="recipients"
+        )
+    if recipients is not None:
+        if not isinstance(recipients, list):
+            raise BroadcastError("must be a list", field="recipients")
+        items = recipients
+    else:
+        items = _contact_items(channel, contact_list, contact_filter)
+    if len(items) > MAX_RECIPIENTS:
+        raise BroadcastError(f"at most {MAX_RECIPIENTS} recipients per broadcast", field="recipients")
+    rows: list[_Row] = []
+    rejected: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for line, item in enumerate(items, 1):
+        row, reason = _row(channel, line, item, content)
+        if row is None:
+            rejected.append({"line": line, "address": _raw_to(item), "reason": reason})
+        elif row.address in seen:
+            rejected.append({"line": line, "address": row.address, "reason": "duplicate"})
+        else:
+            seen.add(row.address)
+            rows.append(row)
+    _attach_contacts(channel, rows)
+    return rows, rejected
+
+
+def _raw_to(item: Any) -> str:
+    return str(item.get("to") or item.get("contact_id") or "")[:254] if isinstance(item, dict) else ""
+
+
+def _row(channel: str, line: int, item: Any, content: str) -> tuple[_Row | None, str]:
+    if not isinstance(item, dict):
+        return None, "each recipient must be an object with 'to' (or 'contact_id') and 'variables'"
+    variables = item.get("variables") or {}
+    if not isinstance(variables, dict):
+        return None, "variables must be an object"
+    to = item.get("to")
+    if not isinstance(to, str) or not to.strip():
+        return None, "'to' is missing"
+    try:
+        address = normalize_phone(to)
+    except InvalidPhoneNumber as exc:
+        return None, str(exc)
+    try:
+        rendering.render(content, variables)
+    except rendering.RenderError as exc:
+        return None, str(exc)
+    return _Row(line, address, item.get("contact_id"), variables), ""
+
+
+def _contact_items(channel: str, contact_list, contact_filter) -> list[dict[str, Any]]:
+    contacts = Contact.objects.filter(synthetic=False)
+    if contact_list is not None:
+        ids = list(contact_list)
+        contacts = contacts.filter(id__in=ids)
+    else:
+        if not isinstance(contact_filter, dict) or set(contact_filter) - CONTACT_FILTER_KEYS:
+            raise BroadcastError(
+                f"an object with keys among {sorted(CONTACT_FILTER_KEYS)}", field="contact_filter"
+            )
+        if "ids" in contact_filter:
+            contacts = contacts.filter(id__in=contact_filter["ids"])
+        if contact_filter.get("locale"):
+            contacts = contacts.filter(locale=contact_filter["locale"])
+        if contact_filter.get("consent") == ConsentStatus.OPTED_IN:
+            opted_in = Consent.objects.filter(channel=channel, status=ConsentStatus.OPTED_IN)
+            contacts = contacts.filter(id__in=opted_in.values("contact_id"))
+    column = "whatsapp" if channel == Channel.WHATSAPP else "phone"
+    rows = contacts.exclude(**{column: ""}).order_by("created_at").values_list("id", column, "name", "locale")
+    return [
+        {"to": address, "contact_id": cid, "variables": {"name": name, "locale": locale}}
+        for cid, address, name, locale in rows.iterator(chunk_size=5000)
+    ]
+
+
+def _attach_contacts(channel: str, rows: list[_Row]) -> None:
+    """Link recipients to the dossier contacts with their number (chunked IN queries)."""
+    pending = [row for row in rows if not row.contact_id]
+    for start in range(0, len(pending), INSERT_BATCH):
+        chunk = pending[start : start + INSERT_BATCH]
+        found = dict(Contact.objects.filter(phone__in=[r.address for r in chunk]).values_list("phone", "id"))
+        for row in chunk:
+            row.contact_id = found.get(row.address)
+
+
+def _insert_recipients(broadcast: Broadcast, rows: list[_Row]) -> None:
+    for start in range(0, len(rows), INSERT_BATCH):
+        Recipient.objects.bulk_create(
+            [
+                Recipient(
+                    broadcast=broadcast,
+                    line=r.line,
+                    address=r.address,
+                    contact_id=r.contact_id,
+                    variables=r.variables,
+                )
+                for r in rows[start : start + INSERT_BATCH]
+            ]
+        )
