@@ -197,11 +197,19 @@ ACCESS: list[Access] = [
     Access("A broadcast (live progress)", "page", "GET", "/admin/broadcasts/{broadcast}/", VIEW_BROADCASTS),
     Access("New broadcast (upload a CSV)", "page", "GET", "/admin/broadcasts/new/", CREATE_BROADCASTS),
     Access(
-        "Preview and confirm a broadcast", "action", "POST", "/admin/broadcasts/new/#preview", CREATE_BROADCASTS
+        "Preview and confirm a broadcast",
+        "action",
+        "POST",
+        "/admin/broadcasts/new/#preview",
+        CREATE_BROADCASTS,
     ),
     Access("Pause a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#pause", CONTROL_BROADCASTS),
-    Access("Resume a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#resume", CONTROL_BROADCASTS),
-    Access("Cancel a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#cancel", CONTROL_BROADCASTS),
+    Access(
+        "Resume a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#resume", CONTROL_BROADCASTS
+    ),
+    Access(
+        "Cancel a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#cancel", CONTROL_BROADCASTS
+    ),
     Access(
         "A broadcast's per-recipient results (CSV)",
         "page",
@@ -210,7 +218,9 @@ ACCESS: list[Access] = [
         VIEW_RECIPIENTS,
     ),
     Access("Broadcasts (admin list)", "page", "GET", "/admin/broadcasts/broadcast/", VIEW_BROADCASTS),
-    Access("Broadcast recipients (admin list)", "page", "GET", "/admin/broadcasts/recipient/", VIEW_RECIPIENTS),
+    Access(
+        "Broadcast recipients (admin list)", "page", "GET", "/admin/broadcasts/recipient/", VIEW_RECIPIENTS
+    ),
     Access("Task live updates", "websocket", "WS", "/ws/tasks/{task}/", USE_CONSOLE),
     Access("Inbound queue live updates", "websocket", "WS", "/ws/inbox/", USE_CONSOLE),
     Access("Live call transcript", "websocket", "WS", "/ws/calls/{call}/", USE_CONSOLE),

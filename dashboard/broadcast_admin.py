@@ -41,7 +41,16 @@ class BroadcastAdmin(ReadOnly):
 
 @admin.register(Recipient)
 class RecipientAdmin(ReadOnly):
-    list_display = ["address", "broadcast", "line", "status", "reason", "provider_id", "sent_at", "updated_at"]
+    list_display = [
+        "address",
+        "broadcast",
+        "line",
+        "status",
+        "reason",
+        "provider_id",
+        "sent_at",
+        "updated_at",
+    ]
     list_filter = ["status"]
     list_select_related = ["broadcast"]
     search_fields = ["=address", "=provider_id"]

@@ -30,8 +30,8 @@ from django.utils.html import format_html
 
 from broadcasts import selectors as bc_selectors
 from broadcasts import services as bc_services
-from broadcasts.errors import BroadcastError
 from broadcasts.csvimport import MAX_BYTES, CsvRefused, ParsedCsv, parse_recipients_csv
+from broadcasts.errors import BroadcastError
 from broadcasts.models import FINAL_RECIPIENT, Broadcast, BroadcastStatus
 from dashboard import access, presentation
 
@@ -69,7 +69,9 @@ class BroadcastForm(forms.Form):
 
 
 class UploadForm(BroadcastForm):
-    file = forms.FileField(help_text="CSV, UTF-8: a header row, a phone (or email) column, one row per recipient.")
+    file = forms.FileField(
+        help_text="CSV, UTF-8: a header row, a phone (or email) column, one row per recipient."
+    )
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
@@ -94,7 +96,9 @@ def broadcasts_list(request: HttpRequest) -> HttpResponse:
         b.badge = badge(b.status)
         b.icon = presentation.channel_icon(b.channel)
     can_create = request.user.has_perm(access.CREATE_BROADCASTS)
-    return render(request, "dashboard/broadcasts.html", _ctx(request, "Broadcasts", rows=rows, can_create=can_create))
+    return render(
+        request, "dashboard/broadcasts.html", _ctx(request, "Broadcasts", rows=rows, can_create=can_create)
+    )
 
 
 def badge(status: str):
@@ -140,7 +144,9 @@ def broadcast_new(request: HttpRequest) -> HttpResponse:
 
 
 def _form_page(request: HttpRequest, form: forms.Form, status: int = 200) -> HttpResponse:
-    return render(request, "dashboard/broadcast_new.html", _ctx(request, "New broadcast", form=form), status=status)
+    return render(
+        request, "dashboard/broadcast_new.html", _ctx(request, "New broadcast", form=form), status=status
+    )
 
 
 def _preview(data: dict[str, Any], parsed: ParsedCsv) -> tuple[list[dict], str]:

@@ -19,7 +19,6 @@ from orchestrator.live import (
 )
 
 
-
 def broadcast_group(broadcast_id: Any) -> str:
     return f"broadcast.{broadcast_id}"
 
@@ -27,7 +26,18 @@ def broadcast_group(broadcast_id: Any) -> str:
 def forward_broadcast_progress(sender: Any, *, broadcast_id: str, **kwargs: Any) -> None:
     """``progress_changed`` receiver: one small message per batch; the watching page reads the
     counts itself (at most a few times a second), so a worker pays no count query per batch."""
-    send_group(broadcast_group(broadcast_id), {"type": "broadcast.progress", "broadcast_id": str(broadcast_id)})
+    send_group(
+        broadcast_group(broadcast_id), {"type": "broadcast.progress", "broadcast_id": str(broadcast_id)}
+    )
 
 
-__all__ = ["CALLS_GROUP", "HEALTH_GROUP", "INBOX_GROUP", "call_group", "publish_inbox_update", "broadcast_group", "forward_broadcast_progress", "send_group"]
+__all__ = [
+    "CALLS_GROUP",
+    "HEALTH_GROUP",
+    "INBOX_GROUP",
+    "broadcast_group",
+    "call_group",
+    "forward_broadcast_progress",
+    "publish_inbox_update",
+    "send_group",
+]
