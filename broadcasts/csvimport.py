@@ -57,9 +57,17 @@ class ParsedCsv:
 
 
 def parse_recipients_csv(
-    data: bytes, *, channel: str, max_bytes: int = MAX_BYTES, max_rows: int = MAX_ROWS
+    data: bytes,
+    *,
+    channel: str,
+    required: set[str] | frozenset[str] = frozenset(),
+    max_bytes: int = MAX_BYTES,
+    max_rows: int = MAX_ROWS,
 ) -> ParsedCsv:
-    """Read ``data`` (the uploaded file's bytes) as recipients of a broadcast on ``channel``."""
+    """Read ``data`` (the uploaded file's bytes) as recipients of a broadcast on ``channel``.
+
+    ``required`` names the variables the body uses: the file must have a column for each, and a
+    row with one of them empty is a bad row (its message could not be written)."""
     if channel not in ADDRESS_COLUMNS:
         raise CsvRefused(f"channel must be one of {', '.join(ADDRESS_COLUMNS)}, not {channel!r}")
     if len(data) > max_bytes:
@@ -70,6 +78,9 @@ def parse_recipients_csv(
     header, line = _header(reader)
     address_at, address_column = _address_column(header, channel)
     names = [(i, name) for i, name in enumerate(header) if i != address_at]
+    absent = sorted(set(required) - {name for _, name in names})
+    if absent:
+        raise CsvRefused(f"the body uses {', '.join(absent)}, but the file has no column of that name")
     parsed = ParsedCsv(address_column=address_column, variables=[name for _, name in names])
     seen: dict[str, int] = {}
     while True:
@@ -92,13 +103,15 @@ def parse_recipients_csv(
         address = ""
         if reason is None:
             address, reason = _address(raw, channel)
+        variables = {name: row[i].strip() for i, name in names} if reason is None else {}
         if reason is None and address in seen:
             reason = f"duplicate of line {seen[address]}"
+        if reason is None and (empty := sorted(name for name in required if not variables[name])):
+            reason = f"missing variable(s): {', '.join(empty)}"
         if reason is not None:
             parsed.reject(start, _printable(raw), reason)
             continue
         seen[address] = start
-        variables = {name: row[i].strip() for i, name in names}
         parsed.recipients.append({"to": address, "variables": variables, "line": start})
     return parsed
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import csv
+import logging
 import secrets
 import zlib
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.db import DatabaseError
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -28,6 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from broadcasts import rendering
 from broadcasts import selectors as bc_selectors
 from broadcasts import services as bc_services
 from broadcasts.csvimport import MAX_BYTES, CsvRefused, ParsedCsv, parse_recipients_csv
@@ -35,6 +38,7 @@ from broadcasts.errors import BroadcastError
 from broadcasts.models import FINAL_RECIPIENT, Broadcast, BroadcastStatus
 from dashboard import access, presentation
 
+log = logging.getLogger(__name__)
 DRAFT_KEY = "broadcast_draft"
 PREVIEW_COUNT = 5
 CONSOLE_CHANNELS = [(c.value, c.label) for c in bc_services.SENDING_CHANNELS]  # what the engine sends
@@ -63,8 +67,9 @@ class BroadcastForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if not data.get("body", "").strip() and not data.get("template", "").strip():
-            raise forms.ValidationError("Give a body or a template.")
+        given = [name for name in ("body", "template") if data.get(name, "").strip()]
+        if len(given) != 1:
+            raise forms.ValidationError("Give a body or a template (one of them).")
         return data
 
 
@@ -125,7 +130,7 @@ def broadcast_new(request: HttpRequest) -> HttpResponse:
     data = form.cleaned_data
     raw = data["file"].read()
     try:
-        parsed = parse_recipients_csv(raw, channel=data["channel"])
+        parsed = parse_recipients_csv(raw, channel=data["channel"], required=_required(data))
     except CsvRefused as exc:
         form.add_error("file", str(exc))
         return _form_page(request, form, status=400)
@@ -143,6 +148,11 @@ def broadcast_new(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/broadcast_preview.html", context)
 
 
+def _required(data: dict[str, Any]) -> set[str]:
+    """The variables the body uses (a template's are checked by the service at confirm)."""
+    return rendering.placeholders(data["body"]) if data["body"] else set()
+
+
 def _form_page(request: HttpRequest, form: forms.Form, status: int = 200) -> HttpResponse:
     return render(
         request, "dashboard/broadcast_new.html", _ctx(request, "New broadcast", form=form), status=status
@@ -153,12 +163,14 @@ def _preview(data: dict[str, Any], parsed: ParsedCsv) -> tuple[list[dict], str]:
     if not parsed.recipients:
         return [], ""
     try:
-        return bc_services.broadcast_preview(
+        rendered = bc_services.broadcast_preview(
             channel=data["channel"], body=data["body"], template=data["template"],
             recipients=parsed.recipients[:PREVIEW_COUNT], limit=PREVIEW_COUNT,
-        ), ""  # fmt: skip
+        )  # fmt: skip
     except BroadcastError as exc:
         return [], str(exc)
+    return [{"to": p["to"], "ok": "body" in p, "text": p.get("body") or f"cannot be sent: {p.get('error')}"}
+            for p in rendered], ""  # fmt: skip
 
 
 def _confirm(request: HttpRequest) -> HttpResponse:
@@ -172,7 +184,8 @@ def _confirm(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():  # cannot happen for a draft this view stored; checked all the same
         return _form_page(request, UploadForm(draft["form"]), status=400)
     data = form.cleaned_data
-    parsed = parse_recipients_csv(zlib.decompress(base64.b64decode(draft["csv"])), channel=data["channel"])
+    raw = zlib.decompress(base64.b64decode(draft["csv"]))
+    parsed = parse_recipients_csv(raw, channel=data["channel"], required=_required(data))
     try:
         created = bc_services.broadcast_create(
             name=data["name"], channel=data["channel"], body=data["body"], template=data["template"],
@@ -184,6 +197,13 @@ def _confirm(request: HttpRequest) -> HttpResponse:
     except BroadcastError as exc:
         messages.error(request, f"The broadcast was not created: {exc}")
         return _form_page(request, UploadForm(draft["form"]), status=400)
+    except DatabaseError:
+        # broadcast_create writes in one transaction: nothing of it was saved. The draft stays,
+        # so the operator can confirm again from the preview (same token, same idempotency key).
+        log.exception("broadcast confirm failed")
+        messages.error(request, "The broadcast was not created (the database refused the write); "
+                       "nothing was saved. Go back to the preview and confirm again.")  # fmt: skip
+        return _form_page(request, UploadForm(draft["form"]), status=503)
     request.session.pop(DRAFT_KEY, None)
     broadcast = created.broadcast
     messages.success(request, f"Broadcast “{broadcast.name}” created: {broadcast.total} recipients accepted, "

@@ -96,3 +96,14 @@ def test_size_and_row_limits():
     with pytest.raises(CsvRefused, match="more than 4 recipient rows"):
         parse_recipients_csv(lines("phone", *rows), channel="sms", max_rows=4)
     assert len(parse_recipients_csv(lines("phone", *rows), channel="sms", max_rows=5).recipients) == 5
+
+
+def test_variables_the_body_uses_must_have_a_column_and_a_value():
+    data = lines("phone,first_name,city", "+14155550101,Ann,Paris", "+14155550102,,Rome", "+14155550103,Cy,")
+    parsed = parse_recipients_csv(data, channel="sms", required={"first_name"})
+    assert [r["line"] for r in parsed.recipients] == [2, 4]  # city is not used: empty is fine
+    assert parsed.rejected == [
+        {"line": 3, "address": "+14155550102", "reason": "missing variable(s): first_name"}
+    ]
+    with pytest.raises(CsvRefused, match="the body uses country, but the file has no column of that name"):
+        parse_recipients_csv(data, channel="sms", required={"first_name", "country"})
