@@ -107,11 +107,10 @@ def batch_send(batch: Batch) -> dict[str, int]:
     rate = broadcast.rate_per_second or 0.0
 
     def before_send(item: dict[str, Any]) -> bool:
-        if stopflags.is_raised(broadcast.id):
-            return False
         if rate:
             _pace(item["sender"] or "default", rate)
-        return True
+        # Checked last, right before the call: a pause that came while we waited for a token holds.
+        return not stopflags.is_raised(broadcast.id)
 
     results = call_hook("messaging.batch_send", channel=broadcast.channel, items=batch.items,
                         before_send=before_send)  # fmt: skip

@@ -34,7 +34,11 @@ def send_batch(broadcast_id: str) -> dict[str, int]:
             engine.finish_if_done(broadcast_id=broadcast_id)
         return {}
     send_batch.apply_async(args=[broadcast_id], queue=QUEUE)
-    return engine.batch_send(batch)
+    counts = engine.batch_send(batch)
+    # The successor may have found nothing while this batch was sending: the last batch to finish
+    # completes the broadcast (one EXISTS query).
+    engine.finish_if_done(broadcast_id=broadcast_id)
+    return counts
 
 
 @shared_task(name="broadcasts.tick", acks_late=True)

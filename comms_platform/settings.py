@@ -332,7 +332,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "orchestrator.states.TaskStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "TaskStatusEnum": "orchestrator.states.TaskStatus",
+        "BroadcastChannelEnum": "broadcasts.models.Channel",
+        "BroadcastStatusEnum": "broadcasts.models.BroadcastStatus",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "orchestrator.api.schema.add_error_responses",
@@ -505,6 +509,7 @@ CELERY_BEAT_SCHEDULE["messaging-close-open-attempts"] = {
 BROADCAST_BATCH_SIZE = env.int("BROADCAST_BATCH_SIZE", default=200)
 BROADCAST_PARALLEL_BATCHES = env.int("BROADCAST_PARALLEL_BATCHES", default=2)
 BROADCAST_LEASE_SECONDS = env.int("BROADCAST_LEASE_SECONDS", default=120)
+BROADCAST_MAX_BODY_BYTES = 32 * 1024 * 1024  # POST /api/broadcasts/: 100,000 inline recipients
 BROADCAST_PACED_BATCH_SECONDS = 2.0  # a paced batch (rate_per_second set) lasts about this long
 CELERY_BEAT_SCHEDULE["broadcasts-tick"] = {
     "task": "broadcasts.tick",

@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/", include("dossiers.api.urls")),
     path("api/agents/", AgentListView.as_view(), name="agent-list"),
     path("api/", include("event_webhooks.api.urls")),
+    path("api/", include("broadcasts.api.urls")),
     # Every artifact link, whoever hands it out (dossiers/links.py).
     path("a/<str:token>/", serve_artifact, name="artifact"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

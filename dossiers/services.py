@@ -307,3 +307,48 @@ def contact_note_whatsapp_inbound(*, contact_id: Any, phone: str, at: Any) -> No
     """The contact wrote on WhatsApp (it opens the 24-hour window); keep the address."""
     Contact.objects.filter(id=contact_id).update(last_inbound_whatsapp_at=at, updated_at=at)
     Contact.objects.filter(id=contact_id, whatsapp="").update(whatsapp=f"whatsapp:{phone}")
+
+
+# --- Messages in bulk: a broadcast batch's messages (the messaging agent calls these) --------
+
+
+def messages_outbound_bulk_create(*, rows: list[dict[str, Any]]) -> list[int]:
+    """Create outbound messages (status ``pending``) in one INSERT; their ids, in order."""
+    now = timezone.now()
+    created = Message.objects.bulk_create(
+        [Message(direction=Direction.OUTBOUND, status="pending", occurred_at=now, **row) for row in rows]
+    )
+    return [message.id for message in created]
+
+
+def messages_record_accepted_bulk(*, sids: dict[int, str], status: str) -> None:
+    """The provider accepted these messages (message id → SID): one UPDATE. A callback that
+    came first keeps its SID and its (higher) status."""
+    if not sids:
+        return
+    Message.objects.filter(id__in=list(sids)).update(
+        provider_sid=Coalesce(
+            F("provider_sid"), Case(*[When(id=mid, then=Value(sid)) for mid, sid in sids.items()])
+        ),
+        status=Case(When(status="pending", then=Value(status)), default=F("status")),
+        updated_at=timezone.now(),
+    )
+
+
+def messages_record_refused_bulk(*, refusals: dict[int, tuple[str, str]]) -> None:
+    """The provider refused these messages (message id → (code, error)): one UPDATE per code."""
+    by_code: dict[tuple[str, str], list[int]] = {}
+    for message_id, (code, error) in refusals.items():
+        by_code.setdefault((code[:16], error[:300]), []).append(message_id)
+    now = timezone.now()
+    for (code, error), ids in by_code.items():
+        Message.objects.filter(id__in=ids).update(
+            status="failed", error_code=code, error_message=error, updated_at=now
+        )
+
+
+def messages_discard_unsent(*, ids: list[int]) -> None:
+    """Delete prepared messages that never left (a paused or cancelled batch, a lost worker
+    whose provider has no such message): the dossier keeps what was said, not what was not."""
+    if ids:
+        Message.objects.filter(id__in=ids, provider_sid__isnull=True, status="pending").delete()

@@ -8,4 +8,4 @@ class MessagingConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing these registers the handlers and the intake payload validators.
-        from agents.messaging import catalogue, handlers, validators  # noqa: F401
+        from agents.messaging import broadcast, catalogue, handlers, validators  # noqa: F401

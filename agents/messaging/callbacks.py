@@ -20,6 +20,7 @@ from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS,
 from dossiers.models import ConsentStatus, Direction, Message
 from dossiers.services import consent_set, message_status_raise
 from orchestrator.models import Task
+from orchestrator.registry import call_hook
 from orchestrator.services import Transition, task_transition_many
 from orchestrator.states import IllegalTransition, TaskStatus
 
@@ -28,6 +29,8 @@ S = TaskStatus
 
 STATUS_KIND = "messaging_status"
 TASK_KEY = "__task"  # our task id (from the callback URL), stored with the provider's fields
+MESSAGE_KEY = "__message"  # a broadcast message's id (from the callback URL)
+REF_KEY = "__ref"  # the broadcast's reference, handed back through messaging.statuses_applied
 DRAIN_FLAG = "messaging:status-drain-scheduled"
 DRAIN_BATCH = 200
 DRAIN_FLAG_SECONDS = 5
@@ -152,8 +155,9 @@ def status_events_apply(events: list[dict[str, str]], *, actor: str = "webhook:t
         int, tuple[Message, str, str, str, str]
     ] = {}  # message id → (message, sid, status, code, reason)
     changes: list[tuple[int, str, Transition]] = []
+    refs: list[dict[str, str]] = []
     for i, event, status, sid in parsed:
-        message = found(sid, event.get(TASK_KEY))
+        message = found(sid, event.get(TASK_KEY), event.get(MESSAGE_KEY))
         if message is None:
             log.warning("status callback for unknown message %s (%s)", sid, status)
             outcomes[i] = "unknown_message"
@@ -166,12 +170,16 @@ def status_events_apply(events: list[dict[str, str]], *, actor: str = "webhook:t
         if code == OPT_OUT_ERROR and message.contact_id:
             consent_set(contact_id=message.contact_id, channel="sms", status=ConsentStatus.OPTED_OUT,
                         source="provider_error", detail=f"Twilio {code}", actor="webhook:twilio")  # fmt: skip
+        if event.get(REF_KEY):
+            refs.append({"ref": event[REF_KEY], "status": status, "sid": sid, "code": code, "reason": reason})
         if message.task_id is None:
             outcomes[i] = status
             continue
         changes.append((i, status, _transition(message.task_id, status, sid, code, reason, actor)))
     for _, (message, sid, status, code, reason) in sorted(best.items()):  # id order: no deadlocks
         message_status_raise(message=message, sid=sid, status=status, rank=RANK, code=code, reason=reason)
+    if refs:  # a broadcast's recipients (broadcasts/hooks.py), in the same transaction
+        call_hook("messaging.statuses_applied", items=refs)
     results = task_transition_many([change for _, _, change in changes])
     for (i, status, _), result in zip(changes, results, strict=True):
         if isinstance(result, IllegalTransition):
@@ -202,6 +210,16 @@ def _messages_for(parsed: list[tuple[int, dict, str, str]]):
     sids = {sid for _, _, _, sid in parsed if sid}
     by_sid = {m.provider_sid: m for m in Message.objects.filter(provider_sid__in=sids)} if sids else {}
     hints = {_uuid_or_none(event.get(TASK_KEY)) for _, event, _, sid in parsed if sid not in by_sid} - {None}
+    message_hints = {
+        int(event[MESSAGE_KEY])
+        for _, event, _, sid in parsed
+        if sid not in by_sid and str(event.get(MESSAGE_KEY) or "").isdigit()
+    }
+    by_id = (
+        {m.id: m for m in Message.objects.filter(id__in=message_hints, direction=Direction.OUTBOUND)}
+        if message_hints
+        else {}
+    )
     by_task = (
         {
             str(m.task_id): m
@@ -211,8 +229,11 @@ def _messages_for(parsed: list[tuple[int, dict, str, str]]):
         else {}
     )
 
-    def find(sid: str, hint: Any) -> Message | None:
-        return by_sid.get(sid) or by_task.get(str(_uuid_or_none(hint)))
+    def find(sid: str, hint: Any, message_hint: Any = None) -> Message | None:
+        found = by_sid.get(sid) or by_task.get(str(_uuid_or_none(hint)))
+        if found is None and str(message_hint or "").isdigit():
+            found = by_id.get(int(message_hint))
+        return found
 
     return find
 

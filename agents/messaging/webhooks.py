@@ -51,6 +51,10 @@ class StatusCallbackView(WebhookView):
             raise BadWebhook(f"unknown MessageStatus {status!r}")
         # The task id of our callback URL travels with the stored event.
         event[callbacks.TASK_KEY] = request.GET.get("task", "")
+        # A broadcast's message (no task): its message id and the broadcast's reference.
+        for key, name in ((callbacks.MESSAGE_KEY, "message"), (callbacks.REF_KEY, "ref")):
+            if request.GET.get(name):
+                event[key] = request.GET[name][:64]
         return [event]
 
     def dedupe_key(self, event: dict[str, Any]) -> str:

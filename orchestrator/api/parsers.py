@@ -16,8 +16,10 @@ class PayloadTooLarge(exceptions.APIException):
 class BoundedJSONParser(JSONParser):
     """JSON with a size limit checked before the body is read into memory."""
 
+    limit_setting = "API_MAX_BODY_BYTES"  # a bulk endpoint (broadcasts) names a larger one
+
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.API_MAX_BODY_BYTES
+        limit = getattr(settings, self.limit_setting)
         request = (parser_context or {}).get("request")
         declared = int(request.META.get("CONTENT_LENGTH") or 0) if request is not None else 0
         if declared > limit:

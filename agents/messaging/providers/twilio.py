@@ -80,6 +80,16 @@ def _translate(exc: TwilioRestException, client: Client) -> Exception:
 class TwilioProvider(MessagingProvider):
     name = "twilio"
 
+    def __init__(self) -> None:
+        self._client: Client | None = None
+
+    def client(self) -> Client:
+        """One SDK client (one HTTP session, kept-alive connections) per provider instance: a
+        broadcast batch sends all its messages through one instance."""
+        if self._client is None:
+            self._client = twilio_client()
+        return self._client
+
     def send(self, message: OutboundMessage) -> SendResult:
         kwargs: dict = {"to": message.to, "status_callback": message.status_callback}
         if message.messaging_service_sid:
@@ -94,7 +104,7 @@ class TwilioProvider(MessagingProvider):
         if message.media_urls:
             kwargs["media_url"] = message.media_urls
         try:
-            client = twilio_client()
+            client = self.client()
             created = client.messages.create(**kwargs)
         except TwilioRestException as exc:
             raise _translate(exc, client) from None

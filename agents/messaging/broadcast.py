@@ -1,0 +1,166 @@
+"""The messaging agent's side of broadcasts: batches of messages through one provider client.
+
+Broadcasts may not import an agent; they call these registry hooks (docs/broadcasts.md):
+- ``messaging.batch_prepare(channel, items)``: the channel rules per recipient (WhatsApp's
+  24-hour window, the body's length) and the dossier messages of the batch, one INSERT;
+- ``messaging.batch_send(channel, items, before_send)``: one provider call per message over
+  one client (one HTTP session), ``before_send(item)`` asked first (False: stop here); the
+  dossier messages updated set-based afterwards;
+- ``messaging.batch_reconcile(message_ids)``: after a lost worker, asks the provider which of
+  these messages left (Messages list), instead of sending them again;
+- ``messaging.template_body(name, channel, locale)``: a template's text.
+Callback URLs carry ``message=<id>`` (so an early callback finds its message) and the caller's
+``ref``, handed back through ``messaging.statuses_applied`` (agents/messaging/callbacks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.utils import timezone
+
+from agents.messaging import bodies
+from agents.messaging.providers import get_provider
+from agents.messaging.providers.base import OutboundMessage
+from agents.messaging.sending import STATUS_PATH, WHATSAPP_WINDOW, _check_body, _sender
+from dossiers.models import Contact, Message
+from dossiers.services import (
+    messages_discard_unsent,
+    messages_outbound_bulk_create,
+    messages_record_accepted_bulk,
+    messages_record_refused_bulk,
+)
+from orchestrator.errors import AgentError, PermanentError
+from orchestrator.registry import hook
+
+log = logging.getLogger(__name__)
+
+
+def callback_url(*, message_id: int, ref: str) -> str:
+    query = urlencode({"message": message_id, "ref": ref})
+    return f"{settings.PUBLIC_BASE_URL}{STATUS_PATH}?{query}{settings.TWILIO_STATUS_CALLBACK_OVERRIDE}"
+
+
+@hook("messaging.template_body")
+def template_body(*, name: str, channel: str, locale: str = "en") -> str | None:
+    try:
+        return bodies.find_template(name=name, channel=channel, locale=locale).body or None
+    except bodies.BodyError:
+        return None
+
+
+@hook("messaging.batch_prepare")
+def batch_prepare(*, channel: str, items: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """key → {"message_id", "sender"} for a message ready to send, {"reason"} for one that may not."""
+    answers: dict[Any, dict[str, Any]] = {}
+    windows = _whatsapp_windows(items) if channel == "whatsapp" else {}
+    default_from, service = _sender(channel)
+    rows, keys = [], []
+    for item in items:
+        reason = _refusal(channel, item, windows)
+        if reason:
+            answers[item["key"]] = {"reason": reason}
+            continue
+        sender = item.get("sender") or default_from or service
+        to = f"whatsapp:{item['to']}" if channel == "whatsapp" else item["to"]
+        rows.append({"contact_id": item.get("contact_id"), "channel": channel, "from_address": sender,
+                     "to_address": to, "body": item["body"]})  # fmt: skip
+        keys.append((item["key"], sender))
+    for (key, sender), message_id in zip(keys, messages_outbound_bulk_create(rows=rows), strict=True):
+        answers[key] = {"message_id": message_id, "sender": sender}
+    return answers
+
+
+@hook("messaging.batch_send")
+def batch_send(
+    *, channel: str, items: list[dict[str, Any]], before_send: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Send prepared items; one result each: outcome accepted (sid) / refused (code, reason) /
+    not_sent (stopped before its call, or a transient refusal) / unknown (no answer after the
+    request left: the caller leaves it for the reconciler)."""
+    provider = get_provider()
+    _, service = _sender(channel)
+    results: list[dict[str, Any]] = []
+    accepted: dict[int, str] = {}
+    refused: dict[int, tuple[str, str]] = {}
+    unsent: list[int] = []
+    stopped = False
+    for item in items:
+        key, message_id = item["key"], item["message_id"]
+        if stopped or not before_send(item):
+            stopped = True
+            results.append({"key": key, "outcome": "not_sent"})
+            unsent.append(message_id)
+            continue
+        to = f"whatsapp:{item['to']}" if channel == "whatsapp" else item["to"]
+        sender = item.get("sender") or ""
+        outbound = OutboundMessage(
+            to=to, body=item["body"], status_callback=callback_url(message_id=message_id, ref=item.get("ref", "")),
+            from_="" if (service and sender == service) else sender,
+            messaging_service_sid=service if (service and sender == service) else "",
+        )  # fmt: skip
+        try:
+            sent = provider.send(outbound)
+        except AgentError as error:
+            code = str(error.code or "")
+            if error.permanent:
+                refused[message_id] = (code, error.message)
+                results.append({"key": key, "outcome": "refused", "code": code, "reason": error.message})
+            elif getattr(error, "maybe_sent", False):
+                results.append({"key": key, "outcome": "unknown", "code": code, "reason": error.message})
+            else:
+                # A 429 or a 5xx: this one and the rest go back (sent by a later batch).
+                stopped = True
+                unsent.append(message_id)
+                results.append({"key": key, "outcome": "not_sent", "code": code, "reason": error.message})
+            continue
+        accepted[message_id] = sent.sid
+        results.append({"key": key, "outcome": "accepted", "sid": sent.sid})
+    messages_record_accepted_bulk(sids=accepted, status="queued")
+    messages_record_refused_bulk(refusals=refused)
+    messages_discard_unsent(ids=unsent)
+    return results
+
+
+@hook("messaging.batch_reconcile")
+def batch_reconcile(*, message_ids: list[int]) -> dict[int, str | None]:
+    """message id → its SID at the provider, or None when the provider has no such message (the
+    message is discarded then: the caller sends it again)."""
+    provider = get_provider()
+    found: dict[int, str | None] = {}
+    missing: list[int] = []
+    for message in Message.objects.filter(id__in=message_ids):
+        sid = message.provider_sid or provider.find_recent(
+            to=message.to_address, since=message.occurred_at - timedelta(seconds=1), body=message.body
+        )
+        found[message.id] = sid
+        if sid:
+            messages_record_accepted_bulk(sids={message.id: sid}, status="queued")
+        else:
+            missing.append(message.id)
+    messages_discard_unsent(ids=missing)
+    return found
+
+
+def _whatsapp_windows(items: list[dict[str, Any]]) -> dict[Any, Any]:
+    ids = {item.get("contact_id") for item in items} - {None}
+    return (
+        dict(Contact.objects.filter(id__in=ids).values_list("id", "last_inbound_whatsapp_at")) if ids else {}
+    )
+
+
+def _refusal(channel: str, item: dict[str, Any], windows: dict[Any, Any]) -> str:
+    try:
+        _check_body(bodies.Rendered(item["body"]), channel)
+    except PermanentError as exc:
+        return f"{exc.code}: {exc.message}"
+    if channel == "whatsapp":
+        last = windows.get(item.get("contact_id"))
+        if last is None or timezone.now() - last > WHATSAPP_WINDOW:
+            return "whatsapp_window_closed: outside the WhatsApp 24-hour window (send an approved template)"
+    return ""
