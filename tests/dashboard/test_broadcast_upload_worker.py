@@ -112,6 +112,9 @@ def test_a_csv_with_bad_rows_sends_exactly_the_good_ones_and_nothing_before_conf
                 results = session.get(f"{base}/admin/broadcasts/{broadcast.pk}/recipients.csv", timeout=30)
                 table = list(csv.DictReader(io.StringIO(results.text)))
                 assert {r["address"]: r["status"] for r in table} == dict.fromkeys(GOOD, "sent")
+                # Each result names its line of the operator's file.
+                assert {r["address"]: int(r["line"]) for r in table} == {
+                    "+14155550201": 2, "+14155550202": 4, "+14155550205": 9}  # fmt: skip
                 assert {r["provider_id"] for r in table} == {m["sid"] for m in fake.messages}
                 watch = session.get(f"{base}/admin/broadcasts/{broadcast.pk}/", timeout=30).text
                 assert 'id="cc-bc-percent">100 %<' in watch and 'data-count="sent">3<' in watch
