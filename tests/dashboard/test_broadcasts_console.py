@@ -170,6 +170,11 @@ def test_the_watch_page_shows_progress_and_pause_resume_cancel_go_through_the_se
     assert 'data-count="accepted">3<' in html and 'data-count="pending">3<' in html
     assert 'id="cc-bc-percent">0 %<' in html and 'id="cc-bc-pause"' in html
     assert f'"/ws/broadcasts/{created.broadcast.pk}/"' in html  # the live socket
+    ticket = sue.get(reverse("dashboard:live-ticket"), {"path": f"/ws/broadcasts/{created.broadcast.pk}/"})
+    assert (
+        ticket.status_code == 200
+        and f"/ws/broadcasts/{created.broadcast.pk}/?ticket=" in ticket.json()["url"]
+    )
     partial = sue.get(url, {"partial": 1}).content.decode()
     assert "<html" not in partial and 'id="cc-bc-progress"' in partial
 
@@ -263,8 +268,10 @@ def test_an_operator_gets_403_on_every_broadcast_page_and_action_and_nothing_mov
     assert client.post(new, {"action": "confirm", "token": "x"}).status_code == 403
     for action in ("pause", "cancel"):
         assert client.post(reverse("dashboard:broadcast", args=[pk]), {"action": action}).status_code == 403
+    ticket = client.get(reverse("dashboard:live-ticket"), {"path": f"/ws/broadcasts/{pk}/"})
+    assert ticket.status_code == 403 and "broadcasts.view_broadcast" in ticket.json()["detail"]
     assert Broadcast.objects.get().status == "running" and Broadcast.objects.count() == 1
     assert set(Recipient.objects.values_list("status", flat=True)) == {"pending"}
-    assert AuditLog.objects.filter(action="denied", actor=operator.username).count() >= len(gets) + 4
+    assert AuditLog.objects.filter(action="denied", actor=operator.username).count() >= len(gets) + 5
     # The nav offers the page only to those who may open it.
     assert "Broadcasts</a>" not in client.get(reverse("dashboard:conversations")).content.decode()
