@@ -438,6 +438,9 @@ def main() -> None:
 def run(env: dict[str, str], key: str, args, redis_proc: subprocess.Popen) -> None:
     with gunicorn(env, workers=args.web_workers, threads=4) as base:
         web_pid = _gunicorn_master(base)
+        bare_view_rate(
+            base, procs=args.load_procs, conns=args.load_conns, seconds=3
+        )  # warm up (first requests load the app)
         bare = bare_view_rate(base, procs=args.load_procs, conns=args.load_conns, seconds=5)
         floor = bare / 3
         print(f"bare Django view: {bare:.0f} req/s → floor {floor:.0f} messages/s (three callbacks each)")
