@@ -64,7 +64,7 @@ class Broadcast(models.Model):
     status = models.CharField(max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.DRAFT)
     scheduled_for = models.DateTimeField(null=True, blank=True)
     rate_per_second = models.FloatField(
-        null=True, blank=True, help_text="messages per second per sender (empty: the platform's limit)"
+        null=True, blank=True, help_text="messages per second per sender (empty: unpaced)"
     )
     senders = models.JSONField(default=list, blank=True, help_text="From numbers, used round-robin")
     # Quiet hours on the recipient's wall clock (its contact's time zone): defer, never drop.
@@ -108,7 +108,6 @@ class Recipient(models.Model):
     reason = models.CharField(max_length=200, blank=True, help_text="why skipped / failed")
     sender = models.CharField(max_length=64, blank=True)
     provider_id = models.CharField(max_length=64, blank=True)
-    message_id = models.BigIntegerField(null=True, blank=True, help_text="the dossier message")
     not_before = models.DateTimeField(null=True, blank=True, help_text="deferred (quiet hours) until")
     lease_until = models.DateTimeField(null=True, blank=True, help_text="a sending batch owns it until")
     attempt_started_at = models.DateTimeField(null=True, blank=True)
@@ -125,9 +124,6 @@ class Recipient(models.Model):
             models.Index(fields=["broadcast", "id"], condition=Q(status="pending"), name="recipient_pending"),
             # The reconciler reads sending rows whose lease ran out.
             models.Index(fields=["lease_until"], condition=Q(status="sending"), name="recipient_sending"),
-            models.Index(
-                fields=["message_id"], condition=Q(message_id__isnull=False), name="recipient_message"
-            ),
         ]
 
     def __str__(self) -> str:

@@ -6,8 +6,8 @@ Broadcasts may not import an agent; they call these registry hooks (docs/broadca
 - ``messaging.batch_send(channel, items, before_send)``: one provider call per message over
   one client (one HTTP session), ``before_send(item)`` asked first (False: stop here); the
   dossier messages updated set-based afterwards;
-- ``messaging.batch_reconcile(message_ids)``: after a lost worker, asks the provider which of
-  these messages left (Messages list), instead of sending them again;
+- ``messaging.batch_reconcile(items)``: after a lost worker, asks the provider which of these
+  messages (found by correlation id and address) left (Messages list), instead of sending again;
 - ``messaging.template_body(name, channel, locale)``: a template's text.
 Callback URLs carry ``message=<id>`` (so an early callback finds its message) and the caller's
 ``ref``, handed back through ``messaging.statuses_applied`` (agents/messaging/callbacks.py).
@@ -69,7 +69,7 @@ def batch_prepare(*, channel: str, items: list[dict[str, Any]]) -> dict[Any, dic
         sender = item.get("sender") or default_from or service
         to = f"whatsapp:{item['to']}" if channel == "whatsapp" else item["to"]
         rows.append({"contact_id": item.get("contact_id"), "channel": channel, "from_address": sender,
-                     "to_address": to, "body": item["body"]})  # fmt: skip
+                     "to_address": to, "body": item["body"], "correlation_id": item.get("correlation_id", "")})  # fmt: skip
         keys.append((item["key"], sender))
     for (key, sender), message_id in zip(keys, messages_outbound_bulk_create(rows=rows), strict=True):
         answers[key] = {"message_id": message_id, "sender": sender}
@@ -84,6 +84,10 @@ def batch_send(
     not_sent (stopped before its call, or a transient refusal) / unknown (no answer after the
     request left: the caller leaves it for the reconciler)."""
     provider = get_provider()
+    if hasattr(provider, "client"):
+        # Build the SDK client and load its Messages resource before the first paced call: the
+        # first call would otherwise carry the import, and reach Twilio late after its token.
+        provider.client().messages  # noqa: B018
     _, service = _sender(channel)
     results: list[dict[str, Any]] = []
     accepted: dict[int, str] = {}
@@ -128,23 +132,36 @@ def batch_send(
 
 
 @hook("messaging.batch_reconcile")
-def batch_reconcile(*, message_ids: list[int]) -> dict[int, str | None]:
-    """message id → its SID at the provider, or None when the provider has no such message (the
-    message is discarded then: the caller sends it again)."""
-    provider = get_provider()
-    found: dict[int, str | None] = {}
-    missing: list[int] = []
-    for message in Message.objects.filter(id__in=message_ids):
-        sid = message.provider_sid or provider.find_recent(
-            to=message.to_address, since=message.occurred_at - timedelta(seconds=1), body=message.body
-        )
-        found[message.id] = sid
-        if sid:
-            messages_record_accepted_bulk(sids={message.id: sid}, status="queued")
-        else:
-            missing.append(message.id)
+def batch_reconcile(*, items: list[dict[str, Any]]) -> dict[Any, str | None]:
+    """key → the SID of its message at the provider, or None when no message was prepared or the
+    provider has none (that message is discarded: the caller sends it again). Items: key, to,
+    correlation_id, channel."""
+    wanted = {(i["correlation_id"], _address(i["channel"], i["to"])): i["key"] for i in items}
+    messages = Message.objects.filter(
+        correlation_id__in={c for c, _ in wanted}, to_address__in={t for _, t in wanted}, direction="outbound"
+    ).order_by("id")
+    found: dict[Any, str | None] = dict.fromkeys(wanted.values())
+    provider, missing = None, []
+    for message in messages:
+        key = wanted.get((message.correlation_id, message.to_address))
+        if key is None or found[key]:
+            continue
+        sid = message.provider_sid
+        if not sid and message.status == "pending":
+            provider = provider or get_provider()
+            sid = provider.find_recent(to=message.to_address, since=message.occurred_at - timedelta(seconds=1),
+                                       body=message.body)  # fmt: skip
+            if sid:
+                messages_record_accepted_bulk(sids={message.id: sid}, status="queued")
+            else:
+                missing.append(message.id)
+        found[key] = sid or None
     messages_discard_unsent(ids=missing)
     return found
+
+
+def _address(channel: str, to: str) -> str:
+    return f"whatsapp:{to}" if channel == "whatsapp" else to
 
 
 def _whatsapp_windows(items: list[dict[str, Any]]) -> dict[Any, Any]:
