@@ -275,3 +275,16 @@ def test_an_operator_gets_403_on_every_broadcast_page_and_action_and_nothing_mov
     assert AuditLog.objects.filter(action="denied", actor=operator.username).count() >= len(gets) + 5
     # The nav offers the page only to those who may open it.
     assert "Broadcasts</a>" not in client.get(reverse("dashboard:conversations")).content.decode()
+
+
+def test_the_watch_page_counts_skipped_recipients_by_reason(sue):
+    created = broadcast_create(
+        name="Launch", channel="sms", body="Hello", recipients=[{"to": g} for g in GOOD]
+    )
+    # As the engine leaves them after a batch (the messaging agent refused two, one opted out).
+    Recipient.objects.filter(address__in=GOOD[:2]).update(status="skipped", reason="whatsapp window closed")
+    Recipient.objects.filter(address=GOOD[2]).update(status="opted_out", reason="opted out")
+    html = sue.get(reverse("dashboard:broadcast", args=[created.broadcast.pk])).content.decode()
+    assert 'data-count="skipped">2<' in html and 'data-count="opted_out">1<' in html
+    assert re.search(r'id="cc-bc-skipped".*<td>whatsapp window closed</td><td>2</td>', html, re.S)
+    assert 'id="cc-bc-percent">100 %<' in html
