@@ -254,7 +254,8 @@ def _audience(channel, recipients, contact_list, contact_filter, content) -> tup
     rows: list[_Row] = []
     rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
-    for line, item in enumerate(items, 1):
+    for index, item in enumerate(items, 1):
+        line = _given_line(item) or index
         row, reason = _row(channel, line, item, content)
         if row is None:
             rejected.append({"line": line, "address": _raw_to(item), "reason": reason})
@@ -265,6 +266,13 @@ def _audience(channel, recipients, contact_list, contact_filter, content) -> tup
             rows.append(row)
     _attach_contacts(channel, rows)
     return rows, rejected
+
+
+def _given_line(item: Any) -> int | None:
+    """The input's own line number when the caller gives one (the console's CSV upload), so the
+    per-recipient results name the line of the operator's file."""
+    line = item.get("line") if isinstance(item, dict) else None
+    return line if type(line) is int and 0 < line < 2**31 else None
 
 
 def _raw_to(item: Any) -> str:

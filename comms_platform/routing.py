@@ -4,6 +4,7 @@ from django.urls import path
 
 from agents.voice.consumers import ConversationRelayConsumer
 from dashboard.consumers import (
+    BroadcastConsumer,
     CallConsumer,
     CallsConsumer,
     HealthConsumer,
@@ -23,4 +24,5 @@ websocket_urlpatterns = [
     path("ws/calls/", CallsConsumer.as_asgi()),
     path("ws/calls/<uuid:task_id>/", CallConsumer.as_asgi()),
     path("ws/health/", HealthConsumer.as_asgi()),
+    path("ws/broadcasts/<uuid:broadcast_id>/", BroadcastConsumer.as_asgi()),
 ]

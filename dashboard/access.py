@@ -32,6 +32,11 @@ ADD_CONTACTS = "dossiers.add_contact"
 EXPORT_DOSSIERS = "dossiers.export_contact"
 ERASE_CONTACTS = "dossiers.delete_contact"  # erasure (admin Delete, which runs forget_contact)
 VIEW_TASKS = "orchestrator.view_task"
+# Broadcasts (Django's model permissions of broadcasts.Broadcast and .Recipient).
+VIEW_BROADCASTS = "broadcasts.view_broadcast"  # the list, a broadcast's progress, its live socket
+CREATE_BROADCASTS = "broadcasts.add_broadcast"  # upload a CSV, preview, confirm
+CONTROL_BROADCASTS = "broadcasts.change_broadcast"  # pause, resume, cancel
+VIEW_RECIPIENTS = "broadcasts.view_recipient"  # the per-recipient results (addresses: PII)
 
 _OPERATOR = {USE_CONSOLE, WORK_INBOX, VIEW_DOSSIERS, VIEW_TASKS, "dashboard.view_cannedresponse"}
 _SUPERVISOR = _OPERATOR | {
@@ -52,6 +57,11 @@ _SUPERVISOR = _OPERATOR | {
     "event_webhooks.view_endpointevent",
     "event_webhooks.view_webhookdelivery",
     "event_webhooks.view_webhookattempt",
+    # Broadcasts: run them (create, pause, resume, cancel) and read their recipients' results.
+    VIEW_BROADCASTS,
+    CREATE_BROADCASTS,
+    CONTROL_BROADCASTS,
+    VIEW_RECIPIENTS,
 }
 _ADMIN = _SUPERVISOR | {
     VIEW_OPERATIONS,
@@ -93,7 +103,7 @@ class Access:
     what: str
     kind: str  # page, action, websocket, api
     method: str  # GET, POST, WS
-    path: str  # with {task}, {conversation}, {contact}, {artifact}, {call}, {correlation}, {endpoint}, {delivery} placeholders
+    path: str  # with {task}, {conversation}, {contact}, {artifact}, {call}, {correlation}, {endpoint}, {delivery}, {broadcast} placeholders
     perm: str
 
 
@@ -183,9 +193,38 @@ ACCESS: list[Access] = [
         "/api/webhook-endpoints/",
         "event_webhooks.view_webhookendpoint",
     ),
+    Access("Broadcasts", "page", "GET", "/admin/broadcasts/", VIEW_BROADCASTS),
+    Access("A broadcast (live progress)", "page", "GET", "/admin/broadcasts/{broadcast}/", VIEW_BROADCASTS),
+    Access("New broadcast (upload a CSV)", "page", "GET", "/admin/broadcasts/new/", CREATE_BROADCASTS),
+    Access(
+        "Preview and confirm a broadcast",
+        "action",
+        "POST",
+        "/admin/broadcasts/new/#preview",
+        CREATE_BROADCASTS,
+    ),
+    Access("Pause a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#pause", CONTROL_BROADCASTS),
+    Access(
+        "Resume a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#resume", CONTROL_BROADCASTS
+    ),
+    Access(
+        "Cancel a broadcast", "action", "POST", "/admin/broadcasts/{broadcast}/#cancel", CONTROL_BROADCASTS
+    ),
+    Access(
+        "A broadcast's per-recipient results (CSV)",
+        "page",
+        "GET",
+        "/admin/broadcasts/{broadcast}/recipients.csv",
+        VIEW_RECIPIENTS,
+    ),
+    Access("Broadcasts (admin list)", "page", "GET", "/admin/broadcasts/broadcast/", VIEW_BROADCASTS),
+    Access(
+        "Broadcast recipients (admin list)", "page", "GET", "/admin/broadcasts/recipient/", VIEW_RECIPIENTS
+    ),
     Access("Task live updates", "websocket", "WS", "/ws/tasks/{task}/", USE_CONSOLE),
     Access("Inbound queue live updates", "websocket", "WS", "/ws/inbox/", USE_CONSOLE),
     Access("Live call transcript", "websocket", "WS", "/ws/calls/{call}/", USE_CONSOLE),
+    Access("A broadcast's live progress", "websocket", "WS", "/ws/broadcasts/{broadcast}/", VIEW_BROADCASTS),
     Access("Contacts (API)", "api", "GET", "/api/contacts/", VIEW_DOSSIERS),
     Access("A contact (API)", "api", "GET", "/api/contacts/{contact}/", VIEW_DOSSIERS),
     Access("A contact's timeline (API)", "api", "GET", "/api/contacts/{contact}/timeline/", VIEW_DOSSIERS),

@@ -15,7 +15,13 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
 from conversations.models import ConversationTask
-from dashboard import access, artifacts, presentation, selectors
+from dashboard import (
+    access,
+    artifacts,
+    broadcast_admin,  # noqa: F401  (registers Broadcast and Recipient, read only)
+    presentation,
+    selectors,
+)
 from dashboard import services as console_services
 from dashboard.models import CannedResponse
 from dossiers.admin import ContactAdmin

@@ -10,19 +10,28 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from dashboard.access import VIEW_BROADCASTS
+from dashboard.live import broadcast_group
 from dashboard.live_auth import user_may_watch
 from orchestrator.live import CALLS_GROUP, HEALTH_GROUP, INBOX_GROUP, call_group, task_group
 
 
+def _may(user, perm: str) -> bool:
+    return user_may_watch(user) and (not perm or user.has_perm(perm))
+
+
 class StaffGroupConsumer(AsyncJsonWebsocketConsumer):
-    """Refuses anyone but active staff with the console permission, then joins ``group_name()``."""
+    """Refuses anyone but active staff with the console permission (and ``permission``, when a
+    subclass names one), then joins ``group_name()``."""
+
+    permission = ""
 
     def group_name(self) -> str:
         raise LookupError("subclasses name their group")
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if not (user and user.is_authenticated and await database_sync_to_async(user_may_watch)(user)):
+        if not (user and user.is_authenticated and await database_sync_to_async(_may)(user, self.permission)):
             await self.close(code=4403)
             return
         self.group = self.group_name()
@@ -85,3 +94,16 @@ class CallConsumer(StaffGroupConsumer):
 
     async def call_status(self, message: dict) -> None:
         await self.send_json({"type": "call.status", "status": message["status"]})
+
+
+class BroadcastConsumer(StaffGroupConsumer):
+    """``ws/broadcasts/<id>/``: the broadcast's counts changed (a batch sent, callbacks applied,
+    paused, resumed, cancelled, completed): the page fetches its progress again."""
+
+    permission = VIEW_BROADCASTS
+
+    def group_name(self) -> str:
+        return broadcast_group(self.scope["url_route"]["kwargs"]["broadcast_id"])
+
+    async def broadcast_progress(self, message: dict) -> None:
+        await self.send_json({"type": "broadcast.progress", "broadcast_id": message["broadcast_id"]})

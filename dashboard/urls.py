@@ -4,8 +4,19 @@ from django.contrib import admin
 from django.urls import path
 from django.views.decorators.http import require_http_methods
 
-from dashboard import conversation_views, views
-from dashboard.access import OPERATE_TASKS, SUPERVISE, USE_CONSOLE, VIEW_OPERATIONS, WORK_INBOX, require
+from dashboard import broadcast_views, conversation_views, views
+from dashboard.access import (
+    CONTROL_BROADCASTS,
+    CREATE_BROADCASTS,
+    OPERATE_TASKS,
+    SUPERVISE,
+    USE_CONSOLE,
+    VIEW_BROADCASTS,
+    VIEW_OPERATIONS,
+    VIEW_RECIPIENTS,
+    WORK_INBOX,
+    require,
+)
 
 app_name = "dashboard"
 staff = admin.site.admin_view
@@ -39,4 +50,21 @@ urlpatterns = [
     ),
     path("operations/", staff(get_post(require(VIEW_OPERATIONS)(views.operations))), name="operations"),
     path("health/", staff(console(views.health)), name="health"),
+    # Broadcasts (issue 19). The admin's own /admin/broadcasts/broadcast/ lists stay reachable.
+    path("broadcasts/", staff(require(VIEW_BROADCASTS)(broadcast_views.broadcasts_list)), name="broadcasts"),
+    path(
+        "broadcasts/new/",
+        staff(get_post(require(CREATE_BROADCASTS)(broadcast_views.broadcast_new))),
+        name="broadcast-new",
+    ),
+    path(
+        "broadcasts/<uuid:pk>/",
+        staff(get_post(require(VIEW_BROADCASTS, CONTROL_BROADCASTS)(broadcast_views.broadcast_detail))),
+        name="broadcast",
+    ),
+    path(
+        "broadcasts/<uuid:pk>/recipients.csv",
+        staff(require(VIEW_RECIPIENTS)(broadcast_views.broadcast_recipients_csv)),
+        name="broadcast-recipients",
+    ),
 ]

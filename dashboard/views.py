@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from comms_platform import config
-from dashboard import calls, connectivity, live_auth, presentation, selectors
+from dashboard import access, calls, connectivity, live_auth, presentation, selectors
 from dashboard.artifacts import artifact_available, artifact_url, unavailable_reason
 from orchestrator.models import AgentRegistration, Task
 from orchestrator.states import IllegalTransition
@@ -31,8 +31,11 @@ def _ctx(request: HttpRequest, title: str, **extra) -> dict:
 
 # The console's sockets (comms_platform/routing.py) a page may ask a ticket for.
 LIVE_PATHS = re.compile(
-    r"^/ws/(inbox|calls|health|(tasks|calls)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/$"
+    r"^/ws/(inbox|calls|health|(tasks|calls|broadcasts)/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})/$"
 )
+
+# Sockets that need more than the console permission (their consumer checks it again).
+SOCKET_PERMISSIONS = {"broadcasts": access.VIEW_BROADCASTS}
 
 
 @never_cache
@@ -47,6 +50,10 @@ def live_ticket(request: HttpRequest) -> JsonResponse:
     if not live_auth.user_may_watch(request.user):
         request.refused_permission = live_auth.PERMISSION  # for the audit row (AuditRefusals)
         return JsonResponse({"detail": "your account may not use the live console"}, status=403)
+    extra = SOCKET_PERMISSIONS.get(path.split("/")[2], "")
+    if extra and not request.user.has_perm(extra):  # the consumer refuses it too; say so here first
+        request.refused_permission = extra
+        return JsonResponse({"detail": f"this socket needs the permission {extra}"}, status=403)
     origin = f"{request.scheme}://{request.get_host()}"
     ticket = live_auth.ticket_mint(user=request.user, path=path, origin=origin)
     ws_base = settings.PUBLIC_WS_BASE_URL or origin.replace("http", "ws", 1)

@@ -14,6 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Group
 from django.utils import timezone
 
+from broadcasts.models import Broadcast, Recipient
 from comms_platform.routing import websocket_urlpatterns
 from conversations.models import Conversation
 from conversations.services import conversation_record
@@ -59,7 +60,10 @@ def world(monkeypatch) -> dict[str, str]:
     endpoint, _ = endpoint_create(url="http://127.0.0.1:9/hooks", event_types=["task.failed"])
     delivery = WebhookDelivery.objects.create(webhook_id="msg_roles", endpoint=endpoint, url=endpoint.url,
                                               event_type="task.failed", payload={"type": "task.failed"})  # fmt: skip
-    return {"endpoint": str(endpoint.pk), "delivery": str(delivery.pk),
+    broadcast = Broadcast.objects.create(name="Spring sale", channel="sms", body="Hi {{ name }}",
+                                         status="running", total=1)  # fmt: skip
+    Recipient.objects.create(broadcast=broadcast, line=2, address=ada.phone, variables={"name": "Ada"})
+    return {"broadcast": str(broadcast.pk), "endpoint": str(endpoint.pk), "delivery": str(delivery.pk),
             "conversation": str(conversation.pk), "call": str(call_task.pk), "task": str(failed.pk),
             "contact": str(ada.pk), "artifact": str(artifact.pk), "correlation": task.correlation_id}  # fmt: skip
 
@@ -145,7 +149,7 @@ def test_refusals_that_change_state_change_nothing(client, world, django_user_mo
 def test_the_migration_creates_exactly_the_tables_groups():
     import importlib
 
-    migration = importlib.import_module("dashboard.migrations.0004_h18b_webhook_roles")
+    migration = importlib.import_module("dashboard.migrations.0006_h19_broadcast_roles")
     assert {name: set(perms) for name, perms in migration.ROLES.items()} == {
         n: set(p) for n, p in ROLES.items()
     }

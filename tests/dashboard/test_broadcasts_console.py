@@ -1,0 +1,290 @@
+"""Broadcasts in the console, in process: the CSV upload's preview and bad-row report, nothing
+created before confirm (nor by a failed confirm), the watch page and its controls, the
+per-recipient CSV, the live socket, and who may do what. The sends themselves, through a real
+worker, are in tests/dashboard/test_broadcast_upload_worker.py and the browser test."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import Group
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import DatabaseError
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from broadcasts import services as bc_services
+from broadcasts.models import Broadcast, Recipient
+from broadcasts.services import broadcast_create
+from comms_platform.routing import websocket_urlpatterns
+from dashboard.access import ROLES
+from dashboard.roles import roles_sync
+from dossiers.models import AuditLog
+from tests.support.services import transactional_db
+
+CSV = (
+    b"\xef\xbb\xbfphone,first_name,code\r\n"  # 1: header, with Excel's byte-order mark
+    b"+14155550101,Ann,A1\r\n"  # 2 good
+    b"0123,Bob,B2\r\n"  # 3 bad number
+    b",Cy,C3\r\n"  # 4 no address
+    b"+1 415 555 0101,Ann again,A9\r\n"  # 5 duplicate of line 2
+    b"+14155550102,,D4\r\n"  # 6 first_name empty, and the body uses it
+    b"+14155550103,Eve,E5,extra\r\n"  # 7 too many columns
+    b"+14155550104,Fay,F6\r\n"  # 8 good
+    b"+14155550105,Gus,G7\r\n"  # 9 good
+)
+GOOD = ["+14155550101", "+14155550104", "+14155550105"]
+BODY = "Hi {{ first_name }}, your code is {{ code }}"
+
+
+@pytest.fixture
+def groups(db) -> None:
+    if Group.objects.filter(name__in=ROLES).count() != len(ROLES):
+        roles_sync(roles=ROLES)
+
+
+def person(django_user_model, role: str | None):
+    user = django_user_model.objects.create_user(
+        f"{role or 'nobody'}-1", password="pw-long-enough-1", is_staff=True
+    )
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def sue(groups, django_user_model, client):
+    """Sue is a supervisor: she may run broadcasts."""
+    client.force_login(person(django_user_model, "supervisor"))
+    return client
+
+
+def upload(client, data: bytes = CSV, **fields):
+    form = {"action": "preview", "name": "Spring sale", "channel": "sms", "body": BODY, **fields,
+            "file": SimpleUploadedFile("customers.csv", data, content_type="text/csv")}  # fmt: skip
+    return client.post(reverse("dashboard:broadcast-new"), form)
+
+
+def token_of(response) -> str:
+    return re.search(r'name="token" value="([^"]+)"', response.content.decode()).group(1)
+
+
+def bad_rows(html: str) -> dict[int, str]:
+    return {int(line): reason for line, reason in re.findall(
+        r'<tr data-line="(\d+)"><td>\d+</td><td>[^<]*</td><td>([^<]*)</td></tr>', html)}  # fmt: skip
+
+
+def test_preview_shows_the_rendered_messages_and_each_bad_row_with_its_line_and_nothing_is_created(sue):
+    response = upload(sue)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert bad_rows(html) == {
+        3: "bad phone number (give it in international form, +&lt;country code&gt;…)",
+        4: "missing address",
+        5: "duplicate of line 2",
+        6: "missing variable(s): first_name",
+        7: "too many columns (4; the header has 3)",
+    }
+    assert 'id="cc-bc-accepted">3<' in html and 'id="cc-bc-bad-count">5<' in html
+    assert "Hi Ann, your code is A1" in html and "Hi Gus, your code is G7" in html
+    assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)  # nothing before confirm
+
+
+def test_confirm_creates_the_good_recipients_once_and_a_second_confirm_creates_nothing(sue):
+    token = token_of(upload(sue))
+    assert Broadcast.objects.count() == 0
+    response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+    broadcast = Broadcast.objects.get()
+    assert response.status_code == 302 and response["Location"] == reverse(
+        "dashboard:broadcast", args=[broadcast.pk]
+    )
+    assert broadcast.created_by.startswith("supervisor") and broadcast.status == "running"
+    assert broadcast.body == BODY and broadcast.total == 3
+    assert sorted(broadcast.recipients.values_list("address", flat=True)) == GOOD
+    assert broadcast.recipients.get(address=GOOD[1]).variables == {"first_name": "Fay", "code": "F6"}
+    again = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+    assert again.status_code == 409 and "nothing was created" in again.content.decode()
+    assert (Broadcast.objects.count(), Recipient.objects.count()) == (1, 3)
+
+
+def test_a_confirm_without_the_current_preview_creates_nothing(sue):
+    first = token_of(upload(sue))
+    upload(sue, name="Second upload")  # replaces the draft
+    for token in (first, "", "forged-token"):
+        response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+        assert response.status_code == 409
+    assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)
+
+
+def test_a_confirm_the_database_refuses_halfway_leaves_nothing_and_can_be_confirmed_again(sue, monkeypatch):
+    token = token_of(upload(sue))
+    monkeypatch.setattr(bc_services, "INSERT_BATCH", 1)  # three recipient INSERTs...
+    real, calls = Recipient.objects.bulk_create, []
+
+    def failing(rows, **kwargs):  # ...and the second one fails, after the first went in
+        calls.append(len(rows))
+        if len(calls) == 2:
+            raise DatabaseError("simulated: connection lost")
+        return real(rows, **kwargs)
+
+    monkeypatch.setattr(Recipient.objects, "bulk_create", failing)
+    response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+    assert response.status_code == 503 and "nothing was saved" in response.content.decode()
+    assert calls == [1, 1]
+    assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)
+    monkeypatch.undo()
+    response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+    assert response.status_code == 302
+    assert Broadcast.objects.get().recipients.count() == 3
+
+
+def test_bad_uploads_are_a_400_with_the_reason_and_create_nothing(sue):
+    cases = [
+        (b"name,city\r\nAnn,Paris\r\n", {}, "no address column"),
+        (
+            CSV,
+            {"body": "Hi {{ nickname }}"},
+            "the body uses nickname, but the file has no column of that name",
+        ),
+        (CSV, {"body": ""}, "Give a body or a template"),
+        (b"", {}, "The submitted file is empty."),
+    ]
+    for data, fields, message in cases:
+        response = upload(sue, data, **fields)
+        assert response.status_code == 400, message
+        assert message in response.content.decode(), message
+    assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)
+
+
+def test_the_watch_page_shows_progress_and_pause_resume_cancel_go_through_the_services(sue):
+    created = broadcast_create(name="Launch", channel="sms", body="Hello", created_by="sue",
+                               recipients=[{"to": n} for n in GOOD])  # fmt: skip
+    url = reverse("dashboard:broadcast", args=[created.broadcast.pk])
+    html = sue.get(url).content.decode()
+    assert 'data-count="accepted">3<' in html and 'data-count="pending">3<' in html
+    assert 'id="cc-bc-percent">0 %<' in html and 'id="cc-bc-pause"' in html
+    assert f'"/ws/broadcasts/{created.broadcast.pk}/"' in html  # the live socket
+    ticket = sue.get(reverse("dashboard:live-ticket"), {"path": f"/ws/broadcasts/{created.broadcast.pk}/"})
+    assert (
+        ticket.status_code == 200
+        and f"/ws/broadcasts/{created.broadcast.pk}/?ticket=" in ticket.json()["url"]
+    )
+    partial = sue.get(url, {"partial": 1}).content.decode()
+    assert "<html" not in partial and 'id="cc-bc-progress"' in partial
+
+    assert sue.post(url, {"action": "pause"}).status_code == 302
+    assert Broadcast.objects.get().status == "paused"
+    assert 'id="cc-bc-resume"' in sue.get(url).content.decode()
+    sue.post(url, {"action": "resume"})
+    assert Broadcast.objects.get().status == "running"
+    sue.post(url, {"action": "cancel"})
+    assert Broadcast.objects.get().status == "cancelled"
+    assert set(Recipient.objects.values_list("status", flat=True)) == {"cancelled"}
+    html = sue.get(url).content.decode()
+    assert 'data-count="cancelled">3<' in html and 'id="cc-bc-percent">100 %<' in html
+    assert 'id="cc-bc-cancel"' not in html and 'id="cc-bc-pause"' not in html
+    refused = sue.post(url, {"action": "resume"}, follow=True).content.decode()  # not from cancelled
+    assert "Cannot resume" in refused and Broadcast.objects.get().status == "cancelled"
+
+
+def test_the_per_recipient_csv_lists_every_recipient_with_its_result(sue):
+    created = broadcast_create(
+        name="Launch", channel="sms", body="Hello", recipients=[{"to": n} for n in GOOD]
+    )
+    bc_services.broadcast_cancel(created.broadcast, actor="test")
+    response = sue.get(reverse("dashboard:broadcast-recipients", args=[created.broadcast.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "text/csv"
+    assert "attachment" in response["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0][:4] == ["line", "address", "status", "reason"]
+    assert [(r[1], r[2]) for r in rows[1:]] == [(n, "cancelled") for n in GOOD]
+
+
+def test_the_list_shows_each_broadcast_with_its_progress_in_a_fixed_number_of_queries(sue):
+    for n in range(3):
+        broadcast_create(name=f"Wave {n}", channel="sms", body="Hello", recipients=[{"to": g} for g in GOOD])
+    from django.db import connection
+
+    with CaptureQueriesContext(connection) as three:
+        html = sue.get(reverse("dashboard:broadcasts")).content.decode()
+    assert all(f"Wave {n}" in html for n in range(3)) and 'id="cc-bc-new"' in html
+    broadcast_create(name="Wave 3", channel="sms", body="Hello", recipients=[{"to": g} for g in GOOD])
+    with CaptureQueriesContext(connection) as four:
+        sue.get(reverse("dashboard:broadcasts"))
+    assert len(four) == len(three)
+
+
+@transactional_db  # the consumer's database_sync_to_async closes a connection held in a test's atomic block
+@pytest.mark.usefixtures("in_memory_channel_layer")
+def test_the_socket_pushes_progress_to_supervisors_and_refuses_an_operator(groups, django_user_model):
+    created = broadcast_create(name="Launch", channel="sms", body="Hello", recipients=[{"to": g} for g in GOOD],
+                               start=False)  # fmt: skip
+    path = f"/ws/broadcasts/{created.broadcast.pk}/"
+    supervisor, operator = person(django_user_model, "supervisor"), person(django_user_model, "operator")
+
+    async def watch():
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+        communicator.scope["user"] = supervisor
+        connected, _ = await communicator.connect(timeout=10)
+        assert connected
+        # A control commits, then progress_changed is sent; the console forwards it.
+        await sync_to_async(bc_services.broadcast_cancel)(created.broadcast, actor="test")
+        message = await communicator.receive_json_from(timeout=10)
+        await communicator.disconnect()
+        return message
+
+    assert async_to_sync(watch)() == {"type": "broadcast.progress", "broadcast_id": str(created.broadcast.pk)}
+
+    async def refused():
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+        communicator.scope["user"] = operator
+        return await communicator.connect(timeout=10)
+
+    assert async_to_sync(refused)() == (False, 4403)
+
+
+def test_an_operator_gets_403_on_every_broadcast_page_and_action_and_nothing_moves(
+    groups, django_user_model, client
+):
+    created = broadcast_create(
+        name="Launch", channel="sms", body="Hello", recipients=[{"to": g} for g in GOOD]
+    )
+    pk = created.broadcast.pk
+    operator = person(django_user_model, "operator")
+    client.force_login(operator)
+    gets = [reverse("dashboard:broadcasts"), reverse("dashboard:broadcast-new"), reverse("dashboard:broadcast", args=[pk]),
+            reverse("dashboard:broadcast-recipients", args=[pk]), "/admin/broadcasts/broadcast/",
+            "/admin/broadcasts/recipient/"]  # fmt: skip
+    for url in gets:
+        assert client.get(url).status_code == 403, url
+    assert upload(client).status_code == 403
+    new = reverse("dashboard:broadcast-new")
+    assert client.post(new, {"action": "confirm", "token": "x"}).status_code == 403
+    for action in ("pause", "cancel"):
+        assert client.post(reverse("dashboard:broadcast", args=[pk]), {"action": action}).status_code == 403
+    ticket = client.get(reverse("dashboard:live-ticket"), {"path": f"/ws/broadcasts/{pk}/"})
+    assert ticket.status_code == 403 and "broadcasts.view_broadcast" in ticket.json()["detail"]
+    assert Broadcast.objects.get().status == "running" and Broadcast.objects.count() == 1
+    assert set(Recipient.objects.values_list("status", flat=True)) == {"pending"}
+    assert AuditLog.objects.filter(action="denied", actor=operator.username).count() >= len(gets) + 5
+    # The nav offers the page only to those who may open it.
+    assert "Broadcasts</a>" not in client.get(reverse("dashboard:conversations")).content.decode()
+
+
+def test_the_watch_page_counts_skipped_recipients_by_reason(sue):
+    created = broadcast_create(
+        name="Launch", channel="sms", body="Hello", recipients=[{"to": g} for g in GOOD]
+    )
+    # As the engine leaves them after a batch (the messaging agent refused two, one opted out).
+    Recipient.objects.filter(address__in=GOOD[:2]).update(status="skipped", reason="whatsapp window closed")
+    Recipient.objects.filter(address=GOOD[2]).update(status="opted_out", reason="opted out")
+    html = sue.get(reverse("dashboard:broadcast", args=[created.broadcast.pk])).content.decode()
+    assert 'data-count="skipped">2<' in html and 'data-count="opted_out">1<' in html
+    assert re.search(r'id="cc-bc-skipped".*<td>whatsapp window closed</td><td>2</td>', html, re.S)
+    assert 'id="cc-bc-percent">100 %<' in html
