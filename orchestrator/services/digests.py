@@ -154,9 +154,11 @@ def digests_flush_due(*, now: datetime | None = None, batch: int = 500) -> int:
 def _flush_locked(digest: Digest, *, now: datetime, by: str) -> str:
     """Inside the caller's transaction, with the digest's row locked: one notify task for the
     items still waiting, each item finished, the digest closed."""
-    item_ids = DigestItem.objects.filter(digest=digest).values_list("task_id", flat=True)
-    locked = Task.objects.select_for_update(of=("self",)).filter(id__in=list(item_ids)).order_by("id")
-    items = sorted((t for t in locked if t.status not in FINAL), key=lambda t: (t.created_at, str(t.id)))
+    joined = {task_id: n for n, task_id in enumerate(DigestItem.objects.filter(digest=digest).order_by("id")
+                                                     .values_list("task_id", flat=True))}  # fmt: skip
+    locked = Task.objects.select_for_update(of=("self",)).filter(id__in=list(joined)).order_by("id")
+    # In order of arrival; items that arrived in the same microsecond, in the order they joined.
+    items = sorted((t for t in locked if t.status not in FINAL), key=lambda t: (t.created_at, joined[t.id]))
     digest.flushed_at, digest.flushed_by, digest.item_count = now, by, len(items)
     if not items:  # every item was cancelled before the window ended
         digest.status = D.EMPTY
