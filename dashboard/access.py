@@ -32,8 +32,16 @@ ADD_CONTACTS = "dossiers.add_contact"
 EXPORT_DOSSIERS = "dossiers.export_contact"
 ERASE_CONTACTS = "dossiers.delete_contact"  # erasure (admin Delete, which runs forget_contact)
 VIEW_TASKS = "orchestrator.view_task"
+VIEW_DIGESTS = "orchestrator.view_digest"  # the digests of notify tasks (open, sent, item counts)
 
-_OPERATOR = {USE_CONSOLE, WORK_INBOX, VIEW_DOSSIERS, VIEW_TASKS, "dashboard.view_cannedresponse"}
+_OPERATOR = {
+    USE_CONSOLE,
+    WORK_INBOX,
+    VIEW_DOSSIERS,
+    VIEW_TASKS,
+    VIEW_DIGESTS,
+    "dashboard.view_cannedresponse",
+}
 _SUPERVISOR = _OPERATOR | {
     OPERATE_TASKS,
     SUPERVISE,
@@ -52,6 +60,7 @@ _SUPERVISOR = _OPERATOR | {
     "event_webhooks.view_endpointevent",
     "event_webhooks.view_webhookdelivery",
     "event_webhooks.view_webhookattempt",
+    "orchestrator.change_digest",  # "send the selected open digests now"
 }
 _ADMIN = _SUPERVISOR | {
     VIEW_OPERATIONS,
@@ -136,6 +145,9 @@ ACCESS: list[Access] = [
     Access("A task", "page", "GET", "/admin/orchestrator/task/{task}/change/", VIEW_TASKS),
     Access("Retry a task", "action", "POST", "/admin/orchestrator/task/{task}/retry/", OPERATE_TASKS),
     Access("Cancel a task", "action", "POST", "/admin/orchestrator/task/{task}/cancel/", OPERATE_TASKS),
+    Access(
+        "Digests list (open, sent, item counts)", "page", "GET", "/admin/orchestrator/digest/", VIEW_DIGESTS
+    ),
     Access("Contacts list", "page", "GET", "/admin/dossiers/contact/", VIEW_DOSSIERS),
     Access("A contact's dossier", "page", "GET", "/admin/dossiers/contact/{contact}/change/", VIEW_DOSSIERS),
     Access("Erase a contact", "page", "GET", "/admin/dossiers/contact/{contact}/delete/", ERASE_CONTACTS),

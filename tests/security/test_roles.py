@@ -145,7 +145,7 @@ def test_refusals_that_change_state_change_nothing(client, world, django_user_mo
 def test_the_migration_creates_exactly_the_tables_groups():
     import importlib
 
-    migration = importlib.import_module("dashboard.migrations.0004_h18b_webhook_roles")
+    migration = importlib.import_module("dashboard.migrations.0006_digest_roles")
     assert {name: set(perms) for name, perms in migration.ROLES.items()} == {
         n: set(p) for n, p in ROLES.items()
     }
