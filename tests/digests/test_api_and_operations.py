@@ -160,3 +160,19 @@ def test_the_admin_lists_digests_with_their_counts(
     assert flushed.status_code == 302
     digest.refresh_from_db()
     assert (digest.status, digest.flushed_by) == ("sent", "admin")
+
+
+@transactional_db
+def test_retention_deletes_sent_digests_with_their_tasks_and_keeps_open_ones(clock, sms_route, ada, settings):
+    from datetime import timedelta
+
+    from dossiers.retention import retention_apply
+
+    item(ada, "old news", key="old")
+    clock.at(600)
+    services.digests_flush_due()
+    item(ada, "still collecting", key="new", window=3600)
+    later = clock.now + timedelta(days=settings.RETENTION_DAYS["tasks"] + 1)
+    assert retention_apply(now=later, dry_run=True).counts["digests"] == 1
+    assert retention_apply(now=later).counts["digests"] == 1
+    assert list(Digest.objects.values_list("key", "status")) == [("new", "open")]
