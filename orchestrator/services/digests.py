@@ -34,7 +34,7 @@ from django.utils import timezone
 from comms_platform.db import insert_one
 from orchestrator.models import Digest, DigestItem, DigestStatus, Task
 from orchestrator.services.intake import UnknownTaskType, task_create
-from orchestrator.services.transitions import Transition, task_transition, task_transition_many
+from orchestrator.services.transitions import Transition, task_transition_many
 from orchestrator.states import FINAL, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,12 @@ def digest_join(*, task: Task) -> Digest:
                     continue  # another item opened it a moment ago: join that one, locked
             if insert_one(DigestItem(digest=digest, task=task)):
                 Digest.objects.filter(id=digest.id).update(item_count=F("item_count") + 1)
-                task_transition(task_id=task.id, to=S.IN_PROGRESS, actor=ACTOR, details={"digest": digest.id},
-                                result={"digest": _info(digest, D.OPEN)})  # fmt: skip
+                # Inside this transaction, without the savepoint task_transition would open.
+                (outcome,) = task_transition_many([Transition(task_id=task.id, to=S.IN_PROGRESS, actor=ACTOR,
+                                                              details={"digest": digest.id},
+                                                              result={"digest": _info(digest, D.OPEN)})])  # fmt: skip
+                if isinstance(outcome, Exception):
+                    raise outcome
             return digest
 
 

@@ -44,7 +44,7 @@ def test_a_real_worker_flushes_the_digest_when_its_window_ends():
                 response = requests.post(f"{base}/api/tasks/", headers={"Authorization": f"Api-Key {key}"}, json={
                     "type": "notify", "contact": str(ada.id),
                     "payload": {"body": f"Order {1042 + n} shipped", "digest": {"key": "orders", "window_seconds": WINDOW}},
-                }, timeout=10)  # fmt: skip
+                }, timeout=30)  # fmt: skip
                 assert response.status_code == 201, response.text
                 ids.append(response.json()["id"])
             digest = wait_until(lambda: Digest.objects.filter(status="sent").first(), timeout=WINDOW + 20,
@@ -55,8 +55,9 @@ def test_a_real_worker_flushes_the_digest_when_its_window_ends():
                                       timeout=20, message="the digest's notify task to succeed")  # fmt: skip
     assert (digest.item_count, digest.flushed_by) == (3, "eta")
     assert digest.closes_at - digest.opens_at == timedelta(seconds=WINDOW)
-    # Sent when the window ended: not before, and not a sweep interval later.
-    assert digest.closes_at <= digest.flushed_at < digest.closes_at + timedelta(seconds=3)
+    # Sent when the window ended, by its ETA message: not before (a loaded machine may be a few
+    # seconds late; no beat runs here, so no sweep could have sent it).
+    assert digest.closes_at <= digest.flushed_at < digest.closes_at + timedelta(seconds=10)
     assert sms.parent_id == message_task.id
     (message,) = Message.objects.filter(contact=ada, direction="outbound")
     assert message.body == "3 updates:\n- Order 1042 shipped\n- Order 1043 shipped\n- Order 1044 shipped"
