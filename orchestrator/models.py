@@ -335,7 +335,7 @@ class Digest(models.Model):
     )  # fmt: skip
     flushed_at = models.DateTimeField(null=True, blank=True)
     flushed_by = models.CharField(
-        max_length=32, blank=True, default="", help_text="eta, sweep, item, command"
+        max_length=32, blank=True, default="", help_text="eta, sweep, item, command, admin"
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -47,7 +47,7 @@ class Migration(migrations.Migration):
                 (
                     "flushed_by",
                     models.CharField(
-                        blank=True, default="", help_text="eta, sweep, item, command", max_length=32
+                        blank=True, default="", help_text="eta, sweep, item, command, admin", max_length=32
                     ),
                 ),
                 ("created_at", models.DateTimeField(auto_now_add=True)),
