@@ -162,6 +162,9 @@ class DigestAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # digests are opened by notify tasks that carry payload.digest
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # its item tasks wait for it; retention deletes old ones (manage.py apply_retention)
+
     @admin.action(description="Send the selected open digests now", permissions=["change"])
     def flush_now(self, request, queryset: QuerySet) -> None:
         ids = list(queryset.filter(status="open").values_list("id", flat=True))
