@@ -2,7 +2,7 @@
 into one message (Novu's "regular" digest step, Knock's batch function).
 
 The window is half-open, ``[opens_at, closes_at)``, on the platform's intake clock: an item
-*arrives* when its task was accepted (``Task.created_at``). The first item opens a digest at its
+*arrives* when its task was accepted (``Task.created_at``), or at its ``scheduled_for`` if later. The first item opens a digest at its
 arrival, for ``window_seconds``; an item that arrives before ``closes_at`` joins the digest while
 it is open; an item that arrives at ``closes_at`` or later opens the next one (and flushes the
 previous one at once if its flush has not run yet). An item whose digest was flushed while the
@@ -72,7 +72,7 @@ def digest_join(*, task: Task) -> Digest:
     for the key, opening one when none is open or the open one's window ended before the task
     arrived. The task moves to ``in_progress`` with ``result.digest`` naming the digest."""
     config = task.payload["digest"]
-    arrived = task.created_at
+    arrived = max(task.created_at, task.scheduled_for or task.created_at)  # a scheduled item arrives when due
     while True:
         with transaction.atomic():
             digest = _open_digest_locked(task.contact_id, config["key"])

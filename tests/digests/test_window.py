@@ -151,3 +151,18 @@ def test_no_enabled_notify_agent_fails_every_item_with_the_reason(clock, sms_rou
     assert (first.status, first.error_code) == (S.FAILED, "digest_not_sent")
     assert "no enabled agent for notify" in first.error_message
     assert Digest.objects.get().status == "failed"
+
+
+@transactional_db
+def test_a_scheduled_item_arrives_when_it_is_due(clock, sms_route, ada):
+    from datetime import timedelta
+
+    task, _ = services.task_create(type="notify", contact_id=ada.id, scheduled_for=T0 + timedelta(seconds=3600),
+                                   payload={"body": "later", "digest": {"key": "k", "window_seconds": 600}})  # fmt: skip
+    clock.at(3600)
+    services.sweep_tasks()  # sends it once it is due
+    digest = Digest.objects.get()
+    assert (digest.opens_at, digest.closes_at) == (T0 + timedelta(seconds=3600), T0 + timedelta(seconds=4200))
+    task.refresh_from_db()
+    assert (task.status, task.result["digest"]["id"]) == (S.IN_PROGRESS, digest.id)
+    assert sent_to(PHONE) == []
