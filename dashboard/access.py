@@ -37,8 +37,16 @@ VIEW_BROADCASTS = "broadcasts.view_broadcast"  # the list, a broadcast's progres
 CREATE_BROADCASTS = "broadcasts.add_broadcast"  # upload a CSV, preview, confirm
 CONTROL_BROADCASTS = "broadcasts.change_broadcast"  # pause, resume, cancel
 VIEW_RECIPIENTS = "broadcasts.view_recipient"  # the per-recipient results (addresses: PII)
+VIEW_DIGESTS = "orchestrator.view_digest"  # the digests of notify tasks (open, sent, item counts)
 
-_OPERATOR = {USE_CONSOLE, WORK_INBOX, VIEW_DOSSIERS, VIEW_TASKS, "dashboard.view_cannedresponse"}
+_OPERATOR = {
+    USE_CONSOLE,
+    WORK_INBOX,
+    VIEW_DOSSIERS,
+    VIEW_TASKS,
+    VIEW_DIGESTS,
+    "dashboard.view_cannedresponse",
+}
 _SUPERVISOR = _OPERATOR | {
     OPERATE_TASKS,
     SUPERVISE,
@@ -62,6 +70,7 @@ _SUPERVISOR = _OPERATOR | {
     CREATE_BROADCASTS,
     CONTROL_BROADCASTS,
     VIEW_RECIPIENTS,
+    "orchestrator.change_digest",  # "send the selected open digests now"
 }
 _ADMIN = _SUPERVISOR | {
     VIEW_OPERATIONS,
@@ -146,6 +155,9 @@ ACCESS: list[Access] = [
     Access("A task", "page", "GET", "/admin/orchestrator/task/{task}/change/", VIEW_TASKS),
     Access("Retry a task", "action", "POST", "/admin/orchestrator/task/{task}/retry/", OPERATE_TASKS),
     Access("Cancel a task", "action", "POST", "/admin/orchestrator/task/{task}/cancel/", OPERATE_TASKS),
+    Access(
+        "Digests list (open, sent, item counts)", "page", "GET", "/admin/orchestrator/digest/", VIEW_DIGESTS
+    ),
     Access("Contacts list", "page", "GET", "/admin/dossiers/contact/", VIEW_DOSSIERS),
     Access("A contact's dossier", "page", "GET", "/admin/dossiers/contact/{contact}/change/", VIEW_DOSSIERS),
     Access("Erase a contact", "page", "GET", "/admin/dossiers/contact/{contact}/delete/", ERASE_CONTACTS),

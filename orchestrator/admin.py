@@ -1,9 +1,12 @@
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from orchestrator import registry
+from orchestrator import registry, services
 from orchestrator.api.auth import api_key_create, key_cache
-from orchestrator.models import AgentRegistration, ApiKey, RoutingRule, Task, TaskEvent
+from orchestrator.models import AgentRegistration, ApiKey, Digest, DigestItem, RoutingRule, Task, TaskEvent
 
 
 class TaskEventInline(admin.TabularInline):
@@ -117,3 +120,54 @@ class RoutingRuleAdmin(admin.ModelAdmin):
                     "quiet_start", "quiet_end"]  # fmt: skip
     list_editable = ["position", "enabled"]
     search_fields = ["name"]
+
+
+class DigestItemInline(admin.TabularInline):
+    model = DigestItem
+    extra = 0
+    can_delete = False
+    fields = ["task", "created_at"]
+    readonly_fields = fields
+    raw_id_fields = ["task"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Digest)
+class DigestAdmin(admin.ModelAdmin):
+    """Digests of notify tasks: open ones (collecting until ``closes_at``) and sent ones, with
+    their item counts and the notify task that carried each one's message."""
+
+    list_display = ["id", "key", "contact", "status", "item_count", "opens_at", "closes_at", "flushed_by",
+                    "message_task"]  # fmt: skip
+    list_filter = ["status", "flushed_by", "opens_at"]
+    search_fields = ["key", "=contact__id", "contact__name", "contact__email", "contact__phone"]
+    list_select_related = ["contact", "task"]
+    raw_id_fields = ["contact", "task"]
+    show_full_result_count = False
+    date_hierarchy = "opens_at"
+    inlines = [DigestItemInline]
+    readonly_fields = ["contact", "key", "status", "opens_at", "closes_at", "item_count", "config", "task",
+                       "flushed_at", "flushed_by", "created_at"]  # fmt: skip
+    actions = ["flush_now"]
+
+    @admin.display(description="message")
+    def message_task(self, obj: Digest) -> str:
+        if obj.task_id is None:
+            return "—"
+        url = reverse("admin:orchestrator_task_change", args=[obj.task_id])
+        return format_html('<a href="{}">{}</a>', url, obj.task.status)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # digests are opened by notify tasks that carry payload.digest
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # its item tasks wait for it; retention deletes old ones (manage.py apply_retention)
+
+    @admin.action(description="Send the selected open digests now", permissions=["change"])
+    def flush_now(self, request, queryset: QuerySet) -> None:
+        ids = list(queryset.filter(status="open").values_list("id", flat=True))
+        outcomes = [services.digest_flush(digest_id=i, by="admin", force=True) for i in ids]
+        messages.success(request, f"Sent {outcomes.count('sent')} digest(s); {len(ids) - outcomes.count('sent')} "
+                                  "had nothing left to send or were already sent.")  # fmt: skip

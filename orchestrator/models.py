@@ -300,3 +300,71 @@ class RoutingRule(models.Model):
             errors["quiet_end"] = "Give both ends of the quiet hours, or neither."
         if errors:
             raise ValidationError(errors)
+
+
+class DigestStatus(models.TextChoices):
+    OPEN = "open"
+    SENT = "sent"
+    # Every item was cancelled (or its contact erased) before the window ended: nothing to send.
+    EMPTY = "empty"
+    # The digest's message could not be created (no enabled agent for ``notify``): every item
+    # failed with the reason.
+    FAILED = "failed"
+
+
+class Digest(models.Model):
+    """The ``notify`` tasks with one ``digest.key`` for one contact that arrived within one window.
+
+    The first item opens it (``opens_at`` = that task's ``created_at``); items that arrive
+    before ``closes_at`` join it; at ``closes_at`` it is flushed into one ``notify`` task
+    (``task``). At most one digest per contact and key is open (a partial unique constraint):
+    concurrent items agree on it. Written only by ``orchestrator.services.digests``.
+    """
+
+    contact = models.ForeignKey("dossiers.Contact", on_delete=models.CASCADE, related_name="digests")
+    key = models.CharField(max_length=100)
+    status = models.CharField(max_length=8, choices=DigestStatus.choices, default=DigestStatus.OPEN)
+    opens_at = models.DateTimeField()
+    closes_at = models.DateTimeField()
+    item_count = models.PositiveIntegerField(default=0, help_text="items joined (at the flush: items sent)")
+    # The window, templates and routing fields the first item brought (``digest`` of its payload).
+    config = models.JSONField(default=dict, blank=True)
+    task = models.OneToOneField(
+        Task, null=True, blank=True, on_delete=models.SET_NULL, related_name="digest_sent",
+        help_text="the notify task that carries the digest's one message",
+    )  # fmt: skip
+    flushed_at = models.DateTimeField(null=True, blank=True)
+    flushed_by = models.CharField(
+        max_length=32, blank=True, default="", help_text="eta, sweep, item, command, admin"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-opens_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "key"], condition=Q(status="open"), name="digest_one_open_per_contact_key"
+            )
+        ]
+        indexes = [
+            # The sweep's question: which open digests are due?
+            models.Index(fields=["closes_at"], condition=Q(status="open"), name="digest_open_due_idx"),
+            models.Index(fields=["contact", "key", "-opens_at"], name="digest_contact_key_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"digest {self.key} ({self.status}, {self.item_count} items)"
+
+
+class DigestItem(models.Model):
+    """One ``notify`` task collected into a digest. A task joins at most one digest (unique)."""
+
+    digest = models.ForeignKey(Digest, on_delete=models.CASCADE, related_name="items")
+    task = models.OneToOneField(Task, on_delete=models.CASCADE, related_name="digest_item")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"item {self.task_id} of digest {self.digest_id}"

@@ -9,7 +9,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from comms_platform import purge
-from orchestrator.models import Task, TaskEvent
+from orchestrator.models import Digest, DigestStatus, Task, TaskEvent
 from orchestrator.services import task_cancel
 from orchestrator.states import FINAL, IllegalTransition
 
@@ -21,6 +21,8 @@ def expired(cutoff: purge.Cutoff) -> dict[str, QuerySet]:
         # Unfinished but untouched for as long (an inbound message resolved before resolving
         # finished its task, a task whose agent vanished): nobody works them any more.
         "abandoned_tasks": Task.objects.filter(stale),
+        # Sent (or empty, failed) digests as old as the tasks that go: their items went with them.
+        "digests": Digest.objects.exclude(status=DigestStatus.OPEN).filter(flushed_at__lt=cutoff("tasks")),
     }
 
 

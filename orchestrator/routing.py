@@ -6,6 +6,10 @@ opted out of or has no address for, and opens a child task on the first channel 
 deferred to the end of the contact's quiet hours when it falls inside them. When a child
 fails, or stays undelivered past the rule's timeout, the next channel gets a child; the
 parent succeeds with the first delivered child, or fails listing every attempt.
+
+A ``notify`` with ``payload.digest`` is not routed itself: it joins the contact's digest for
+the key (``orchestrator.services.digests``), whose one ``notify`` task is routed here when the
+window ends.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from dossiers.services import consent_status
 from orchestrator import services
 from orchestrator.models import RoutingRule, Task
 from orchestrator.registry import handler, payload_schema, payload_validator
+from orchestrator.services import digests
+from orchestrator.services.digests import MAX_WINDOW_SECONDS
 from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 
 log = logging.getLogger(__name__)
@@ -146,6 +152,10 @@ def validate_notify(payload: dict, contact: Contact | None) -> None:
         isinstance(payload["tags"], list) and all(isinstance(t, str) for t in payload["tags"])
     ):
         raise serializers.ValidationError({"payload": ["tags must be a list of strings."]})
+    if isinstance(payload.get("digest"), dict) and not (payload.get("body") or payload.get("text")):
+        raise serializers.ValidationError(
+            {"payload": {"body": ["A digest item is one line of the digest: give it a body or text."]}}
+        )
 
 
 @handler("notify", channel="any", queue="orchestrator")
@@ -153,6 +163,11 @@ def handle_notify(task: Task) -> None:
     contact = task.contact
     if contact is None:
         _fail(task, "no_contact", "a notify task needs a contact")
+        return
+    if task.payload.get("digest"):
+        # Collected with the contact's other items for the key; the digest's own notify task
+        # is routed below when its window ends (orchestrator/services/digests.py).
+        services.digest_join(task=task)
         return
     rule = matching_rule(task, contact)
     if rule is None:
@@ -288,6 +303,38 @@ def _summary(chain: dict[str, Any]) -> str:
     return "no channel delivered — " + ("; ".join(parts) if parts else "no channel was usable")
 
 
+class DigestSerializer(serializers.Serializer):
+    """Collect this contact's notify tasks with the same ``key`` that arrive within
+    ``window_seconds`` of the first into one message, sent when the window ends (docs/digests.md)."""
+
+    key = serializers.CharField(max_length=100, help_text="Groups the items, per contact.")
+    window_seconds = serializers.IntegerField(
+        min_value=1, max_value=MAX_WINDOW_SECONDS, help_text="From the first item's arrival."
+    )
+    body = serializers.CharField(
+        required=False, max_length=4000,
+        help_text="A Django template of the message: {{ items }} (a bulleted list), {{ count }}, "
+        "{% for item in items %}{{ item.body }} {{ item.variables.x }}{% endfor %}. "
+        'Default: the one item\'s body, or "3 updates:" and the list.',
+    )  # fmt: skip
+    subject = serializers.CharField(
+        required=False, max_length=400, help_text='A template too (email). Default: "3 updates".'
+    )
+
+    def validate_body(self, value: str) -> str:
+        return _template(value)
+
+    def validate_subject(self, value: str) -> str:
+        return _template(value)
+
+
+def _template(value: str) -> str:
+    error = digests.template_check(value)
+    if error:
+        raise serializers.ValidationError(f"Not a valid template: {error}")
+    return value
+
+
 class NotifyPayloadSerializer(serializers.Serializer):
     """``notify`` (needs a ``contact``): what to say; routing rules pick the channels."""
 
@@ -300,8 +347,15 @@ class NotifyPayloadSerializer(serializers.Serializer):
     tags = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="Matched by routing rules."
     )
+    digest = DigestSerializer(required=False)
 
 
 payload_schema(
-    "notify", NotifyPayloadSerializer, example={"body": "Your order shipped", "subject": "Order 1042"}
+    "notify",
+    NotifyPayloadSerializer,
+    example={
+        "body": "Order 1042 shipped",
+        "subject": "Order 1042",
+        "digest": {"key": "order-updates", "window_seconds": 600},
+    },
 )

@@ -126,7 +126,7 @@ def _retry(celery_task, task: Task, queue: str, reason: str, retry_after: float 
 def sweep_tasks() -> dict[str, int]:
     report = services.sweep_tasks()
     return {"resent": report.resent, "expired": report.expired, "left_pending": report.left_pending,
-            "status_checks": report.status_checks}  # fmt: skip
+            "status_checks": report.status_checks, "digests": report.digests}  # fmt: skip
 
 
 @shared_task(name="orchestrator.check_status", acks_late=True)
@@ -144,3 +144,17 @@ def child_finished(child_id: str) -> None:
     from orchestrator.routing import on_child_finished
 
     on_child_finished(child_id=child_id)
+
+
+@shared_task(bind=True, name="orchestrator.flush_digest", acks_late=True)
+def flush_digest(self, digest_id: int) -> str:
+    """Flush a digest when its window ends (sent with an ETA at ``closes_at``). A message that
+    arrives early (this worker's clock behind the one that opened the digest) goes back for the
+    rest of the window; a lost one is made up for by the sweep."""
+    outcome = services.digest_flush(digest_id=digest_id, by="eta")
+    if outcome == "not_due" and not self.request.is_eager:
+        from orchestrator.models import Digest
+
+        closes_at = Digest.objects.values_list("closes_at", flat=True).get(id=digest_id)
+        self.apply_async(args=[digest_id], eta=closes_at, queue="orchestrator")
+    return outcome

@@ -8,13 +8,17 @@
   counts the attempt, dead-lettering a task that keeps coming back; ``task_release``.
 - ``transitions``: ``task_transition`` applies one transition and writes its ``TaskEvent`` in
   the same transaction; stale (backwards) transitions are recorded but change nothing.
-- ``sweep``: ``sweep_tasks`` re-sends stuck tasks, retakes abandoned ones, expires overdue ones.
+- ``sweep``: ``sweep_tasks`` re-sends stuck tasks, retakes abandoned ones, expires overdue ones,
+  flushes due digests.
+- ``digests``: ``digest_join`` collects a ``notify`` item into its contact's open digest;
+  ``digest_flush`` / ``digests_flush_due`` send a digest as one ``notify`` task.
 
 Callers import from ``orchestrator.services``; a test that replaces a name patches the module
 that uses it (e.g. ``orchestrator.services.intake``).
 """
 
 from orchestrator.services.claim import RETRY_CLOCK_SLACK_SECONDS, task_claim, task_release
+from orchestrator.services.digests import digest_flush, digest_join, digests_flush_due
 from orchestrator.services.dispatch import (
     PUBLISH_BATCH,
     dispatch_tasks,
@@ -56,6 +60,9 @@ __all__ = [
     "Transition",
     "TransitionResult",
     "UnknownTaskType",
+    "digest_flush",
+    "digest_join",
+    "digests_flush_due",
     "dispatch_tasks",
     "request_digest",
     "request_dispatch",

@@ -1,5 +1,6 @@
 """The sweeper: re-send tasks stuck before a worker took them, retake abandoned ones,
-expire those past their deadline, and queue status checks for callbacks that never came."""
+expire those past their deadline, queue status checks for callbacks that never came, and
+flush the digests whose window is over (their ETA message was lost or never sent)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from django.utils import timezone
 
 from orchestrator import registry
 from orchestrator.models import Task
+from orchestrator.services.digests import digests_flush_due
 from orchestrator.services.dispatch import task_dispatch
 from orchestrator.services.transitions import task_transition
 from orchestrator.states import PRE_DISPATCH, IllegalTransition, TaskStatus
@@ -30,6 +32,7 @@ class SweepReport:
     expired: int = 0
     left_pending: int = 0
     status_checks: int = 0
+    digests: int = 0
 
 
 def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> SweepReport:
@@ -59,6 +62,7 @@ def sweep_tasks(*, older_than_seconds: int | None = None, batch: int = 500) -> S
         else:
             report.left_pending += 1
     report.status_checks = _queue_status_checks(now, batch)
+    report.digests = digests_flush_due(now=now, batch=batch)
     return report
 
 

@@ -63,7 +63,7 @@ def test_expired_rows_and_blobs_go_and_the_rest_stays(media):
     s = seed()
     report = retention_apply(now=NOW)
     assert report.counts == {"messages": 1, "calls": 1, "emails": 1, "recordings": 1, "artifacts": 1,
-                             "webhook_events": 1, "tasks": 0, "abandoned_tasks": 0, "audit_entries": 0,
+                             "webhook_events": 1, "tasks": 0, "abandoned_tasks": 0, "digests": 0, "audit_entries": 0,
                              "smoke_contacts": 0}  # fmt: skip
     assert report.blobs == 3
     assert list(Message.objects.values_list("pk", flat=True)) == [s["new_msg"].pk]

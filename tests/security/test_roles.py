@@ -149,7 +149,7 @@ def test_refusals_that_change_state_change_nothing(client, world, django_user_mo
 def test_the_migration_creates_exactly_the_tables_groups():
     import importlib
 
-    migration = importlib.import_module("dashboard.migrations.0006_h19_broadcast_roles")
+    migration = importlib.import_module("dashboard.migrations.0007_roles_broadcasts_digests")
     assert {name: set(perms) for name, perms in migration.ROLES.items()} == {
         n: set(p) for n, p in ROLES.items()
     }

@@ -7,7 +7,8 @@ class Command(BaseCommand):
     help = (
         "Re-send tasks left pending/queued past TASK_SWEEP_AGE_SECONDS (e.g. the broker was down at "
         "intake), retake dispatched tasks whose lease ran out, expire tasks past expires_at, and queue "
-        "a provider status check for sends in progress past STATUS_CHECK_AGE_SECONDS. "
+        "a provider status check for sends in progress past STATUS_CHECK_AGE_SECONDS, flush digests whose "
+        "window is over. "
         "Celery beat runs the same sweep every TASK_SWEEP_INTERVAL_SECONDS."
     )
 
@@ -21,5 +22,5 @@ class Command(BaseCommand):
         report = sweep_tasks(older_than_seconds=older_than, batch=batch)
         self.stdout.write(
             f"resent {report.resent}, expired {report.expired}, still waiting {report.left_pending}, "
-            f"status checks queued {report.status_checks}"
+            f"status checks queued {report.status_checks}, digests flushed {report.digests}"
         )
