@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from conversations.models import Conversation, ConversationTask, Label
+from conversations.models import Conversation, ConversationTask, Label, Operator
 from conversations.services import (
     ConversationRefused,
     _actor,
@@ -109,7 +109,11 @@ def handoff_take_call(*, conversation_id: int, user: Any) -> str:
         conv.refresh_from_db()
     if conv.assignee_id not in (None, user.pk):
         raise ConversationRefused(f"The call is for {conv.assignee.get_username()}.")
-    outcome = registry.call_hook("call.handoff.answer", handoff_task_id=task.pk, operator=user.get_username())
+    # The operator's phone rings when they have one (no softphone needed); else their client leg.
+    phone = Operator.objects.filter(user=user).values_list("phone", flat=True).first() or ""
+    outcome = registry.call_hook(
+        "call.handoff.answer", handoff_task_id=task.pk, operator=user.get_username(), phone=phone
+    )
     if outcome != "asked":
         raise ConversationRefused(
             "The caller is no longer waiting."

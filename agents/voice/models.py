@@ -29,6 +29,11 @@ class HandoffQueue(models.Model):
     queue_sid = models.CharField(max_length=34, blank=True)
     call_sid = models.CharField(max_length=34)
     taken_by = models.CharField(max_length=150, blank=True)
+    taken_phone = models.CharField(
+        max_length=20,
+        blank=True,
+        help_text="the taker's phone, which the bridge dials; empty: their Voice SDK client",
+    )
     result = models.CharField(max_length=32, blank=True, help_text="Twilio's QueueResult, or taken")
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -303,19 +303,19 @@ def handoff_queue_left(*, handoff_task_id: Any, result: str) -> None:
         HandoffQueue.objects.filter(handoff_task_id=handoff, result__in=("", "taken")).update(result=result)
 
 
-def handoff_queue_taken_by(*, handoff_task_id: Any, operator: str) -> bool:
+def handoff_queue_taken_by(*, handoff_task_id: Any, operator: str) -> HandoffQueue | None:
+    """The queue row ``operator`` took (None when they did not take it)."""
     handoff = _uuid_or_none(handoff_task_id)
-    return (
-        bool(operator)
-        and handoff is not None
-        and HandoffQueue.objects.filter(handoff_task_id=handoff, taken_by=operator).exists()
-    )
+    if not operator or handoff is None:
+        return None
+    return HandoffQueue.objects.filter(handoff_task_id=handoff, taken_by=operator).first()
 
 
 @registry.hook("call.handoff.answer")
-def handoff_answer(*, handoff_task_id: Any, operator: str) -> str:
+def handoff_answer(*, handoff_task_id: Any, operator: str, phone: str = "") -> str:
     """The console's Take call (through the orchestrator's registry): ask the provider to
-    dequeue the waiting caller to the bridge URL, which dials ``operator``'s client leg.
+    dequeue the waiting caller to the bridge URL, which dials ``operator``'s ``phone`` (when
+    they have one) or their Voice SDK client leg.
     ``asked``; ``gone`` (the caller left the queue, or it was taken already); ``not_ready``
     (Twilio has not told us the queue's SID yet). The provider's errors propagate."""
     handoff = _uuid_or_none(handoff_task_id)
@@ -325,7 +325,7 @@ def handoff_answer(*, handoff_task_id: Any, operator: str) -> str:
     if not row.queue_sid or not row.call_sid:
         return "not_ready"
     if not HandoffQueue.objects.filter(pk=row.pk, taken_by="", result="").update(
-        taken_by=operator, result="taken"
+        taken_by=operator, taken_phone=phone, result="taken"
     ):
         return "gone"  # another click won
     provider = get_provider()
@@ -334,7 +334,7 @@ def handoff_answer(*, handoff_task_id: Any, operator: str) -> str:
         with observe_provider_call(provider.name, "queues.members.update"):
             provider.dequeue(queue_sid=row.queue_sid, call_sid=row.call_sid, url=url)
     except Exception:
-        HandoffQueue.objects.filter(pk=row.pk).update(taken_by="", result="")  # the caller still waits
+        HandoffQueue.objects.filter(pk=row.pk).update(taken_by="", taken_phone="", result="")  # still waits
         raise
     return "asked"
 

@@ -174,16 +174,21 @@ class HandoffQueueView(SignedTwimlView):
 
 class HandoffBridgeView(SignedTwimlView):
     """Where the console's Take call sends the dequeued caller: a <Dial> to the operator's
-    client leg, whose action (the hand-off dial view) finishes the hand-off."""
+    phone (or, without one, their Voice SDK client leg), whose action (the hand-off dial view)
+    finishes the hand-off."""
 
     kind = "voice_handoff_bridge"
 
     def answer(self, request: HttpRequest, context: CallContext) -> str:
         handoff_id, operator = request.GET.get("handoff", ""), request.GET.get("operator", "")[:150]
-        if not services.handoff_queue_taken_by(handoff_task_id=handoff_id, operator=operator):
+        taken = services.handoff_queue_taken_by(handoff_task_id=handoff_id, operator=operator)
+        if taken is None:
             registry.call_hook("call.handoff.no_answer", handoff_task_id=handoff_id, dial_status="not-taken")
             return twiml.say_and_hang_up(context, twiml.HOLD_MESSAGE)
-        return twiml.dial_client(operator, action=links.handoff_dial_url(context.task_id, handoff_id))
+        action = links.handoff_dial_url(context.task_id, handoff_id)
+        if taken.taken_phone:
+            return twiml.dial_operator(context, taken.taken_phone, action=action)
+        return twiml.dial_client(operator, action=action)
 
 
 class CallStatusWebhook(WebhookView):

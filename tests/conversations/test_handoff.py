@@ -241,6 +241,40 @@ def test_console_queue_through_signed_webhooks(client, operators, handed_off, se
     assert conv.events.filter(kind="handoff_taken", actor="operator:oscar").exists()
 
 
+def test_console_queue_take_call_rings_the_taking_operators_phone(client, operators, handed_off, settings):
+    """VOICE_HANDOFF_TRANSFER=console with an operator who has a phone: the caller waits in the
+    queue, Take call in the console dequeues them to a <Dial><Number> of that phone (no softphone
+    needed in production), and the dial's answer finishes the hand-off as connected."""
+    settings.VOICE_HANDOFF_TRANSFER = "console"
+    task, handoff_task, data = handed_off
+    oscar = operators[1]
+    services.operator_set_availability(user=oscar, available=True)
+    operator = oscar.availability
+    operator.phone = OPERATOR_PHONE
+    operator.save()
+    call_sid = "CA" + "6" * 32
+
+    root = twiml(
+        signed_post(client, links.connect_action_url(task.id), {"HandoffData": data, "CallSid": call_sid})
+    )
+    assert root.find("Dial") is None and root.find("Enqueue") is not None  # queued, not dialled
+    signed_post(client, root.find("Enqueue").get("waitUrl"), {"QueueSid": "QU" + "8" * 32, "QueueTime": "1"})
+    conv = Conversation.objects.get(channel="voice")
+    client.force_login(oscar)
+    client.post(reverse("dashboard:conversation", args=[conv.pk]), {"action": "take_call"})
+
+    from agents.voice.providers.simulated import journal
+
+    [asked] = [e for e in journal(call_sid) if e.get("request") == "queue_member_update"]
+    assert OPERATOR_PHONE not in asked["url"]  # the number stays out of the URL Twilio keeps
+    bridge = twiml(signed_post(client, asked["url"], {}))
+    assert bridge.find("Dial/Client") is None
+    assert bridge.find("Dial").text.strip() == OPERATOR_PHONE
+    signed_post(client, bridge.find("Dial").get("action"), {"DialCallStatus": "completed"})
+    handoff_task.refresh_from_db()
+    assert (handoff_task.status, handoff_task.result) == ("succeeded", {"outcome": "connected"})
+
+
 def test_a_queued_caller_nobody_takes_leaves_after_the_wait_and_a_callback_waits(
     client, operators, handed_off
 ):

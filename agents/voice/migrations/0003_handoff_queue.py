@@ -25,6 +25,14 @@ class Migration(migrations.Migration):
                 ("call_sid", models.CharField(max_length=34)),
                 ("taken_by", models.CharField(blank=True, max_length=150)),
                 (
+                    "taken_phone",
+                    models.CharField(
+                        blank=True,
+                        help_text="the taker's phone, which the bridge dials; empty: their Voice SDK client",
+                        max_length=20,
+                    ),
+                ),
+                (
                     "result",
                     models.CharField(blank=True, help_text="Twilio's QueueResult, or taken", max_length=32),
                 ),
