@@ -22,7 +22,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from dossiers.services import InvalidPhoneNumber, normalize_phone
+from broadcasts.addresses import normalize
+from dossiers.services import InvalidPhoneNumber
 
 MAX_BYTES = 16 * 1024 * 1024  # 100,000 rows of a few columns fit well under it
 MAX_ROWS = 100_000  # the most recipients one broadcast accepts (issue 19)
@@ -165,7 +166,7 @@ def _address(raw: str, channel: str) -> tuple[str, str | None]:
         local, _, domain = raw.rpartition("@")
         return f"{local}@{domain.lower()}", None
     try:
-        return normalize_phone(raw), None
+        return normalize(raw), None
     except InvalidPhoneNumber:
         return "", "bad phone number (give it in international form, +<country code>…)"
 

@@ -13,12 +13,12 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from broadcasts import rendering, stopflags
+from broadcasts import addresses, rendering, stopflags
 from broadcasts.errors import BroadcastError, IdempotencyConflict, IllegalBroadcastTransition
 from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientStatus
 from broadcasts.signals import progress_changed
 from dossiers.models import Consent, ConsentStatus, Contact
-from dossiers.services import InvalidPhoneNumber, normalize_phone
+from dossiers.services import InvalidPhoneNumber
 from orchestrator.registry import call_hook
 
 B, R = BroadcastStatus, RecipientStatus
@@ -254,9 +254,10 @@ def _audience(channel, recipients, contact_list, contact_filter, content) -> tup
     rows: list[_Row] = []
     rejected: list[dict[str, Any]] = []
     seen: set[str] = set()
+    needed = sorted(rendering.placeholders(content))
     for index, item in enumerate(items, 1):
         line = _given_line(item) or index
-        row, reason = _row(channel, line, item, content)
+        row, reason = _row(channel, line, item, content, needed)
         if row is None:
             rejected.append({"line": line, "address": _raw_to(item), "reason": reason})
         elif row.address in seen:
@@ -279,7 +280,10 @@ def _raw_to(item: Any) -> str:
     return str(item.get("to") or item.get("contact_id") or "")[:254] if isinstance(item, dict) else ""
 
 
-def _row(channel: str, line: int, item: Any, content: str) -> tuple[_Row | None, str]:
+def _row(channel: str, line: int, item: Any, content: str, needed: list[str] | None = None) -> tuple[_Row | None, str]:
+    """One input recipient checked: (the row, "") or (None, the reason). ``needed`` is the body's
+    placeholders, computed once per broadcast by ``_audience`` (checking them per row is what
+    ``rendering.render`` would refuse, without rendering 100,000 bodies)."""
     if not isinstance(item, dict):
         return None, "each recipient must be an object with 'to' (or 'contact_id') and 'variables'"
     variables = item.get("variables") or {}
@@ -289,13 +293,18 @@ def _row(channel: str, line: int, item: Any, content: str) -> tuple[_Row | None,
     if not isinstance(to, str) or not to.strip():
         return None, "'to' is missing"
     try:
-        address = normalize_phone(to)
+        address = addresses.normalize(to)
     except InvalidPhoneNumber as exc:
         return None, str(exc)
-    try:
-        rendering.render(content, variables)
-    except rendering.RenderError as exc:
-        return None, str(exc)
+    if needed is None:
+        try:
+            rendering.render(content, variables)
+        except rendering.RenderError as exc:
+            return None, str(exc)
+    else:
+        missing = [name for name in needed if variables.get(name) in (None, "")]
+        if missing:
+            return None, f"missing variable(s): {', '.join(missing)}"
     return _Row(line, address, item.get("contact_id"), variables), ""
 
 
@@ -335,16 +344,19 @@ def _attach_contacts(channel: str, rows: list[_Row]) -> None:
 
 
 def _insert_recipients(broadcast: Broadcast, rows: list[_Row]) -> None:
+    """Bulk INSERTs (Django 5.2 sends each batch as one ``INSERT … SELECT * FROM UNNEST(…)``).
+
+    The instances are built with positional arguments in field order: Model.__init__'s fast
+    path, a quarter cheaper than keywords (no per-field default lookups) at 100,000 rows."""
+    pending, now = RecipientStatus.PENDING.value, timezone.now()
+    bid = broadcast.id
     for start in range(0, len(rows), INSERT_BATCH):
         Recipient.objects.bulk_create(
             [
-                Recipient(
-                    broadcast=broadcast,
-                    line=r.line,
-                    address=r.address,
-                    contact_id=r.contact_id,
-                    variables=r.variables,
-                )
+                # id, broadcast, line, address, contact, variables, status, reason, sender,
+                # provider_id, not_before, lease_until, attempt_started_at, sent_at, updated_at
+                Recipient(None, bid, r.line, r.address, r.contact_id, r.variables, pending, "", "", "",
+                          None, None, None, None, now)  # fmt: skip
                 for r in rows[start : start + INSERT_BATCH]
             ]
         )
