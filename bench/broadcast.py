@@ -35,6 +35,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -414,6 +415,10 @@ def main() -> None:
         "--rate-per-sender", type=int, default=100, help="messages per sender in the rate check"
     )
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--intake-only", type=int, default=0, metavar="N",
+        help="only the intake section, N times in a row (ratios to COPY each time, then the median)",
+    )  # fmt: skip
     args = parser.parse_args()
     if not shutil.which("redis-server"):
         raise SystemExit("redis-server is needed")
@@ -444,6 +449,21 @@ def run(env: dict[str, str], key: str, args, redis_proc: subprocess.Popen) -> No
         bare = bare_view_rate(base, procs=args.load_procs, conns=args.load_conns, seconds=5)
         floor = bare / 3
         print(f"bare Django view: {bare:.0f} req/s → floor {floor:.0f} messages/s (three callbacks each)")
+        if args.intake_only:
+            ratios = []
+            for _ in range(args.intake_only):
+                result = intake(base, key, args.intake)
+                api_rate, copy_rate = (
+                    args.intake / result["api_seconds"],
+                    args.intake / result["copy_seconds"],
+                )
+                ratios.append(api_rate / copy_rate)
+                print(f"intake: {args.intake} recipients in one POST: {result['api_seconds']:.2f}s = {api_rate:.0f}/s; "
+                      f"COPY: {result['copy_seconds']:.2f}s = {copy_rate:.0f}/s; ratio {ratios[-1]:.1%}")  # fmt: skip
+            print(
+                f"intake ratio to COPY, median of {len(ratios)}: {statistics.median(ratios):.1%} (target ≥ 25%)"
+            )
+            return
         result = intake(base, key, args.intake)
         api_rate, copy_rate = args.intake / result["api_seconds"], args.intake / result["copy_seconds"]
         print(f"intake: {args.intake} recipients in one POST: {result['api_seconds']:.2f}s = {api_rate:.0f}/s; "
