@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from broadcasts import addresses, rendering, stopflags
 from broadcasts.errors import BroadcastError, IdempotencyConflict, IllegalBroadcastTransition
-from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientStatus
+from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientIntake, RecipientStatus
 from broadcasts.signals import progress_changed
 from dossiers.models import Consent, ConsentStatus, Contact
 from dossiers.services import InvalidPhoneNumber
@@ -346,17 +346,13 @@ def _attach_contacts(channel: str, rows: list[_Row]) -> None:
 
 
 def _insert_recipients(broadcast: Broadcast, rows: list[_Row]) -> None:
-    """Bulk INSERTs (Django 5.2 sends each batch as one ``INSERT … SELECT * FROM UNNEST(…)``).
-
-    The instances are built with positional arguments in field order: Model.__init__'s fast
-    path, a quarter cheaper than keywords (no per-field default lookups) at 100,000 rows.
-    tests/broadcasts/test_intake.py pins the field order this relies on."""
-    bid, pending, now = broadcast.id, RecipientStatus.PENDING.value, timezone.now()
-    # id, broadcast, line, address, contact, variables | status, reason, sender, provider_id,
-    # not_before, lease_until, attempt_started_at, sent_at, updated_at
-    rest = (pending, "", "", "", None, None, None, None, now)
+    """Bulk INSERTs of the five columns intake knows, through ``RecipientIntake`` (the same
+    table; the other columns take their database defaults). Django 5.2 sends each batch as one
+    ``INSERT … SELECT * FROM UNNEST(…)``. Rows are built with positional arguments in field
+    order (Model.__init__'s fast path); tests/broadcasts/test_intake.py pins that order."""
+    bid = broadcast.id
     for start in range(0, len(rows), INSERT_BATCH):
         batch = rows[start : start + INSERT_BATCH]
-        Recipient.objects.bulk_create(
-            [Recipient(None, bid, r.line, r.address, r.contact_id, r.variables, *rest) for r in batch]
+        RecipientIntake.objects.bulk_create(
+            [RecipientIntake(None, bid, r.line, r.address, r.contact_id, r.variables) for r in batch]
         )
