@@ -5,51 +5,71 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('broadcasts', '0003_recipient_broadcast_no_own_index'),
+        ("broadcasts", "0003_recipient_broadcast_no_own_index"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RecipientIntake',
+            name="RecipientIntake",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('broadcast_id', models.UUIDField()),
-                ('line', models.PositiveIntegerField()),
-                ('address', models.CharField(max_length=254)),
-                ('contact_id', models.UUIDField(null=True)),
-                ('variables', models.JSONField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("broadcast_id", models.UUIDField()),
+                ("line", models.PositiveIntegerField()),
+                ("address", models.CharField(max_length=254)),
+                ("contact_id", models.UUIDField(null=True)),
+                ("variables", models.JSONField()),
             ],
             options={
-                'db_table': 'broadcasts_recipient',
-                'managed': False,
-                'default_permissions': (),
+                "db_table": "broadcasts_recipient",
+                "managed": False,
+                "default_permissions": (),
             },
         ),
         migrations.AlterField(
-            model_name='recipient',
-            name='provider_id',
-            field=models.CharField(blank=True, db_default='', default='', max_length=64),
+            model_name="recipient",
+            name="provider_id",
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.AlterField(
-            model_name='recipient',
-            name='reason',
-            field=models.CharField(blank=True, db_default='', default='', help_text='why skipped / failed', max_length=200),
+            model_name="recipient",
+            name="reason",
+            field=models.CharField(
+                blank=True, db_default="", default="", help_text="why skipped / failed", max_length=200
+            ),
         ),
         migrations.AlterField(
-            model_name='recipient',
-            name='sender',
-            field=models.CharField(blank=True, db_default='', default='', max_length=64),
+            model_name="recipient",
+            name="sender",
+            field=models.CharField(blank=True, db_default="", default="", max_length=64),
         ),
         migrations.AlterField(
-            model_name='recipient',
-            name='status',
-            field=models.CharField(choices=[('pending', 'Pending'), ('sending', 'Sending'), ('sent', 'Sent'), ('delivered', 'Delivered'), ('failed', 'Failed'), ('skipped', 'Skipped'), ('opted_out', 'opted out'), ('cancelled', 'Cancelled')], db_default='pending', default='pending', max_length=16),
+            model_name="recipient",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("pending", "Pending"),
+                    ("sending", "Sending"),
+                    ("sent", "Sent"),
+                    ("delivered", "Delivered"),
+                    ("failed", "Failed"),
+                    ("skipped", "Skipped"),
+                    ("opted_out", "opted out"),
+                    ("cancelled", "Cancelled"),
+                ],
+                db_default="pending",
+                default="pending",
+                max_length=16,
+            ),
         ),
         migrations.AlterField(
-            model_name='recipient',
-            name='updated_at',
+            model_name="recipient",
+            name="updated_at",
             field=models.DateTimeField(auto_now=True, db_default=django.db.models.functions.datetime.Now()),
         ),
     ]
