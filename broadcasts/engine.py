@@ -262,8 +262,9 @@ def channel_of(broadcast: Broadcast, row: Recipient) -> str:
     return row.channel or broadcast.channel
 
 
-def _hook(channel: str, name: str, **kwargs: Any) -> Any:
-    agent = AGENT_OF_CHANNEL[channel]
+def _hook(of: str, name: str, **kwargs: Any) -> Any:
+    """The ``name`` hook of the agent that sends channel ``of``."""
+    agent = AGENT_OF_CHANNEL[of]
     answer = call_hook(f"{agent}.{name}", **kwargs)
     if answer is None:
         raise RuntimeError(f"no {agent}.{name} hook: is the {agent} agent installed?")
