@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
-from agents.email.providers import OutgoingEmail, get_provider, provider_chain
+from agents.email.providers import EmailProvider, OutgoingEmail, get_provider, provider_chain
 from agents.email.services import unsubscribe_url
 from dossiers.models import Contact, Email
 from dossiers.services import (
@@ -68,6 +68,11 @@ def batch_send(
     unknown (the connection broke after the message may have left)."""
     provider = get_provider(provider_chain()[0])
     connection = provider.connection()
+    opened = _open(provider, connection)
+    if opened is not None:  # the server is unreachable: the whole batch goes back
+        emails_discard_unsent(ids=[item["message_id"] for item in items])
+        return [{"key": item["key"], "outcome": "not_sent", "code": str(opened.code or ""), "reason": opened.message}
+                for item in items]  # fmt: skip
     results: list[dict[str, Any]] = []
     accepted: dict[int, str] = {}
     refused: list[int] = []
@@ -125,6 +130,20 @@ def batch_reconcile(*, items: list[dict[str, Any]]) -> dict[Any, Any]:
             continue
         found[key] = email.provider_message_id[:64] if email.provider_message_id else {"failed": UNKNOWN}
     return found
+
+
+def _open(provider: EmailProvider, connection: Any) -> AgentError | None:
+    """Open the backend's connection once for the batch (Django's and anymail's backends keep
+    a connection opened by their caller across ``send_messages``; one they open themselves is
+    closed after each message). The typed error when the provider cannot be reached."""
+    try:
+        connection.open()
+    except Exception as exc:
+        error = provider.error_for(exc)
+        if error is None:
+            raise
+        return error
+    return None
 
 
 def _outgoing(item: dict[str, Any]) -> OutgoingEmail:

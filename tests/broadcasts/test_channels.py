@@ -90,7 +90,9 @@ def test_email_broadcast_goes_over_one_smtp_session_with_consent_and_bounces_res
 ):
     settings.BROADCAST_BATCH_SIZE = 10  # one batch: one connection for all its emails
     out = Contact.objects.create(name="Out", email="out@example.org")
-    Consent.objects.create(contact=out, channel="email", status=ConsentStatus.OPTED_OUT, changed_at=timezone.now())
+    Consent.objects.create(
+        contact=out, channel="email", status=ConsentStatus.OPTED_OUT, changed_at=timezone.now()
+    )
     Contact.objects.create(name="Bounced", email="bounced@example.org", email_undeliverable=True)
     people = [{"to": f"p{i}@example.org", "variables": {"name": f"P{i}"}} for i in range(4)]
     people[0]["variables"]["name"] = "<Ada & co>"
@@ -187,7 +189,9 @@ def test_notify_routes_each_recipient_to_its_first_reachable_channel(
     phone = Contact.objects.create(name="Phone", phone="+14155550111", email="phone@example.org")
     mail = Contact.objects.create(name="Mail", email="mail@example.org")
     no_sms = Contact.objects.create(name="NoSms", phone="+14155550112", email="nosms@example.org")
-    Consent.objects.create(contact=no_sms, channel="sms", status=ConsentStatus.OPTED_OUT, changed_at=timezone.now())
+    Consent.objects.create(
+        contact=no_sms, channel="sms", status=ConsentStatus.OPTED_OUT, changed_at=timezone.now()
+    )
     nowhere = Contact.objects.create(name="Nowhere")
     with django_capture_on_commit_callbacks(execute=True):
         created = broadcast_create(
