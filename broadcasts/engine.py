@@ -31,16 +31,19 @@ from django.db.models.lookups import Exact
 from django.utils import timezone
 
 from broadcasts import rendering, stopflags
-from broadcasts.models import Broadcast, BroadcastStatus, Recipient, RecipientStatus
-from broadcasts.services import broadcast_finish_if_done, notify_progress
+from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientStatus
+from broadcasts.services import NOTIFY_ADDRESS, broadcast_finish_if_done, notify_progress
 from comms_platform import ratelimit
 from dossiers.models import Consent, ConsentStatus, Contact
 from orchestrator.registry import call_hook
-from orchestrator.routing import quiet_until
+from orchestrator.routing import address_for, quiet_until, route_contacts
 
 log = logging.getLogger(__name__)
 B, R = BroadcastStatus, RecipientStatus
 REF_PREFIX = "b:"
+# The agent whose batch hooks send a channel (``<agent>.batch_prepare`` / ``batch_send`` /
+# ``batch_reconcile``): broadcasts may not import agents, they call these hooks.
+AGENT_OF_CHANNEL = {Channel.SMS: "messaging", Channel.WHATSAPP: "messaging", Channel.EMAIL: "email"}
 DEADLOCK_RETRIES = 3
 
 
@@ -83,7 +86,9 @@ def batch_claim(*, broadcast_id: Any) -> Batch:
         )
         if not rows:
             return Batch(broadcast)
+        rows, routed = _route(broadcast, rows)
         to_send, decided = _apply_rules(broadcast, rows, now)
+        decided["skipped"].update(routed)
         items = _prepare(broadcast, to_send, decided)
         lease = now + timedelta(seconds=lease_seconds(broadcast, len(items)))
         if items:
@@ -93,6 +98,12 @@ def batch_claim(*, broadcast_id: Any) -> Batch:
                 status=R.SENDING, lease_until=lease, attempt_started_at=now, sender=_sender_expression(broadcast, items),
                 updated_at=now,
             )  # fmt: skip
+            if broadcast.channel == Channel.NOTIFY:
+                # Per-row values: the channel routing chose and the sender of that channel.
+                Recipient.objects.bulk_update(
+                    [Recipient(id=i["key"], channel=i["channel"], sender=i["sender"][:64]) for i in items],
+                    ["channel", "sender"],
+                )
         _write_decided(decided, now)
         if decided:
             notify_progress(broadcast_id)
@@ -112,10 +123,12 @@ def batch_send(batch: Batch) -> dict[str, int]:
         # Checked last, right before the call: a pause that came while we waited for a token holds.
         return not stopflags.is_raised(broadcast.id)
 
-    results = call_hook("messaging.batch_send", channel=broadcast.channel, items=batch.items,
-                        before_send=before_send)  # fmt: skip
-    if results is None:
-        raise RuntimeError("no messaging.batch_send hook: is the messaging agent installed?")
+    results: list[dict[str, Any]] = []
+    for channel, items in _by_channel(batch.items).items():
+        # A stop in one channel's group (pause, cancel, a transient refusal) holds for the next.
+        stopped = any(r["outcome"] == "not_sent" for r in results)
+        results.extend(_hook(channel, "batch_send", channel=channel, items=items,
+                             before_send=(lambda item: False) if stopped else before_send))  # fmt: skip
     return batch_record(broadcast_id=broadcast.id, results=results)
 
 
@@ -187,11 +200,22 @@ def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str
         )
         if not rows:
             return counts
-        found = call_hook("messaging.batch_reconcile", items=[
-            {"key": r.id, "to": r.address, "correlation_id": correlation_id(r.broadcast_id), "channel": r.broadcast.channel}
-            for r in rows
-        ]) or {}  # fmt: skip
+        found: dict[Any, Any] = {}
+        for channel, items in _by_channel([_reconcile_item(r) for r in rows]).items():
+            found.update(_hook(channel, "batch_reconcile", items=items) or {})
         now = timezone.now()
+        # An agent that cannot tell whether a message left answers {"failed": reason}: it is
+        # not sent a second time (at most once), it ends failed with that reason.
+        unknown = [r for r in rows if isinstance(found.get(r.id), dict)]
+        for row in unknown:
+            row.status, row.lease_until, row.reason = (
+                R.FAILED,
+                None,
+                str(found[row.id].get("failed", ""))[:200],
+            )
+        if unknown:
+            Recipient.objects.bulk_update(unknown, ["status", "lease_until", "reason"])
+        rows = [r for r in rows if r not in unknown]
         sent = [r for r in rows if found.get(r.id)]
         for row in sent:
             row.status, row.provider_id, row.sent_at, row.lease_until = R.SENT, found[row.id], now, None
@@ -203,7 +227,7 @@ def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str
             Recipient.objects.filter(id__in=again).update(
                 status=R.PENDING, lease_until=None, sender="", updated_at=now
             )
-        counts.update(sent=len(sent), pending=len(again))
+        counts.update(sent=len(sent), pending=len(again), failed=len(unknown))
         for broadcast_id in {r.broadcast_id for r in rows}:
             notify_progress(broadcast_id)
     log.info("broadcast recipients reconciled", extra=counts)
@@ -234,13 +258,65 @@ def _pace(sender: str, rate: float) -> None:
         time.sleep(wait)
 
 
+def channel_of(broadcast: Broadcast, row: Recipient) -> str:
+    return row.channel or broadcast.channel
+
+
+def _hook(of: str, name: str, **kwargs: Any) -> Any:
+    """The ``name`` hook of the agent that sends channel ``of``."""
+    agent = AGENT_OF_CHANNEL[of]
+    answer = call_hook(f"{agent}.{name}", **kwargs)
+    if answer is None:
+        raise RuntimeError(f"no {agent}.{name} hook: is the {agent} agent installed?")
+    return answer
+
+
+def _by_channel(items: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        groups.setdefault(item["channel"], []).append(item)
+    return groups
+
+
+def _reconcile_item(row: Recipient) -> dict[str, Any]:
+    channel = channel_of(row.broadcast, row)
+    to = row.address
+    if to.startswith(NOTIFY_ADDRESS) and row.contact_id:
+        # A notify recipient's address is its contact's on the chosen channel (read again here).
+        contact = Contact.objects.filter(id=row.contact_id).first()
+        to = address_for(contact, channel).removeprefix("whatsapp:") if contact else ""
+    return {"key": row.id, "to": to, "correlation_id": correlation_id(row.broadcast_id), "channel": channel}
+
+
+def _route(broadcast: Broadcast, rows: list[Recipient]) -> tuple[list[Recipient], dict[str, list[Any]]]:
+    """A notify broadcast: each recipient's channel and address from the routing rules (the
+    first channel of its rule's order it can receive on). Returns (routed rows, skipped by reason)."""
+    skipped: dict[str, list[Any]] = {}
+    if broadcast.channel != Channel.NOTIFY:
+        return rows, skipped
+    answers = route_contacts(contact_ids=[r.contact_id for r in rows if r.contact_id])
+    routed = []
+    for row in rows:
+        answer = answers.get(row.contact_id, "no contact")
+        if isinstance(answer, str):
+            skipped.setdefault(answer[:200], []).append(row.id)
+            continue
+        row.channel, row.routed_address = answer
+        routed.append(row)
+    return routed, skipped
+
+
 def _apply_rules(broadcast: Broadcast, rows: list[Recipient], now) -> tuple[list[Recipient], dict]:
-    """Consent and quiet hours per recipient. Returns (rows to send, decisions for the others)."""
+    """Consent and quiet hours per recipient. Returns (rows to send, decisions for the others).
+    (A notify broadcast's consent was read by routing, channel by channel.)"""
     decided: dict[str, Any] = {"opted_out": [], "deferred": [], "skipped": {}}
     contact_ids = {r.contact_id for r in rows if r.contact_id}
     opted_out = set()
     zones: dict[Any, str] = {}
-    if contact_ids:
+    if contact_ids and broadcast.channel == Channel.NOTIFY:
+        if broadcast.quiet_start is not None and broadcast.quiet_end is not None:
+            zones = dict(Contact.objects.filter(id__in=contact_ids).values_list("id", "timezone"))
+    elif contact_ids:
         opted_out = set(
             Consent.objects.filter(
                 contact_id__in=contact_ids, channel=broadcast.channel, status=ConsentStatus.OPTED_OUT
@@ -275,20 +351,22 @@ def _prepare(broadcast: Broadcast, rows: list[Recipient], decided: dict) -> list
     senders = broadcast.senders or [""]
     items = []
     for row in rows:
+        channel = channel_of(broadcast, row)
         try:
-            body = rendering.render(_content(broadcast), row.variables)
+            parts = _rendered(broadcast, channel, row.variables)
         except rendering.RenderError as exc:
             decided["skipped"].setdefault(str(exc)[:200], []).append(row.id)
             continue
-        items.append({"key": row.id, "row": row, "to": row.address, "body": body,
-                      "contact_id": row.contact_id, "sender": senders[row.id % len(senders)],
+        sender = senders[row.id % len(senders)] if channel != Channel.EMAIL else ""
+        items.append({"key": row.id, "row": row, "to": getattr(row, "routed_address", row.address), **parts,
+                      "channel": channel, "contact_id": row.contact_id, "sender": sender,
                       "ref": f"{REF_PREFIX}{row.id}", "correlation_id": correlation_id(broadcast.id)})  # fmt: skip
     if not items:
         return []
-    prepared = call_hook("messaging.batch_prepare", channel=broadcast.channel,
-                         items=[{k: v for k, v in i.items() if k != "row"} for i in items])  # fmt: skip
-    if prepared is None:
-        raise RuntimeError("no messaging.batch_prepare hook: is the messaging agent installed?")
+    prepared: dict[Any, dict[str, Any]] = {}
+    for channel, group in _by_channel(items).items():
+        prepared.update(_hook(channel, "batch_prepare", channel=channel,
+                              items=[{k: v for k, v in i.items() if k != "row"} for i in group]))  # fmt: skip
     ready = []
     for item in items:
         answer = prepared[item["key"]]
@@ -302,6 +380,16 @@ def _prepare(broadcast: Broadcast, rows: list[Recipient], decided: dict) -> list
 
 
 _content_cache: dict[Any, str] = {}
+
+
+def _rendered(broadcast: Broadcast, channel: str, variables: dict[str, Any]) -> dict[str, str]:
+    """The recipient's body (and, by email, subject and HTML part)."""
+    parts = {"body": rendering.render(_content(broadcast), variables)}
+    if channel == Channel.EMAIL:
+        parts["subject"] = rendering.render(broadcast.subject or broadcast.name, variables)
+        if broadcast.html:
+            parts["html"] = rendering.render(broadcast.html, variables, html=True)
+    return parts
 
 
 def _content(broadcast: Broadcast) -> str:
@@ -322,6 +410,8 @@ def correlation_id(broadcast_id: Any) -> str:
 
 
 def _sender_expression(broadcast: Broadcast, items: list[dict[str, Any]]):
+    if broadcast.channel == Channel.NOTIFY:
+        return Value("")  # set per row with the channel (batch_claim)
     """The sender of each claimed row, as SQL: one value, or ``senders[id % n]`` (n branches, not
     one per row)."""
     used = {i["sender"] for i in items}

@@ -3,6 +3,8 @@
 ``messaging.statuses_applied``: the messaging agent applied a batch of provider status
 callbacks; those whose callback URL carried a broadcast reference (``b:<recipient id>``) move
 their recipient to delivered / failed — one UPDATE per outcome, never lowering a status.
+``email.statuses_applied``: the same from the email agent's SendGrid events (delivered;
+bounce / dropped → failed), the ref travelling as a custom arg.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ FAILED = {"undelivered", "failed"}
 LOWER = {R.DELIVERED: [R.SENDING, R.SENT], R.FAILED: [R.SENDING, R.SENT]}
 
 
+@hook("email.statuses_applied")  # the email agent's delivered / bounced events, the same shape
 @hook("messaging.statuses_applied")
 def statuses_applied(*, items: list[dict[str, Any]]) -> int:
     """Apply provider statuses to broadcast recipients. Returns how many rows changed."""

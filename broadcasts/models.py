@@ -61,7 +61,11 @@ class Broadcast(models.Model):
     channel = models.CharField(max_length=16, choices=Channel.choices)
     body = models.TextField(blank=True, help_text="text with {{ variable }} placeholders")
     template = models.CharField(max_length=100, blank=True, help_text="a messaging template's name")
-    prompt = models.TextField(blank=True)
+    prompt = models.TextField(blank=True, help_text="the content agent wrote the body from it, once")
+    subject = models.CharField(
+        max_length=300, blank=True, help_text="email: with {{ variable }} placeholders"
+    )
+    html = models.TextField(blank=True, help_text="email: an HTML part with {{ variable }} placeholders")
     status = models.CharField(max_length=16, choices=BroadcastStatus.choices, default=BroadcastStatus.DRAFT)
     scheduled_for = models.DateTimeField(null=True, blank=True)
     rate_per_second = models.FloatField(
@@ -105,6 +109,10 @@ class Recipient(models.Model):
     )
     line = models.PositiveIntegerField(help_text="1-based row of the input (CSV line or list index)")
     address = models.CharField(max_length=254)
+    channel = models.CharField(
+        max_length=16, blank=True, default="", db_default="",
+        help_text="notify: the channel routing chose (empty: the broadcast's)",
+    )  # fmt: skip
     contact = models.ForeignKey(
         "dossiers.Contact", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

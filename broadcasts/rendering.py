@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.utils.html import escape
+
 PLACEHOLDER = re.compile(r"{{\s*([A-Za-z_][A-Za-z0-9_]*)\s*}}")
 
 
@@ -21,8 +23,10 @@ def placeholders(text: str) -> set[str]:
     return set(PLACEHOLDER.findall(text))
 
 
-def render(text: str, variables: dict[str, Any]) -> str:
+def render(text: str, variables: dict[str, Any], *, html: bool = False) -> str:
+    """Fill the placeholders (``html``: each value HTML-escaped, for an email's HTML part)."""
     missing = sorted({m for m in PLACEHOLDER.findall(text) if variables.get(m) in (None, "")})
     if missing:
         raise RenderError(f"missing variable(s): {', '.join(missing)}")
-    return PLACEHOLDER.sub(lambda m: str(variables[m.group(1)]), text)
+    fill = (lambda v: escape(str(v))) if html else str
+    return PLACEHOLDER.sub(lambda m: fill(variables[m.group(1)]), text)

@@ -3,6 +3,7 @@ operator's controls (pause / resume / cancel). The sending engine is ``broadcast
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Iterable
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -19,12 +22,14 @@ from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, Re
 from broadcasts.signals import progress_changed
 from dossiers.models import Consent, ConsentStatus, Contact
 from dossiers.services import InvalidPhoneNumber
+from orchestrator.errors import AgentError
 from orchestrator.registry import call_hook
 
 B, R = BroadcastStatus, RecipientStatus
 MAX_RECIPIENTS = 100_000
 INSERT_BATCH = 5_000
-SENDING_CHANNELS = (Channel.SMS, Channel.WHATSAPP)  # what the engine sends today (docs/broadcasts.md)
+SENDING_CHANNELS = (Channel.SMS, Channel.WHATSAPP, Channel.EMAIL, Channel.NOTIFY)  # docs/broadcasts.md
+NOTIFY_ADDRESS = "contact:"  # a notify recipient's address until routing chooses its channel
 CONTACT_FILTER_KEYS = {"ids", "locale", "consent", "has_address"}
 
 
@@ -45,6 +50,7 @@ class _Row:
 
 def broadcast_create(
     *, name: str, channel: str, body: str = "", template: str = "", prompt: str = "",
+    subject: str = "", html: str = "",
     recipients: list[dict[str, Any]] | None = None, contact_list: Iterable[Any] | None = None,
     contact_filter: dict[str, Any] | None = None, scheduled_for: datetime | None = None,
     rate_per_second: float | None = None, senders: list[str] | None = None, idempotency_key: str = "",
@@ -58,14 +64,18 @@ def broadcast_create(
     with the same request returns the first broadcast (``created`` False) and writes nothing;
     with another request, IdempotencyConflict.
     """
-    content = _check_content(channel=channel, body=body, template=template, prompt=prompt)
+    content = _check_content(channel=channel, body=body, template=template, prompt=prompt, subject=subject,
+                             html=html)  # fmt: skip
     request_hash = _request_hash(name, channel, body, template, prompt, recipients, contact_list,
-                                 contact_filter, scheduled_for, rate_per_second, senders)  # fmt: skip
+                                 contact_filter, scheduled_for, rate_per_second, senders,
+                                 *((subject, html) if subject or html else ()))  # fmt: skip
     if idempotency_key:
         existing = _existing(source, idempotency_key, request_hash)
         if existing is not None:
             return BroadcastCreated(existing, created=False)
-    rows, rejected = _audience(channel, recipients, contact_list, contact_filter, content)
+    rows, rejected = _audience(
+        channel, recipients, contact_list, contact_filter, _every_text(content, subject, html)
+    )
     if not rows:
         raise BroadcastError("no valid recipient", field="recipients")
     if rate_per_second is not None and rate_per_second < 0:
@@ -76,7 +86,8 @@ def broadcast_create(
     if start:
         status = B.SCHEDULED if scheduled_for and scheduled_for > timezone.now() else B.RUNNING
     broadcast = Broadcast(
-        name=name, channel=channel, body=body, template=template, prompt=prompt, status=status,
+        name=name, channel=channel, body=content if prompt else body, template=template, prompt=prompt,
+        subject=subject, html=html, status=status,
         scheduled_for=scheduled_for, rate_per_second=rate_per_second or None, senders=list(senders or []),
         quiet_start=quiet_start, quiet_end=quiet_end, source=source, idempotency_key=idempotency_key,
         request_hash=request_hash, created_by=str(created_by or "")[:150], total=len(rows),
@@ -99,20 +110,28 @@ def broadcast_create(
 
 
 def broadcast_preview(
-    *, channel: str, body: str = "", template: str = "", prompt: str = "",
+    *, channel: str, body: str = "", template: str = "", prompt: str = "", subject: str = "", html: str = "",
     recipients: list[dict[str, Any]], limit: int = 5,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The first ``limit`` recipients' rendered messages (or why each cannot be sent); writes nothing."""
-    content = _check_content(channel=channel, body=body, template=template, prompt=prompt)
+    """The first ``limit`` recipients' rendered messages (or why each cannot be sent); writes
+    nothing. With a prompt, the content agent writes the body first (once)."""
+    content = _check_content(channel=channel, body=body, template=template, prompt=prompt, subject=subject,
+                             html=html)  # fmt: skip
+    every = _every_text(content, subject, html)
     out: list[dict[str, Any]] = []
     for line, item in enumerate(recipients or [], 1):
         if len(out) >= limit:
             break
-        row, reason = _row(channel, line, item, content)
+        row, reason = _row(channel, line, item, every)
         if row is None:
-            out.append({"line": line, "to": str((item or {}).get("to", ""))[:254], "error": reason})
-        else:
-            out.append({"line": line, "to": row.address, "body": rendering.render(content, row.variables)})
+            out.append({"line": line, "to": _raw_to(item), "error": reason})
+            continue
+        shown = {"line": line, "to": row.address, "body": rendering.render(content, row.variables)}
+        if subject:
+            shown["subject"] = rendering.render(subject, row.variables)
+        if html:
+            shown["html"] = rendering.render(html, row.variables, html=True)
+        out.append(shown)
     return out
 
 
@@ -199,20 +218,18 @@ def _kick(broadcast_id: Any) -> None:
     kick(broadcast_id)
 
 
-def _check_content(*, channel: str, body: str, template: str, prompt: str) -> str:
+def _check_content(
+    *, channel: str, body: str, template: str, prompt: str, subject: str = "", html: str = ""
+) -> str:
+    """The body template (a template's text, or the content agent's answer to the prompt)."""
     if channel not in Channel.values:
         raise BroadcastError(f"one of {', '.join(Channel.values)}", field="channel")
-    if channel not in SENDING_CHANNELS:
-        raise BroadcastError(
-            f"{channel} broadcasts are not supported yet: use sms or whatsapp", field="channel"
-        )
     given = [name for name, value in (("body", body), ("template", template), ("prompt", prompt)) if value]
     if len(given) != 1:
         raise BroadcastError("give exactly one of body, template or prompt", field="body")
+    _check_email_parts(channel=channel, template=template, subject=subject, html=html)
     if prompt:
-        raise BroadcastError(
-            "prompt broadcasts are not supported yet: give a body or a template", field="prompt"
-        )
+        return _written_from(prompt=prompt, channel=channel)
     if template:
         text = call_hook("messaging.template_body", template=template, channel=channel, locale="en")
         if not text:
@@ -221,6 +238,34 @@ def _check_content(*, channel: str, body: str, template: str, prompt: str) -> st
             )
         return text
     return body
+
+
+def _check_email_parts(*, channel: str, template: str, subject: str, html: str) -> None:
+    if channel == Channel.EMAIL and not (isinstance(subject, str) and subject.strip()):
+        raise BroadcastError("an email broadcast needs a subject", field="subject")
+    if channel not in (Channel.EMAIL, Channel.NOTIFY) and (subject or html):
+        raise BroadcastError(f"subject and html are for email broadcasts, not {channel}", field="subject")
+    if template and channel in (Channel.EMAIL, Channel.NOTIFY):
+        raise BroadcastError(f"templates are messaging templates (sms, whatsapp): give a {channel} broadcast a "
+                             "body or a prompt", field="template")  # fmt: skip
+
+
+def _written_from(*, prompt: str, channel: str) -> str:
+    """The content agent writes the body template once for the whole broadcast."""
+    try:
+        text = call_hook("content.write_template", prompt=prompt, channel=channel)
+    except AgentError as exc:
+        raise BroadcastError(
+            f"the content agent could not write a body: {exc.message}", field="prompt"
+        ) from None
+    if not text:
+        raise BroadcastError("the content agent wrote nothing for this prompt", field="prompt")
+    return text
+
+
+def _every_text(*parts: str) -> str:
+    """Every part a recipient's variables must fill (body, subject, HTML), for validation."""
+    return "\n".join(p for p in parts if p)
 
 
 def _request_hash(*parts: Any) -> str:
@@ -266,7 +311,28 @@ def _audience(channel, recipients, contact_list, contact_filter, content) -> tup
             seen.add(row.address)
             rows.append(row)
     _attach_contacts(channel, rows)
+    if channel == Channel.NOTIFY:
+        rows = _known_contacts(rows, rejected)
     return rows, rejected
+
+
+def _known_contacts(rows: list[_Row], rejected: list[dict[str, Any]]) -> list[_Row]:
+    """Notify recipients whose contact exists (the others rejected with their line)."""
+    known: set[str] = set()
+    for start in range(0, len(rows), INSERT_BATCH):
+        ids = [str(r.contact_id) for r in rows[start : start + INSERT_BATCH]]
+        try:
+            known.update(str(i) for i in Contact.objects.filter(id__in=ids).values_list("id", flat=True))
+        except ValidationError:  # an id that is not a UUID: checked one by one below
+            for one in ids:
+                with contextlib.suppress(ValidationError):
+                    known.update(str(i) for i in Contact.objects.filter(id=one).values_list("id", flat=True))
+    for row in rows:
+        if str(row.contact_id) not in known:
+            rejected.append(
+                {"line": row.line, "address": str(row.contact_id)[:254], "reason": "no such contact"}
+            )
+    return [row for row in rows if str(row.contact_id) in known]
 
 
 def _given_line(item: Any) -> int | None:
@@ -291,13 +357,9 @@ def _row(
     variables = item.get("variables") or {}
     if not isinstance(variables, dict):
         return None, "variables must be an object"
-    to = item.get("to")
-    if not isinstance(to, str) or not to.strip():
-        return None, "'to' is missing"
-    try:
-        address = addresses.normalize(to)
-    except InvalidPhoneNumber as exc:
-        return None, str(exc)
+    address, reason = _address(channel, item)
+    if not address:
+        return None, reason
     if needed is None:
         try:
             rendering.render(content, variables)
@@ -308,6 +370,29 @@ def _row(
         if missing:
             return None, f"missing variable(s): {', '.join(missing)}"
     return _Row(line, address, item.get("contact_id"), variables), ""
+
+
+def _address(channel: str, item: dict[str, Any]) -> tuple[str, str]:
+    """The recipient's address on the channel (E.164, an email address), or "" and why not. A
+    notify recipient is a contact: routing picks its address when its batch is sent."""
+    if channel == Channel.NOTIFY:
+        contact_id = item.get("contact_id")
+        if not contact_id:
+            return "", "a notify recipient needs a contact_id (routing picks among the contact's addresses)"
+        return f"{NOTIFY_ADDRESS}{contact_id}"[:254], ""
+    to = item.get("to")
+    if not isinstance(to, str) or not to.strip():
+        return "", "'to' is missing"
+    if channel == Channel.EMAIL:
+        try:
+            validate_email(to.strip())
+        except ValidationError:
+            return "", "not an email address"
+        return to.strip().lower(), ""
+    try:
+        return addresses.normalize(to), ""
+    except InvalidPhoneNumber as exc:
+        return "", str(exc)
 
 
 def _contact_items(channel: str, contact_list, contact_filter) -> list[dict[str, Any]]:
@@ -327,7 +412,12 @@ def _contact_items(channel: str, contact_list, contact_filter) -> list[dict[str,
         if contact_filter.get("consent") == ConsentStatus.OPTED_IN:
             opted_in = Consent.objects.filter(channel=channel, status=ConsentStatus.OPTED_IN)
             contacts = contacts.filter(id__in=opted_in.values("contact_id"))
-    column = "whatsapp" if channel == Channel.WHATSAPP else "phone"
+    if channel == Channel.NOTIFY:
+        return [
+            {"contact_id": cid, "variables": {"name": name, "locale": locale}}
+            for cid, name, locale in contacts.order_by("created_at").values_list("id", "name", "locale")
+        ]
+    column = {Channel.WHATSAPP: "whatsapp", Channel.EMAIL: "email"}.get(channel, "phone")
     rows = contacts.exclude(**{column: ""}).order_by("created_at").values_list("id", column, "name", "locale")
     return [
         {"to": address, "contact_id": cid, "variables": {"name": name, "locale": locale}}
@@ -338,9 +428,12 @@ def _contact_items(channel: str, contact_list, contact_filter) -> list[dict[str,
 def _attach_contacts(channel: str, rows: list[_Row]) -> None:
     """Link recipients to the dossier contacts with their number (chunked IN queries)."""
     pending = [row for row in rows if not row.contact_id]
+    column = "email" if channel == Channel.EMAIL else "phone"
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
-        found = dict(Contact.objects.filter(phone__in=[r.address for r in chunk]).values_list("phone", "id"))
+        found = dict(
+            Contact.objects.filter(**{f"{column}__in": [r.address for r in chunk]}).values_list(column, "id")
+        )
         for row in chunk:
             row.contact_id = found.get(row.address)
 

@@ -25,6 +25,7 @@ from dossiers.models import (
     ConsentStatus,
     Contact,
     Direction,
+    Email,
     Message,
 )
 
@@ -352,3 +353,40 @@ def messages_discard_unsent(*, ids: list[int]) -> None:
     whose provider has no such message): the dossier keeps what was said, not what was not."""
     if ids:
         Message.objects.filter(id__in=ids, provider_sid__isnull=True, status="pending").delete()
+
+
+# --- Emails in bulk: a broadcast batch's emails (the email agent calls these) ---------------
+
+
+def emails_outbound_bulk_create(*, rows: list[dict[str, Any]]) -> list[int]:
+    """Create outbound emails (status ``queued``) in one INSERT; their ids, in order."""
+    now = timezone.now()
+    created = Email.objects.bulk_create(
+        [Email(direction=Direction.OUTBOUND, status="queued", occurred_at=now, **row) for row in rows]
+    )
+    return [email.id for email in created]
+
+
+def emails_record_accepted_bulk(*, provider: str, message_ids: dict[int, str]) -> None:
+    """The provider accepted these emails (email id → its message id): one UPDATE. Events that
+    came first keep their (higher) status."""
+    if not message_ids:
+        return
+    Email.objects.filter(id__in=list(message_ids)).update(
+        provider=provider,
+        provider_message_id=Case(*[When(id=eid, then=Value(mid)) for eid, mid in message_ids.items()]),
+        status=Case(When(status="queued", then=Value("sent")), default=F("status")),
+        updated_at=timezone.now(),
+    )
+
+
+def emails_record_refused_bulk(*, ids: list[int]) -> None:
+    """The provider refused these emails for good: one UPDATE."""
+    if ids:
+        Email.objects.filter(id__in=ids).update(status="failed", updated_at=timezone.now())
+
+
+def emails_discard_unsent(*, ids: list[int]) -> None:
+    """Delete prepared emails that never left (paused, cancelled, a transient refusal)."""
+    if ids:
+        Email.objects.filter(id__in=ids, provider_message_id="", status="queued").delete()

@@ -8,4 +8,4 @@ class ContentConfig(AppConfig):
 
     def ready(self) -> None:
         # Importing the handler module registers the handler and the payload validator.
-        from agents.content import handlers  # noqa: F401
+        from agents.content import broadcast, handlers  # noqa: F401

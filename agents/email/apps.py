@@ -20,4 +20,4 @@ class EmailAgentConfig(AppConfig):
             category=AnymailNotSupportedWarning,
         )
         # Importing the handler module registers the handler and the payload validator.
-        from agents.email import handlers  # noqa: F401
+        from agents.email import broadcast, handlers  # noqa: F401

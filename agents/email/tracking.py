@@ -20,6 +20,7 @@ from agents.email.services import contact_ids_for, email_opt_out
 from comms_platform import events
 from dossiers.models import Contact, Email, EmailEvent
 from orchestrator.models import Task
+from orchestrator.registry import call_hook
 from orchestrator.services import task_transition
 from orchestrator.states import FINAL, IllegalTransition, TaskStatus
 
@@ -80,11 +81,36 @@ def email_apply_tracking(*, event: AnymailTrackingEvent, event_id: str) -> str:
     if event.event_type == EventType.BOUNCED and raw.get("type", "bounce") == "bounce":
         _mark_undeliverable(email=email)
         outcome = "hard_bounce"
+    _hand_back(event=event, outcome=outcome)
     # Opens and clicks keep coming after the task is final: skip the transition (and its
     # stale TaskEvent row) then, rather than record one per event.
     if event.event_type in TASK_OUTCOME and email.task_id and email.task.status not in FINAL:
         _move_task(email=email, event=event, to=TASK_OUTCOME[event.event_type])
     return outcome
+
+
+# What a broadcast recipient hears of its email (``email.statuses_applied``): a hard bounce,
+# a block or a drop fails it.
+BROADCAST_STATUS = {
+    EventType.DELIVERED: "delivered",
+    EventType.BOUNCED: "failed",
+    EventType.REJECTED: "failed",
+}
+
+
+def _hand_back(*, event: AnymailTrackingEvent, outcome: str) -> None:
+    """An email sent for a caller's ``ref`` (a broadcast recipient) reports its outcome there."""
+    ref = str(event.metadata.get("ref", ""))
+    status = BROADCAST_STATUS.get(event.event_type)
+    if ref and status:
+        reason = (
+            ""
+            if status == "delivered"
+            else str(event.mta_response or event.esp_event.get("reason") or outcome)
+        )
+        call_hook(
+            "email.statuses_applied", items=[{"ref": ref, "status": status, "code": "", "reason": reason}]
+        )
 
 
 def _email_for(event: AnymailTrackingEvent) -> Email | None:

@@ -9,7 +9,7 @@ from broadcasts.models import Broadcast, Channel
 
 
 class RecipientInSerializer(serializers.Serializer):
-    to = serializers.CharField(required=False, help_text="E.164 phone number")
+    to = serializers.CharField(required=False, help_text="E.164 phone number, or an email address (email)")
     contact_id = serializers.UUIDField(required=False)
     variables = serializers.DictField(required=False, help_text="values of the body's {{ variables }}")
 
@@ -27,7 +27,12 @@ class BroadcastCreateSerializer(serializers.Serializer):
     channel = serializers.ChoiceField(choices=Channel.choices)
     body = serializers.CharField(required=False, allow_blank=True, default="")
     template = serializers.CharField(required=False, allow_blank=True, default="", max_length=100)
-    prompt = serializers.CharField(required=False, allow_blank=True, default="")
+    prompt = serializers.CharField(required=False, allow_blank=True, default="",
+                                   help_text="the content agent writes the body from it, once per broadcast")  # fmt: skip
+    subject = serializers.CharField(required=False, allow_blank=True, default="", max_length=300,
+                                    help_text="email (required) and notify: with {{ variables }}")  # fmt: skip
+    html = serializers.CharField(required=False, allow_blank=True, default="",
+                                 help_text="email and notify: an HTML part with {{ variables }} (values escaped)")  # fmt: skip
     # Not a nested serializer: 100,000 recipients through DRF's field machinery cost seconds;
     # the service checks each one and reports the bad ones with their line.
     recipients = serializers.ListField(child=serializers.JSONField(), required=False, allow_empty=False,
@@ -83,7 +88,7 @@ class BroadcastSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Broadcast
-        fields = ["id", "name", "channel", "status", "body", "template", "scheduled_for", "rate_per_second",
+        fields = ["id", "name", "channel", "status", "body", "template", "prompt", "subject", "html", "scheduled_for", "rate_per_second",
                   "senders", "quiet_start", "quiet_end", "created_by", "created_at", "started_at",
                   "finished_at", "progress"]  # fmt: skip
 

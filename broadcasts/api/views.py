@@ -95,17 +95,15 @@ class BroadcastCreateView(APIView):
         key = key_of(request)
         if key is None:
             require_perm(request, ADD)
-        elif key.is_agent or not key.may_create(f"{data['channel']}.send"):
-            raise deny(
-                request, f"type:{data['channel']}.send", f"This API key may not send {data['channel']}."
-            )
+        elif key.is_agent or not key.may_create(task_type := _task_type(data["channel"])):
+            raise deny(request, f"type:{task_type}", f"This API key may not send {data['channel']}.")
         idempotency_key = request.META.get(IDEMPOTENCY_HEADER) or ""
         if len(idempotency_key) > 255:
             raise ValidationError({"Idempotency-Key": ["At most 255 characters."]})
         try:
             result = services.broadcast_create(
                 name=data["name"], channel=data["channel"], body=data["body"], template=data["template"],
-                prompt=data["prompt"], recipients=data.get("recipients"), contact_list=data.get("contact_list"),
+                prompt=data["prompt"], subject=data["subject"], html=data["html"], recipients=data.get("recipients"), contact_list=data.get("contact_list"),
                 contact_filter=data.get("contact_filter"), scheduled_for=data["scheduled_for"],
                 rate_per_second=data["rate_per_second"], senders=data["senders"] or None,
                 quiet_start=data["quiet_start"], quiet_end=data["quiet_end"],
@@ -118,6 +116,11 @@ class BroadcastCreateView(APIView):
         body = BroadcastSerializer(result.broadcast).data
         body["rejected"] = result.rejected
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+def _task_type(channel: str) -> str:
+    """The task type an API key must be allowed to create to send this broadcast."""
+    return "notify" if channel == "notify" else f"{channel}.send"
 
 
 class BroadcastDetailView(APIView):

@@ -73,9 +73,14 @@ def test_preview_renders_the_first_few_and_writes_nothing():
     assert not Broadcast.objects.exists()
 
 
-def test_channels_the_engine_does_not_send_are_refused_by_name():
+def test_an_email_broadcast_without_a_subject_is_refused_by_name():
     with pytest.raises(BroadcastError) as err:
-        broadcast_create(name="x", channel="email", body="hi", recipients=_people(1), start=False)
+        broadcast_create(
+            name="x", channel="email", body="hi", recipients=[{"to": "a@example.org"}], start=False
+        )
+    assert err.value.field == "subject"
+    with pytest.raises(BroadcastError) as err:
+        broadcast_create(name="x", channel="pigeon", body="hi", recipients=_people(1), start=False)
     assert err.value.field == "channel"
 
 

@@ -46,6 +46,9 @@ class OutgoingEmail:
     list_unsubscribe: str = ""
     attachments: tuple[Attachment, ...] = field(default_factory=tuple)
     categories: tuple[str, ...] = field(default_factory=tuple)
+    # The caller's reference (a broadcast recipient, ``b:<id>``): travels as custom args and
+    # comes back on the provider's events.
+    ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ def build_message(
     for a in message.attachments:
         email.attach(a.filename, a.content, a.content_type)
     email.metadata = {"task_id": message.task_id, "email_id": str(message.email_id)}
+    if message.ref:
+        email.metadata["ref"] = message.ref
     email.tags = list(message.categories)
     return email
 
@@ -100,7 +105,13 @@ class EmailProvider(ABC):
 
     def send(self, message: OutgoingEmail) -> SendResult:
         """Hand the message to the provider; raise an AgentError subclass on failure."""
-        email = build_message(message, connection=self.connection(), headers=self.headers(message))
+        result = self.send_one(message, connection=self.connection())
+        self.deliver_events([(message, result.message_id)])
+        return result
+
+    def send_one(self, message: OutgoingEmail, *, connection: BaseEmailBackend) -> SendResult:
+        """Send over ``connection`` (a batch opens one and sends all its messages over it)."""
+        email = build_message(message, connection=connection, headers=self.headers(message))
         try:
             email.send()
         except Exception as exc:
@@ -113,6 +124,9 @@ class EmailProvider(ABC):
         )
 
     # --- hooks ---------------------------------------------------------------------------
+    def deliver_events(self, sent: list[tuple[OutgoingEmail, str]]) -> None:  # noqa: B027 (optional hook)
+        """After sending: the simulator posts the events SendGrid would (a no-op elsewhere)."""
+
     @abstractmethod
     def connection(self) -> BaseEmailBackend:
         """The Django email backend that talks to the provider."""

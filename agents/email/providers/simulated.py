@@ -23,7 +23,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import transaction
 
 from agents.email import event_keys
-from agents.email.providers.base import EmailProvider, OutgoingEmail, SendResult
+from agents.email.providers.base import EmailProvider, OutgoingEmail
 from orchestrator.errors import AgentError
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,14 @@ class SimulatedProvider(EmailProvider):
     name = "simulated"
     awaits_events = True
 
-    def send(self, message: OutgoingEmail) -> SendResult:
-        result = super().send(message)
-        batches = [[event(name, message, result.message_id)] for name in EVENTS]
+    def deliver_events(self, sent: list[tuple[OutgoingEmail, str]]) -> None:
+        """One signed batch per event kind, covering every message sent (SendGrid batches its
+        events too), posted after commit."""
+        if not sent:
+            return
+        batches = [[event(name, message, mid) for message, mid in sent] for name in EVENTS]
         url = f"{settings.PUBLIC_BASE_URL}/webhooks/sendgrid/events/"
         transaction.on_commit(lambda: start_delivery(url, batches))
-        return result
 
     def connection(self) -> BaseEmailBackend:
         return get_connection("django.core.mail.backends.dummy.EmailBackend")
@@ -81,6 +83,8 @@ def event(name: str, message: OutgoingEmail, mid: str) -> dict[str, Any]:
         "task_id": message.task_id,
         "email_id": str(message.email_id),
     }
+    if message.ref:
+        data["ref"] = message.ref
     if name == "delivered":
         data.update({"response": "250 2.0.0 OK", "ip": "127.0.0.1", "tls": 1})
     if name == "open":

@@ -1,0 +1,164 @@
+"""The email agent's side of broadcasts: a batch of emails over one provider connection.
+
+The same registry hooks as the messaging agent's (agents/messaging/broadcast.py); broadcasts
+may not import an agent (docs/broadcasts.md):
+- ``email.batch_prepare(channel, items)``: the address rules per recipient (a contact whose
+  address hard-bounced before is refused: ``email_undeliverable``) and the dossier emails of
+  the batch, one INSERT;
+- ``email.batch_send(channel, items, before_send)``: the configured provider's Django email
+  backend opened ONCE (one SMTP session, one anymail HTTP session), one ``send`` per email over
+  it, ``before_send(item)`` asked first; the dossier emails updated set-based afterwards;
+- ``email.batch_reconcile(items)``: after a lost worker, the provider message id the emails
+  of these recipients were accepted with, if any.
+Each email carries the caller's ``ref`` as a custom arg (SendGrid ``custom_args``), so the
+delivery events hand the outcome back through ``email.statuses_applied`` (agents/email/tracking.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+
+from agents.email.providers import EmailProvider, OutgoingEmail, get_provider, provider_chain
+from agents.email.services import unsubscribe_url
+from dossiers.models import Contact, Email
+from dossiers.services import (
+    emails_discard_unsent,
+    emails_outbound_bulk_create,
+    emails_record_accepted_bulk,
+    emails_record_refused_bulk,
+)
+from orchestrator.errors import AgentError
+from orchestrator.registry import hook
+
+log = logging.getLogger(__name__)
+CATEGORY = "broadcast"
+UNKNOWN = "email_unknown: no provider id recorded before the worker was lost (not sent again)"
+
+
+@hook("email.batch_prepare")
+def batch_prepare(*, channel: str, items: list[dict[str, Any]]) -> dict[Any, dict[str, Any]]:
+    """key → {"message_id", "sender"} for an email ready to send, {"reason"} for one that may not."""
+    bounced = _undeliverable(items)
+    answers: dict[Any, dict[str, Any]] = {}
+    rows, keys = [], []
+    sender = settings.DEFAULT_FROM_EMAIL
+    for item in items:
+        if (item.get("contact_id"), item["to"].lower()) in bounced:
+            answers[item["key"]] = {"reason": "undeliverable: the address hard-bounced before"}
+            continue
+        rows.append({"contact_id": item.get("contact_id"), "correlation_id": item.get("correlation_id", ""),
+                     "from_address": sender, "to_address": item["to"], "subject": item.get("subject", "")[:300],
+                     "text_body": item["body"]})  # fmt: skip
+        keys.append(item["key"])
+    for key, email_id in zip(keys, emails_outbound_bulk_create(rows=rows), strict=True):
+        answers[key] = {"message_id": email_id, "sender": sender}
+    return answers
+
+
+@hook("email.batch_send")
+def batch_send(
+    *, channel: str, items: list[dict[str, Any]], before_send: Callable[[dict[str, Any]], bool]
+) -> list[dict[str, Any]]:
+    """Send prepared items over one connection; one result each: accepted (sid) / refused (code,
+    reason) / not_sent (stopped, or a transient refusal: this one and the rest go back) /
+    unknown (the connection broke after the message may have left)."""
+    provider = get_provider(provider_chain()[0])
+    connection = provider.connection()
+    opened = _open(provider, connection)
+    if opened is not None:  # the server is unreachable: the whole batch goes back
+        emails_discard_unsent(ids=[item["message_id"] for item in items])
+        return [{"key": item["key"], "outcome": "not_sent", "code": str(opened.code or ""), "reason": opened.message}
+                for item in items]  # fmt: skip
+    results: list[dict[str, Any]] = []
+    accepted: dict[int, str] = {}
+    refused: list[int] = []
+    unsent: list[int] = []
+    sent: list[tuple[OutgoingEmail, str]] = []
+    stopped = False
+    try:
+        for item in items:
+            key, email_id = item["key"], item["message_id"]
+            if stopped or not before_send(item):
+                stopped = True
+                results.append({"key": key, "outcome": "not_sent"})
+                unsent.append(email_id)
+                continue
+            message = _outgoing(item)
+            try:
+                result = provider.send_one(message, connection=connection)
+            except AgentError as error:
+                code = str(error.code or "")
+                if error.permanent:
+                    refused.append(email_id)
+                    results.append({"key": key, "outcome": "refused", "code": code, "reason": error.message})
+                else:
+                    stopped = True
+                    unsent.append(email_id)
+                    results.append({"key": key, "outcome": "not_sent", "code": code, "reason": error.message})
+                continue
+            accepted[email_id] = result.message_id
+            sent.append((message, result.message_id))
+            results.append({"key": key, "outcome": "accepted", "sid": result.message_id[:64]})
+    finally:
+        connection.close()
+    emails_record_accepted_bulk(provider=provider.name, message_ids=accepted)
+    emails_record_refused_bulk(ids=refused)
+    emails_discard_unsent(ids=unsent)
+    provider.deliver_events(sent)
+    return results
+
+
+@hook("email.batch_reconcile")
+def batch_reconcile(*, items: list[dict[str, Any]]) -> dict[Any, Any]:
+    """key → the provider's message id of its email; None when no email was prepared (send it
+    again); ``{"failed": reason}`` when an email was prepared but no id recorded: neither SMTP
+    nor SendGrid's send API can be asked whether it left, so it is not sent a second time."""
+    wanted = {(i["correlation_id"], i["to"].lower()): i["key"] for i in items}
+    emails = Email.objects.filter(
+        correlation_id__in={c for c, _ in wanted},
+        to_address__in={i["to"] for i in items},
+        direction="outbound",
+    ).order_by("id")
+    found: dict[Any, Any] = dict.fromkeys(wanted.values())
+    for email in emails:
+        key = wanted.get((email.correlation_id, email.to_address.lower()))
+        if key is None or (found[key] and not isinstance(found[key], dict)):
+            continue
+        found[key] = email.provider_message_id[:64] if email.provider_message_id else {"failed": UNKNOWN}
+    return found
+
+
+def _open(provider: EmailProvider, connection: Any) -> AgentError | None:
+    """Open the backend's connection once for the batch (Django's and anymail's backends keep
+    a connection opened by their caller across ``send_messages``; one they open themselves is
+    closed after each message). The typed error when the provider cannot be reached."""
+    try:
+        connection.open()
+    except Exception as exc:
+        error = provider.error_for(exc)
+        if error is None:
+            raise
+        return error
+    return None
+
+
+def _outgoing(item: dict[str, Any]) -> OutgoingEmail:
+    return OutgoingEmail(
+        task_id="", email_id=item["message_id"], from_email=item.get("sender") or settings.DEFAULT_FROM_EMAIL,
+        to=item["to"], subject=item.get("subject", ""), text=item["body"], html=item.get("html", ""),
+        list_unsubscribe=f"<{unsubscribe_url(email_id=item['message_id'])}>", categories=(CATEGORY,),
+        ref=item.get("ref", ""),
+    )  # fmt: skip
+
+
+def _undeliverable(items: list[dict[str, Any]]) -> set[tuple[Any, str]]:
+    """(contact id, address) of the batch's contacts whose address hard-bounced before."""
+    ids = {item.get("contact_id") for item in items} - {None}
+    if not ids:
+        return set()
+    rows = Contact.objects.filter(id__in=ids, email_undeliverable=True).values_list("id", "email")
+    return {(cid, (email or "").lower()) for cid, email in rows}
