@@ -14,11 +14,12 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from agents.common import webhook_buffer
 from agents.common.status_check import StatusCheck
 from agents.messaging.providers import get_provider
 from agents.messaging.statuses import IGNORED, OPT_OUT_ERROR, RANK, TASK_STATUS, error_reason
 from dossiers.models import ConsentStatus, Direction, Message
-from dossiers.services import consent_set, message_status_raise
+from dossiers.services import consent_set, messages_status_raise
 from orchestrator.models import Task
 from orchestrator.registry import call_hook
 from orchestrator.services import Transition, task_transition_many
@@ -97,6 +98,9 @@ def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
     flag_cleared = False
     while True:
         with transaction.atomic():
+            # The buffered callbacks (webhook_buffer: a Redis stream) become rows first, in this
+            # transaction, so storing and applying them costs one commit per batch.
+            taken = webhook_buffer.take(provider="twilio", kind=STATUS_KIND, count=batch)
             events = list(
                 WebhookEvent.objects.select_for_update(skip_locked=True)
                 .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
@@ -111,12 +115,14 @@ def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
                 log.warning("status callbacks %s…: batch failed, one at a time", events[0].id, exc_info=True)
                 outcomes = [_apply_stored(record) for record in events]
             now = timezone.now()
+            by_outcome: dict[str, list[int]] = {}
             for record, outcome in zip(events, outcomes, strict=True):
-                record.outcome = outcome[:64]
-                record.processed_at = now
-            WebhookEvent.objects.bulk_update(events, ["outcome", "processed_at"])
+                by_outcome.setdefault(outcome[:64], []).append(record.id)
+            for outcome, ids in by_outcome.items():  # a few outcomes per batch: a few UPDATEs
+                WebhookEvent.objects.filter(id__in=ids).update(outcome=outcome, processed_at=now)
+        taken.ack()
         done += len(events)
-        if events:
+        if events or taken:
             continue
         if flag_cleared or not settings.REDIS_URL:
             return done
@@ -145,8 +151,9 @@ def status_events_apply(events: list[dict[str, str]], *, actor: str = "webhook:t
     """Apply status callbacks in arrival order, set-based; one outcome label each.
 
     The messages in two queries (by SID, then by our task id for a callback that came before
-    the SID was saved), one UPDATE per message (its highest-ranked status of the batch, under
-    the rank guard of ``message_status_raise``), the tasks' transitions through
+    the SID was saved), each message's highest-ranked status of the batch applied set-based
+    (``messages_status_raise``: one lock query, one UPDATE per distinct new state, under its rank
+    guard), the tasks' transitions through
     ``task_transition_many`` (one lock query, one write per task, one INSERT of the events)."""
     outcomes: list[str | None] = [None] * len(events)
     parsed = _parse(events, outcomes)
@@ -176,8 +183,7 @@ def status_events_apply(events: list[dict[str, str]], *, actor: str = "webhook:t
             outcomes[i] = status
             continue
         changes.append((i, status, _transition(message.task_id, status, sid, code, reason, actor)))
-    for _, (message, sid, status, code, reason) in sorted(best.items()):  # id order: no deadlocks
-        message_status_raise(message=message, sid=sid, status=status, rank=RANK, code=code, reason=reason)
+    messages_status_raise(changes=list(best.values()), rank=RANK)  # locks in id order: no deadlocks
     if refs:  # a broadcast's recipients (broadcasts/hooks.py), in the same transaction
         call_hook("messaging.statuses_applied", items=refs)
     results = task_transition_many([change for _, _, change in changes])

@@ -30,12 +30,14 @@ def _check_count(event: dict[str, Any], name: str, low: int, high: int) -> None:
 
 
 class StatusCallbackView(WebhookView):
-    """Stores each callback with one INSERT and answers; a worker applies it a moment later
-    (``callbacks.status_events_drain``), in arrival order, so Twilio is never kept waiting."""
+    """Buffers each callback (one XADD; one INSERT when Redis is away) and answers; a worker
+    stores and applies them a moment later, in batches (``callbacks.status_events_drain``), in
+    arrival order, so Twilio is never kept waiting."""
 
     provider = "twilio"
     kind = callbacks.STATUS_KIND
     process_later = True
+    buffered = True
 
     def verify(self, request: HttpRequest) -> bool:
         return is_valid_twilio_request(request)
@@ -65,7 +67,7 @@ class StatusCallbackView(WebhookView):
     def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
         return callbacks.status_apply(event=event, task_id=event.get(callbacks.TASK_KEY))
 
-    def schedule(self, record_id: int) -> None:
+    def schedule(self, record_id: int | None) -> None:
         callbacks.status_drain_schedule()
 
     def respond(self, request: HttpRequest, outcomes: list[str]) -> HttpResponse:

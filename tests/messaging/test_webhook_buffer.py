@@ -1,0 +1,98 @@
+"""The Redis stream in front of the status callbacks (agents/common/webhook_buffer.py): a
+callback acknowledged with 204 is never lost — not when the worker that read it dies before or
+after its commit, not when Redis is away — and is stored and applied once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.db import transaction
+
+from agents.common import webhook_buffer
+from agents.common.models import WebhookEvent
+from agents.messaging import callbacks
+from dossiers.models import Message
+from orchestrator.models import Task
+from orchestrator.states import TaskStatus
+from tests.messaging.conftest import STATUS_URL, signed_post
+from tests.messaging.test_status_webhook import callback, in_flight
+from tests.support.services import unavailable
+
+pytestmark = pytest.mark.django_db
+KIND = callbacks.STATUS_KIND
+
+
+@pytest.fixture
+def buffered(settings):
+    settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
+    client = webhook_buffer.client()
+    client.delete(webhook_buffer.stream("twilio", KIND), callbacks.DRAIN_FLAG)
+    callbacks._flag_seen_at = -1.0
+    yield client
+    client.delete(webhook_buffer.stream("twilio", KIND), callbacks.DRAIN_FLAG)
+
+
+def post_delivered(client, task: Task):
+    # The drain is asked for after the 204; these tests run it themselves.
+    callbacks._flag_seen_at = 1e18
+    return signed_post(client, f"{STATUS_URL}?task={task.id}", callback("delivered"))
+
+
+def test_a_worker_that_dies_before_its_commit_leaves_the_callback_for_the_next_one(
+    client, buffered, monkeypatch
+):
+    task = in_flight()
+    assert post_delivered(client, task).status_code == 204
+    assert webhook_buffer.pending("twilio", KIND) == 1
+    # A drain reads the entry and dies before committing (its transaction rolls back).
+    with pytest.raises(RuntimeError), transaction.atomic():
+        assert len(webhook_buffer.take(provider="twilio", kind=KIND, count=10)) == 1
+        raise RuntimeError("worker lost")
+    assert WebhookEvent.objects.count() == 0
+    # Read by the dead worker, the entry is not handed out again as new…
+    assert len(webhook_buffer.take(provider="twilio", kind=KIND, count=10)) == 0
+    # …until it has been idle RECLAIM_IDLE_MS: then the next drain claims, stores and applies it.
+    monkeypatch.setattr(webhook_buffer, "RECLAIM_IDLE_MS", 0)
+    assert callbacks.status_events_drain() == 1
+    assert Task.objects.get(id=task.id).status == TaskStatus.SUCCEEDED
+    assert list(WebhookEvent.objects.values_list("outcome", flat=True)) == ["delivered"]
+    assert webhook_buffer.pending("twilio", KIND) == 0
+
+
+def test_a_worker_that_dies_after_its_commit_does_not_store_the_callback_twice(client, buffered, monkeypatch):
+    task = in_flight()
+    assert post_delivered(client, task).status_code == 204
+    with transaction.atomic():  # stored and committed, then the worker dies before its XACK
+        webhook_buffer.take(provider="twilio", kind=KIND, count=10)
+    assert WebhookEvent.objects.count() == 1
+    monkeypatch.setattr(webhook_buffer, "RECLAIM_IDLE_MS", 0)
+    assert callbacks.status_events_drain() == 1  # the stored event applied; the claimed copy ignored
+    assert WebhookEvent.objects.count() == 1
+    assert Message.objects.get(task=task).status == "delivered"
+    assert webhook_buffer.pending("twilio", KIND) == 0
+
+
+def test_with_redis_away_the_callback_is_stored_in_the_table(client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
+    task = in_flight()
+    assert signed_post(client, f"{STATUS_URL}?task={task.id}", callback("delivered")).status_code == 204
+    stored = WebhookEvent.objects.get()
+    assert stored.kind == KIND and stored.processed_at is None  # beat's periodic drain applies it
+    settings.REDIS_URL = ""
+    assert callbacks.status_events_drain() == 1
+    assert Task.objects.get(id=task.id).status == TaskStatus.SUCCEEDED
+
+
+def test_a_row_the_database_refuses_does_not_sink_the_batch(buffered, caplog):
+    """One event of a batch the database refuses (a key longer than its column): logged, the
+    others of the batch stored and applied."""
+    task = in_flight()
+    webhook_buffer.push(provider="twilio", kind=KIND, dedupe_key="k" * 300, payload=callback("sent"))
+    webhook_buffer.push(provider="twilio", kind=KIND, dedupe_key="good",
+                        payload={**callback("delivered"), callbacks.TASK_KEY: str(task.id)})  # fmt: skip
+    assert callbacks.status_events_drain() == 1
+    assert WebhookEvent.objects.get().outcome == "delivered"
+    assert Task.objects.get(id=task.id).status == TaskStatus.SUCCEEDED
+    assert "could not be stored at all" in caplog.text
+    assert webhook_buffer.pending("twilio", KIND) == 0
