@@ -676,9 +676,9 @@ def _attach_contacts(channel: str, rows: list[_Row]) -> None:
     if channel == Channel.EMAIL:
         # Email addresses are matched case-insensitively, as the dossiers do (their unique index
         # is on lower(email), non-empty): the recipient's address is lower-cased already.
-        contacts = Contact.objects.exclude(email="").alias(key=Lower("email"))
+        contacts = Contact.objects.exclude(email="").annotate(key=Lower("email"))
     else:
-        contacts = Contact.objects.alias(key=F("phone"))
+        contacts = Contact.objects.annotate(key=F("phone"))
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
         found = dict(contacts.filter(key__in=[r.address for r in chunk]).values_list("key", "id"))
