@@ -28,7 +28,7 @@ def write_csv(rows: list[str]) -> Path:
     return path
 
 
-def test_email_upload_preview_confirm_and_the_simulated_provider_delivers_each_good_row(  # noqa: F811
+def test_email_upload_preview_confirm_and_the_simulated_provider_delivers_each_good_row(
     layout,  # noqa: F811
     browser,  # noqa: F811
     sue,  # noqa: F811
@@ -59,7 +59,9 @@ def test_email_upload_preview_confirm_and_the_simulated_provider_delivers_each_g
     bad = {int(row.get_attribute("data-line")): row.locator("td").nth(2).inner_text()
            for row in page.locator("#cc-bc-bad-rows tr[data-line]").all()}  # fmt: skip
     assert bad == {3: "duplicate of line 2", 4: "bad email address", 6: "missing address"}
-    previews = {row.get_attribute("data-to"): row for row in page.locator("#cc-bc-previews tr[data-to]").all()}
+    previews = {
+        row.get_attribute("data-to"): row for row in page.locator("#cc-bc-previews tr[data-to]").all()
+    }
     assert sorted(previews) == ["ada@example.org", "grace@example.org", "linus@example.org"]
     assert previews["grace@example.org"].locator(".cc-bc-subject").inner_text() == "Spring news for Grace"
     assert "Dear Grace, the spring sale starts today." in previews["grace@example.org"].inner_text()
