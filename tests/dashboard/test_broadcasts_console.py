@@ -304,3 +304,54 @@ def test_the_watch_page_counts_skipped_recipients_by_reason(sue):
     assert 'data-count="skipped">2<' in html and 'data-count="opted_out">1<' in html
     assert re.search(r'id="cc-bc-skipped".*<td>whatsapp window closed</td><td>2</td>', html, re.S)
     assert 'id="cc-bc-percent">100 %<' in html
+
+
+def test_a_notify_upload_takes_contact_ids_and_reports_bad_ones_with_their_line(
+    sue, django_capture_on_commit_callbacks
+):
+    from dossiers.models import Contact
+
+    ann = Contact.objects.create(name="Ann", email="ann@example.org")
+    bob = Contact.objects.create(name="Bob", phone="+14155550177")
+    data = (f"contact_id,first_name\r\n{ann.id},Ann\r\nnot-an-id,X\r\n"
+            f"00000000-0000-0000-0000-000000000000,Ghost\r\n{bob.id},Bob\r\n{ann.id},Ann twice\r\n").encode()  # fmt: skip
+    response = upload(sue, data, channel="notify", body="Hi {{ first_name }}", subject="For {{ first_name }}")
+    assert response.status_code == 200, response.content.decode()[:3000]
+    html = response.content.decode()
+    assert bad_rows(html) == {3: "not a contact id (a UUID)", 4: "no such contact", 6: "duplicate of line 2"}
+    assert "Hi Ann" in html and "For Ann" in html  # shown as the email it would be
+    with django_capture_on_commit_callbacks(execute=True):
+        sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token_of(response)})
+    broadcast = Broadcast.objects.get()
+    assert broadcast.channel == "notify" and broadcast.subject == "For {{ first_name }}"
+    assert dict(broadcast.recipients.values_list("contact_id", "line")) == {ann.id: 2, bob.id: 5}
+
+
+def test_an_email_upload_needs_a_subject_and_a_prompt_upload_sends_the_previewed_text(
+    sue, settings, django_capture_on_commit_callbacks
+):
+    from tests.fakes.openai_server import FakeOpenAI
+
+    data = b"email,first_name\r\nAda@Example.org,Ada\r\nbob@example.org,Bob\r\n"
+    refused = upload(sue, data, channel="email", body="Hi {{ first_name }}")
+    assert refused.status_code == 400 and "An email broadcast needs a subject." in refused.content.decode()
+    with FakeOpenAI(default_content="Hello {{ name }}, doors open at nine.") as fake:
+        settings.CONTENT_SIMULATED = False
+        settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = fake.api_key, fake.base_url
+        data = b"email,name\r\nAda@Example.org,Ada\r\nbob@example.org,Bob\r\n"
+        response = upload(sue, data, channel="email", body="", prompt="doors open at nine", subject="News")
+        assert response.status_code == 200, response.content.decode()[:3000]
+        html = response.content.decode()
+        assert 'id="cc-bc-written"' in html and "Hello Ada, doors open at nine." in html
+        with django_capture_on_commit_callbacks(execute=True):
+            sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token_of(response)})
+        assert len(fake.requests) == 1  # written for the preview; the confirm asked nothing more
+    broadcast = Broadcast.objects.get()
+    assert (
+        broadcast.prompt == "doors open at nine" and broadcast.body == "Hello {{ name }}, doors open at nine."
+    )
+    assert broadcast.status != "writing"
+    assert sorted(broadcast.recipients.values_list("address", flat=True)) == [
+        "ada@example.org",
+        "bob@example.org",
+    ]
