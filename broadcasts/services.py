@@ -478,21 +478,26 @@ def _check_email_parts(*, channel: str, template: str, subject: str, html: str) 
         )
 
 
-_template_texts: dict[tuple[str, str], str] = {}
+_template_texts: dict[tuple[Any, str], str] = {}
 
 
 def _template_text(broadcast: Broadcast, channel: str) -> str:
     """A messaging template's text body for ``channel`` ("" when there is none: by email, and
     for a notify recipient routed to SMS / WhatsApp when only an email template has the name,
-    whose text part is then the message). Cached per template and channel for the process."""
+    whose text part is then the message). Read once per saved broadcast and channel (a template
+    edited later changes the next broadcast, not one already sending)."""
     if channel not in (Channel.SMS, Channel.WHATSAPP):
         return ""
-    key = (broadcast.template, channel)
-    if key not in _template_texts:
-        _template_texts[key] = call_hook(
-            "messaging.template_body", template=broadcast.template, channel=channel, locale="en"
-        ) or ""  # fmt: skip
-    return _template_texts[key]
+    key = (broadcast.id, channel)
+    text = None if broadcast._state.adding else _template_texts.get(key)
+    if text is None:
+        text = (
+            call_hook("messaging.template_body", template=broadcast.template, channel=channel, locale="en")
+            or ""
+        )
+        if not broadcast._state.adding:
+            _template_texts[key] = text
+    return text
 
 
 def _written_from(*, prompt: str, channel: str) -> str:
