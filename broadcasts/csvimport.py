@@ -1,9 +1,11 @@
 """Recipients of a broadcast from an uploaded CSV file (the console's upload, issue 19).
 
 The file has a header row. One column holds the address — ``phone`` or ``to`` for SMS and
-WhatsApp, ``email`` or ``to`` for email (case and spaces ignored) — and every other column
-becomes a per-recipient variable of the body (``{{ first_name }}``). UTF-8, with or without a
-byte-order mark (Excel writes one).
+WhatsApp, ``email`` or ``to`` for email, ``contact_id`` for notify (routing picks the contact's
+channel; case and spaces ignored) — and every other column becomes a per-recipient variable of
+the body (``{{ first_name }}``). UTF-8, with or without a byte-order mark (Excel writes one).
+Email addresses are lower-cased whole, as the dossiers store and match them, so
+``Ada@Example.org`` and ``ada@example.org`` are one recipient.
 
 Parsing never raises for a bad row: each one is reported with its line number (the header is
 line 1; a quoted field spanning lines counts from the line the row starts on) and a reason,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +26,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from broadcasts.addresses import normalize
+from dossiers.models import Contact
 from dossiers.services import InvalidPhoneNumber
 
 MAX_BYTES = 16 * 1024 * 1024  # 100,000 rows of a few columns fit well under it
@@ -33,7 +37,9 @@ ADDRESS_COLUMNS = {
     "sms": ("phone", "to"),
     "whatsapp": ("phone", "whatsapp", "to"),
     "email": ("email", "to"),
+    "notify": ("contact_id",),
 }
+CONTACT_CHUNK = 5_000
 
 
 class CsvRefused(ValueError):
@@ -113,8 +119,28 @@ def parse_recipients_csv(
             parsed.reject(start, _printable(raw), reason)
             continue
         seen[address] = start
-        parsed.recipients.append({"to": address, "variables": variables, "line": start})
+        recipient = {"to": address, "variables": variables, "line": start}
+        if channel == "notify":
+            recipient["contact_id"] = address
+        parsed.recipients.append(recipient)
+    if channel == "notify":
+        _reject_unknown_contacts(parsed)
     return parsed
+
+
+def _reject_unknown_contacts(parsed: ParsedCsv) -> None:
+    """A notify row whose contact does not exist is a bad row (one IN query per 5,000 rows)."""
+    known: set[str] = set()
+    ids = [r["contact_id"] for r in parsed.recipients]
+    for start in range(0, len(ids), CONTACT_CHUNK):
+        chunk = ids[start : start + CONTACT_CHUNK]
+        known.update(str(i) for i in Contact.objects.filter(id__in=chunk).values_list("id", flat=True))
+    unknown = [r for r in parsed.recipients if r["contact_id"] not in known]
+    for row in unknown:
+        parsed.reject(row["line"], row["contact_id"], "no such contact")
+    if unknown:
+        parsed.recipients = [r for r in parsed.recipients if r["contact_id"] in known]
+        parsed.rejected.sort(key=lambda r: r["line"])
 
 
 def _header(reader: Any) -> tuple[list[str], int]:
@@ -155,7 +181,7 @@ def _row_problem(row: list[str], width: int) -> str | None:
 
 
 def _address(raw: str, channel: str) -> tuple[str, str | None]:
-    """The normalised address (E.164, or an email address with its domain lowercased), or why not."""
+    """The normalised address (E.164, an email address lower-cased, a contact id), or why not."""
     if not raw:
         return "", "missing address"
     if channel == "email":
@@ -163,8 +189,12 @@ def _address(raw: str, channel: str) -> tuple[str, str | None]:
             validate_email(raw)
         except ValidationError:
             return "", "bad email address"
-        local, _, domain = raw.rpartition("@")
-        return f"{local}@{domain.lower()}", None
+        return raw.lower(), None
+    if channel == "notify":
+        try:
+            return str(uuid.UUID(raw)), None
+        except ValueError:
+            return "", "not a contact id (a UUID)"
     try:
         return normalize(raw), None
     except InvalidPhoneNumber:

@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from broadcasts import rendering, stopflags
 from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientStatus
-from broadcasts.services import NOTIFY_ADDRESS, broadcast_finish_if_done, notify_progress
+from broadcasts.services import NOTIFY_ADDRESS, broadcast_finish_if_done, message_parts, notify_progress
 from comms_platform import ratelimit
 from dossiers.models import Consent, ConsentStatus, Contact
 from orchestrator.registry import call_hook
@@ -379,28 +379,9 @@ def _prepare(broadcast: Broadcast, rows: list[Recipient], decided: dict) -> list
     return ready
 
 
-_content_cache: dict[Any, str] = {}
-
-
 def _rendered(broadcast: Broadcast, channel: str, variables: dict[str, Any]) -> dict[str, str]:
-    """The recipient's body (and, by email, subject and HTML part)."""
-    parts = {"body": rendering.render(_content(broadcast), variables)}
-    if channel == Channel.EMAIL:
-        parts["subject"] = rendering.render(broadcast.subject or broadcast.name, variables)
-        if broadcast.html:
-            parts["html"] = rendering.render(broadcast.html, variables, html=True)
-    return parts
-
-
-def _content(broadcast: Broadcast) -> str:
-    if not broadcast.template:
-        return broadcast.body
-    text = _content_cache.get(broadcast.id)
-    if text is None:
-        text = call_hook("messaging.template_body", template=broadcast.template, channel=broadcast.channel,
-                         locale="en") or ""  # fmt: skip
-        _content_cache[broadcast.id] = text
-    return text
+    """The recipient's body (and, by email, subject and HTML part): ``services.message_parts``."""
+    return message_parts(broadcast, channel, variables)
 
 
 def correlation_id(broadcast_id: Any) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db.models import Q
 from django.utils import timezone
 
@@ -12,10 +14,21 @@ from broadcasts.services import broadcast_start
 B, R = BroadcastStatus, RecipientStatus
 
 
+# An importing / writing broadcast untouched this long lost its task's message (the task acks
+# late, so a lost worker's is redelivered; this covers a message never published): queue it
+# again — the task is idempotent and skips a broadcast another run holds.
+STALE_SETUP = timedelta(minutes=5)
+
+
 def housekeeping_run() -> dict[str, int]:
-    from broadcasts.tasks import kick
+    from broadcasts.tasks import QUEUE, import_recipients, kick, write_body
 
     now = timezone.now()
+    stale = Broadcast.objects.filter(updated_at__lt=now - STALE_SETUP)
+    for broadcast_id in stale.filter(status=B.IMPORTING).values_list("id", flat=True):
+        import_recipients.apply_async(args=[str(broadcast_id)], queue=QUEUE)
+    for broadcast_id in stale.filter(status=B.WRITING).values_list("id", flat=True):
+        write_body.apply_async(args=[str(broadcast_id)], queue=QUEUE)
     started = 0
     for broadcast in Broadcast.objects.filter(status=B.SCHEDULED, scheduled_for__lte=now):
         broadcast_start(broadcast, actor="beat")

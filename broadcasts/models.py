@@ -22,12 +22,17 @@ class Channel(models.TextChoices):
 
 
 class BroadcastStatus(models.TextChoices):
+    # Before its recipients or its body exist: ``importing`` (the console's upload is inserted by
+    # a Celery task), ``writing`` (the content agent writes the body from the prompt, in a task).
+    IMPORTING = "importing"
+    WRITING = "writing"
     DRAFT = "draft"
     SCHEDULED = "scheduled"
     RUNNING = "running"
     PAUSED = "paused"
     CANCELLED = "cancelled"
     COMPLETED = "completed"
+    FAILED = "failed"  # importing or writing failed: ``Broadcast.error`` says why
 
 
 class RecipientStatus(models.TextChoices):
@@ -81,6 +86,10 @@ class Broadcast(models.Model):
     created_by = models.CharField(max_length=150, blank=True)
     total = models.PositiveIntegerField(default=0, help_text="recipients accepted")
     rejected = models.PositiveIntegerField(default=0, help_text="input rows refused at creation")
+    error = models.TextField(blank=True, help_text="why the broadcast failed (importing or writing)")
+    start_when_ready = models.BooleanField(
+        default=True, help_text="once imported / written: start (or wait for the schedule); else a draft"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -99,6 +108,27 @@ class Broadcast(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.channel}, {self.status})"
+
+
+class BroadcastUpload(models.Model):
+    """The console's parsed CSV between the confirm and the import task (docs/broadcasts.md,
+    "Console"): zlib-compressed JSON, not in the Celery message (100,000 rows are megabytes).
+
+    Kept apart from ``Broadcast`` so that the engine's reads of the broadcast never carry it.
+    The task inserts the recipients in one transaction and then empties ``data``; ``rejected``
+    keeps the rows the service refused at import (line, address, reason), for the watch page."""
+
+    broadcast = models.OneToOneField(
+        Broadcast, on_delete=models.CASCADE, primary_key=True, related_name="upload"
+    )
+    data = models.BinaryField(help_text="zlib(JSON) of the recipients; emptied once imported")
+    rows = models.PositiveIntegerField(default=0)
+    rejected = models.JSONField(default=list, blank=True, help_text="rows refused at import (first 1,000)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    imported_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"upload of {self.broadcast_id} ({self.rows} rows)"
 
 
 class Recipient(models.Model):

@@ -1,11 +1,13 @@
-"""Broadcast services: create (validate, dedupe, bulk insert, idempotent), preview, and the
-operator's controls (pause / resume / cancel). The sending engine is ``broadcasts.engine``."""
+"""Broadcast services: create (validate, dedupe, bulk insert, idempotent), preview, the work
+done off the request (import an uploaded CSV, write the body from a prompt), and the operator's
+controls (pause / resume / cancel). The sending engine is ``broadcasts.engine``."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,15 +16,25 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from broadcasts import addresses, rendering, stopflags
 from broadcasts.errors import BroadcastError, IdempotencyConflict, IllegalBroadcastTransition
-from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientIntake, RecipientStatus
+from broadcasts.models import (
+    Broadcast,
+    BroadcastStatus,
+    BroadcastUpload,
+    Channel,
+    Recipient,
+    RecipientIntake,
+    RecipientStatus,
+)
 from broadcasts.signals import progress_changed
 from dossiers.models import Consent, ConsentStatus, Contact
 from dossiers.services import InvalidPhoneNumber
-from orchestrator.errors import AgentError
+from orchestrator.errors import AgentError, TransientError
 from orchestrator.registry import call_hook
 
 B, R = BroadcastStatus, RecipientStatus
@@ -31,6 +43,7 @@ INSERT_BATCH = 5_000
 SENDING_CHANNELS = (Channel.SMS, Channel.WHATSAPP, Channel.EMAIL, Channel.NOTIFY)  # docs/broadcasts.md
 NOTIFY_ADDRESS = "contact:"  # a notify recipient's address until routing chooses its channel
 CONTACT_FILTER_KEYS = {"ids", "locale", "consent", "has_address"}
+MAX_REJECTED_KEPT = 1_000  # rows refused at an import, kept for the watch page
 
 
 @dataclass
@@ -55,7 +68,7 @@ def broadcast_create(
     contact_filter: dict[str, Any] | None = None, scheduled_for: datetime | None = None,
     rate_per_second: float | None = None, senders: list[str] | None = None, idempotency_key: str = "",
     source: str = "", created_by: Any = None, start: bool = True,
-    quiet_start: Any = None, quiet_end: Any = None,
+    quiet_start: Any = None, quiet_end: Any = None, written: str = "", defer_intake: bool = False,
 ) -> BroadcastCreated:  # fmt: skip
     """Create a broadcast and its recipients in one transaction (bulk inserts).
 
@@ -63,9 +76,15 @@ def broadcast_create(
     broadcast with no good recipient is a BroadcastError. The same (source, idempotency_key)
     with the same request returns the first broadcast (``created`` False) and writes nothing;
     with another request, IdempotencyConflict.
+
+    With a ``prompt`` the broadcast is ``writing``: the task ``broadcasts.write_body`` asks the
+    content agent once, then it starts (``written``: the body already written for this prompt,
+    e.g. the one the operator previewed — no model call at all). With ``defer_intake`` (the
+    console's confirm) only the broadcast and its ``recipients`` as one compressed row are
+    written here (``importing``); the task ``broadcasts.import_recipients`` inserts them.
     """
     content = _check_content(channel=channel, body=body, template=template, prompt=prompt, subject=subject,
-                             html=html)  # fmt: skip
+                             html=html, written=written)  # fmt: skip
     request_hash = _request_hash(name, channel, body, template, prompt, recipients, contact_list,
                                  contact_filter, scheduled_for, rate_per_second, senders,
                                  *((subject, html) if subject or html else ()))  # fmt: skip
@@ -73,32 +92,32 @@ def broadcast_create(
         existing = _existing(source, idempotency_key, request_hash)
         if existing is not None:
             return BroadcastCreated(existing, created=False)
+    if rate_per_second is not None and rate_per_second < 0:
+        raise BroadcastError("must be positive", field="rate_per_second")
+    if senders is not None and not all(isinstance(s, str) and s.strip() for s in senders):
+        raise BroadcastError("each sender must be a non-empty string", field="senders")
+    broadcast = Broadcast(
+        name=name, channel=channel, body=content if prompt else body, template=template, prompt=prompt,
+        subject=subject, html=html, scheduled_for=scheduled_for, rate_per_second=rate_per_second or None,
+        senders=list(senders or []), quiet_start=quiet_start, quiet_end=quiet_end, source=source,
+        idempotency_key=idempotency_key, request_hash=request_hash, created_by=str(created_by or "")[:150],
+        start_when_ready=start,
+    )  # fmt: skip
+    if defer_intake:
+        return _create_importing(broadcast, recipients)
     rows, rejected = _audience(
         channel, recipients, contact_list, contact_filter, _every_text(content, subject, html)
     )
     if not rows:
         raise BroadcastError("no valid recipient", field="recipients")
-    if rate_per_second is not None and rate_per_second < 0:
-        raise BroadcastError("must be positive", field="rate_per_second")
-    if senders is not None and not all(isinstance(s, str) and s.strip() for s in senders):
-        raise BroadcastError("each sender must be a non-empty string", field="senders")
-    status = B.DRAFT
-    if start:
-        status = B.SCHEDULED if scheduled_for and scheduled_for > timezone.now() else B.RUNNING
-    broadcast = Broadcast(
-        name=name, channel=channel, body=content if prompt else body, template=template, prompt=prompt,
-        subject=subject, html=html, status=status,
-        scheduled_for=scheduled_for, rate_per_second=rate_per_second or None, senders=list(senders or []),
-        quiet_start=quiet_start, quiet_end=quiet_end, source=source, idempotency_key=idempotency_key,
-        request_hash=request_hash, created_by=str(created_by or "")[:150], total=len(rows),
-        rejected=len(rejected), started_at=timezone.now() if status == B.RUNNING else None,
-    )  # fmt: skip
+    broadcast.status = _ready_status(broadcast)
+    broadcast.total, broadcast.rejected = len(rows), len(rejected)
+    broadcast.started_at = timezone.now() if broadcast.status == B.RUNNING else None
     try:
         with transaction.atomic():
             broadcast.save(force_insert=True)
             _insert_recipients(broadcast, rows)
-            if status == B.RUNNING:
-                transaction.on_commit(lambda: _kick(broadcast.id))
+            _after_ready(broadcast)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -109,15 +128,113 @@ def broadcast_create(
     return BroadcastCreated(broadcast, created=True, rejected=rejected)
 
 
+def broadcast_import(*, broadcast_id: Any) -> str:
+    """Insert an ``importing`` broadcast's uploaded recipients (the task
+    ``broadcasts.import_recipients``), all in one transaction, then start it (or schedule it,
+    or hand it to the writer). Idempotent: a broadcast no longer ``importing`` — imported,
+    failed, cancelled — or locked by another run of this task is left alone, so a redelivered
+    task creates nothing twice; a worker lost mid-import rolls the transaction back and the
+    upload is still there for the redelivery. Returns what it did."""
+    with transaction.atomic():
+        broadcast = (
+            Broadcast.objects.select_for_update(skip_locked=True)
+            .filter(id=broadcast_id, status=B.IMPORTING)
+            .first()
+        )
+        if broadcast is None:
+            return "nothing to import"
+        upload = BroadcastUpload.objects.filter(broadcast_id=broadcast.id).first()
+        if upload is None or not upload.data:
+            _fail(broadcast, "the uploaded recipients are gone (nothing was imported)")
+            return "failed"
+        recipients = json.loads(zlib.decompress(bytes(upload.data)))
+        try:
+            content = _check_content(channel=broadcast.channel, body=broadcast.body, template=broadcast.template,
+                                     prompt="" if broadcast.body else broadcast.prompt, subject=broadcast.subject,
+                                     html=broadcast.html, written=broadcast.body)  # fmt: skip
+            every = _every_text(content, broadcast.subject, broadcast.html)
+            rows, rejected = _audience(broadcast.channel, recipients, None, None, every)
+        except BroadcastError as exc:
+            _fail(broadcast, f"{exc.field}: {exc}")
+            return "failed"
+        upload.rejected = rejected[:MAX_REJECTED_KEPT]
+        if not rows:
+            upload.save(update_fields=["rejected"])
+            _fail(broadcast, f"no valid recipient ({len(rejected)} rows refused)")
+            return "failed"
+        _insert_recipients(broadcast, rows)
+        now = timezone.now()
+        broadcast.status = _ready_status(broadcast)
+        broadcast.total, broadcast.rejected = len(rows), len(rejected)
+        broadcast.started_at = now if broadcast.status == B.RUNNING else None
+        broadcast.save(update_fields=["status", "total", "rejected", "started_at", "updated_at"])
+        upload.data, upload.imported_at = b"", now
+        upload.save(update_fields=["data", "rejected", "imported_at"])
+        _after_ready(broadcast)
+        notify_progress(broadcast.id)
+    return "imported"
+
+
+def broadcast_write_body(*, broadcast_id: Any) -> str:
+    """A ``writing`` broadcast's body from its prompt (the task ``broadcasts.write_body``): the
+    content agent is asked once, the body stored, and the broadcast starts (or waits for its
+    schedule). The row stays locked while the model answers: a second run of the task finds it
+    locked (or no longer ``writing``) and asks nothing. A permanent refusal fails the broadcast
+    with the reason; a TransientError propagates (the task retries, then fails it)."""
+    with transaction.atomic():
+        broadcast = (
+            Broadcast.objects.select_for_update(skip_locked=True)
+            .filter(id=broadcast_id, status=B.WRITING)
+            .first()
+        )
+        if broadcast is None:
+            return "nothing to write"
+        if not broadcast.body:
+            try:
+                broadcast.body = _written_from(prompt=broadcast.prompt, channel=broadcast.channel)
+            except BroadcastError as exc:
+                if isinstance(exc.__cause__, TransientError):
+                    raise exc.__cause__ from None
+                _fail(broadcast, str(exc))
+                return "failed"
+        now = timezone.now()
+        broadcast.status = _ready_status(broadcast)
+        broadcast.started_at = now if broadcast.status == B.RUNNING else None
+        broadcast.save(update_fields=["body", "status", "started_at", "updated_at"])
+        _after_ready(broadcast)
+        notify_progress(broadcast.id)
+    return "written"
+
+
+def broadcast_fail(*, broadcast_id: Any, reason: str) -> bool:
+    """An ``importing`` or ``writing`` broadcast whose task gave up: failed, with the reason."""
+    with transaction.atomic():
+        broadcast = (
+            Broadcast.objects.select_for_update()
+            .filter(id=broadcast_id, status__in=[B.IMPORTING, B.WRITING])
+            .first()
+        )
+        if broadcast is None:
+            return False
+        _fail(broadcast, reason)
+    return True
+
+
 def broadcast_preview(
     *, channel: str, body: str = "", template: str = "", prompt: str = "", subject: str = "", html: str = "",
-    recipients: list[dict[str, Any]], limit: int = 5,
+    recipients: list[dict[str, Any]], limit: int = 5, name: str = "",
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The first ``limit`` recipients' rendered messages (or why each cannot be sent); writes
-    nothing. With a prompt, the content agent writes the body first (once)."""
+    nothing. With a prompt, the content agent writes the body first (once): the caller may keep
+    it (``written`` of the first row) and give it to ``broadcast_create``. A notify recipient is
+    shown as it would be sent by email (subject, text, HTML)."""
     content = _check_content(channel=channel, body=body, template=template, prompt=prompt, subject=subject,
                              html=html)  # fmt: skip
+    if prompt:
+        content = _written_from(prompt=prompt, channel=channel)
     every = _every_text(content, subject, html)
+    shape = Broadcast(name=name, channel=channel, body=content, template=template, subject=subject, html=html)
+    shown_as = Channel.EMAIL if channel in (Channel.EMAIL, Channel.NOTIFY) else channel
     out: list[dict[str, Any]] = []
     for line, item in enumerate(recipients or [], 1):
         if len(out) >= limit:
@@ -126,13 +243,51 @@ def broadcast_preview(
         if row is None:
             out.append({"line": line, "to": _raw_to(item), "error": reason})
             continue
-        shown = {"line": line, "to": row.address, "body": rendering.render(content, row.variables)}
-        if subject:
-            shown["subject"] = rendering.render(subject, row.variables)
-        if html:
-            shown["html"] = rendering.render(html, row.variables, html=True)
+        try:
+            parts = message_parts(shape, shown_as, row.variables)
+        except rendering.RenderError as exc:
+            out.append({"line": line, "to": row.address, "error": str(exc)})
+            continue
+        shown = {"line": line, "to": row.address, **parts}
+        if prompt:
+            shown["written"] = content
+        if channel not in (Channel.EMAIL, Channel.NOTIFY):
+            shown.pop("subject", None)
         out.append(shown)
     return out
+
+
+def broadcast_write_text(*, prompt: str, channel: str) -> str:
+    """The content agent's body for ``prompt`` (one model call), e.g. for the console's preview:
+    give it back to ``broadcast_create(written=…)`` to send what was previewed."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise BroadcastError("the prompt is empty", field="prompt")
+    return _written_from(prompt=prompt, channel=channel)
+
+
+def message_parts(broadcast: Broadcast, channel: str, variables: dict[str, Any]) -> dict[str, str]:
+    """One recipient's message on ``channel``: ``body`` (and by email ``subject`` and, when
+    there is one, ``html``). An email template (``email.render_template``) gives the body and
+    the HTML part; a messaging template its text body; else the broadcast's ``body``.
+    RenderError when the recipient's variables do not fill it."""
+    subject = ""
+    if channel == Channel.EMAIL:
+        subject = rendering.render(broadcast.subject or broadcast.name, variables)
+    text = _template_text(broadcast, channel) if broadcast.template else broadcast.body
+    if broadcast.template and (channel == Channel.EMAIL or not text):
+        rendered = call_hook("email.render_template", template=broadcast.template, variables=variables,
+                             subject=subject)  # fmt: skip
+        if not rendered:
+            raise rendering.RenderError(f"no email template named {broadcast.template!r}")
+        if channel != Channel.EMAIL:
+            return {"body": rendered["text"]}
+        return {"body": rendered["text"], "subject": subject, "html": rendered["html"]}
+    parts = {"body": rendering.render(text, variables)}
+    if channel == Channel.EMAIL:
+        parts["subject"] = subject
+        if broadcast.html:
+            parts["html"] = rendering.render(broadcast.html, variables, html=True)
+    return parts
 
 
 def broadcast_start(broadcast: Broadcast, *, actor: str) -> Broadcast:
@@ -161,8 +316,8 @@ def broadcast_resume(broadcast: Broadcast, *, actor: str) -> Broadcast:
 def broadcast_cancel(broadcast: Broadcast, *, actor: str) -> Broadcast:
     """Nothing more leaves once this returns: the flag is up before the answer, every pending
     recipient becomes ``cancelled``, and a batch in flight checks the flag before each call."""
-    broadcast = _control(broadcast, to=B.CANCELLED, allowed=[B.DRAFT, B.SCHEDULED, B.RUNNING, B.PAUSED],
-                         actor=actor)  # fmt: skip
+    broadcast = _control(broadcast, to=B.CANCELLED, allowed=[B.IMPORTING, B.WRITING, B.DRAFT, B.SCHEDULED,
+                         B.RUNNING, B.PAUSED], actor=actor)  # fmt: skip
     Recipient.objects.filter(broadcast_id=broadcast.id, status=R.PENDING).update(
         status=R.CANCELLED, reason="broadcast cancelled", updated_at=timezone.now()
     )
@@ -207,6 +362,67 @@ def _control(broadcast: Broadcast, *, to: str, allowed: list[str], actor: str) -
     return _reload(broadcast)
 
 
+def _ready_status(broadcast: Broadcast) -> str:
+    """Where a broadcast goes once it has its recipients (and its body): ``writing`` while a
+    prompt has no body yet; then running, scheduled, or a draft (``start_when_ready`` False)."""
+    if broadcast.prompt and not broadcast.body:
+        return B.WRITING
+    if not broadcast.start_when_ready:
+        return B.DRAFT
+    if broadcast.scheduled_for and broadcast.scheduled_for > timezone.now():
+        return B.SCHEDULED
+    return B.RUNNING
+
+
+def _after_ready(broadcast: Broadcast) -> None:
+    """After the commit: the first batches of a running broadcast, or the writer of a prompt."""
+    if broadcast.status == B.RUNNING:
+        transaction.on_commit(lambda: _kick(broadcast.id))
+    elif broadcast.status == B.WRITING:
+        transaction.on_commit(lambda: _enqueue("write_body", broadcast.id))
+
+
+def _create_importing(broadcast: Broadcast, recipients: Any) -> BroadcastCreated:
+    """The broadcast (``importing``) and its recipients as one compressed row; the import task
+    is queued after the commit (its message carries only the id)."""
+    if not isinstance(recipients, list) or not recipients:
+        raise BroadcastError("give the recipients to import (a non-empty list)", field="recipients")
+    if len(recipients) > MAX_RECIPIENTS:
+        raise BroadcastError(f"at most {MAX_RECIPIENTS} recipients per broadcast", field="recipients")
+    blob = zlib.compress(json.dumps(recipients, separators=(",", ":"), default=str).encode(), 6)
+    broadcast.status = B.IMPORTING
+    try:
+        with transaction.atomic():
+            broadcast.save(force_insert=True)
+            BroadcastUpload.objects.create(broadcast=broadcast, data=blob, rows=len(recipients))
+            transaction.on_commit(lambda: _enqueue("import_recipients", broadcast.id))
+    except IntegrityError:
+        existing = broadcast.idempotency_key and _existing(
+            broadcast.source, broadcast.idempotency_key, broadcast.request_hash
+        )
+        if not existing:
+            raise
+        return BroadcastCreated(existing, created=False)
+    return BroadcastCreated(broadcast, created=True)
+
+
+def _fail(broadcast: Broadcast, reason: str) -> None:
+    """Failed with the reason; its recipients (a prompt's, written after them) are not sent."""
+    now = timezone.now()
+    broadcast.status, broadcast.error, broadcast.finished_at = B.FAILED, reason[:2000], now
+    broadcast.save(update_fields=["status", "error", "finished_at", "updated_at"])
+    Recipient.objects.filter(broadcast_id=broadcast.id, status=R.PENDING).update(
+        status=R.SKIPPED, reason=f"broadcast failed: {reason}"[:200], updated_at=now
+    )
+    notify_progress(broadcast.id)
+
+
+def _enqueue(task: str, broadcast_id: Any) -> None:
+    from broadcasts import tasks
+
+    getattr(tasks, task).apply_async(args=[str(broadcast_id)], queue=tasks.QUEUE)
+
+
 def _reload(broadcast: Broadcast) -> Broadcast:
     broadcast.refresh_from_db()
     return broadcast
@@ -219,9 +435,13 @@ def _kick(broadcast_id: Any) -> None:
 
 
 def _check_content(
-    *, channel: str, body: str, template: str, prompt: str, subject: str = "", html: str = ""
-) -> str:
-    """The body template (a template's text, or the content agent's answer to the prompt)."""
+    *, channel: str, body: str, template: str, prompt: str, subject: str = "", html: str = "",
+    written: str = "",
+) -> str:  # fmt: skip
+    """The body template whose placeholders each recipient must fill: the body, a messaging
+    template's text, the body ``written`` for a prompt — "" for a prompt not written yet (the
+    content agent writes it off the request, ``broadcast_write_body``) and for an email
+    template (Django's template language: it renders what the recipient's variables give)."""
     if channel not in Channel.values:
         raise BroadcastError(f"one of {', '.join(Channel.values)}", field="channel")
     given = [name for name, value in (("body", body), ("template", template), ("prompt", prompt)) if value]
@@ -229,7 +449,14 @@ def _check_content(
         raise BroadcastError("give exactly one of body, template or prompt", field="body")
     _check_email_parts(channel=channel, template=template, subject=subject, html=html)
     if prompt:
-        return _written_from(prompt=prompt, channel=channel)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise BroadcastError("the prompt is empty", field="prompt")
+        return written or ""
+    if template and channel in (Channel.EMAIL, Channel.NOTIFY):
+        problem = call_hook("email.template_problem", template=template)
+        if problem:
+            raise BroadcastError(problem, field="template")
+        return ""
     if template:
         text = call_hook("messaging.template_body", template=template, channel=channel, locale="en")
         if not text:
@@ -245,9 +472,32 @@ def _check_email_parts(*, channel: str, template: str, subject: str, html: str) 
         raise BroadcastError("an email broadcast needs a subject", field="subject")
     if channel not in (Channel.EMAIL, Channel.NOTIFY) and (subject or html):
         raise BroadcastError(f"subject and html are for email broadcasts, not {channel}", field="subject")
-    if template and channel in (Channel.EMAIL, Channel.NOTIFY):
-        raise BroadcastError(f"templates are messaging templates (sms, whatsapp): give a {channel} broadcast a "
-                             "body or a prompt", field="template")  # fmt: skip
+    if template and html:
+        raise BroadcastError(
+            "the template gives the HTML part: give template or html, not both", field="html"
+        )
+
+
+_template_texts: dict[tuple[Any, str], str] = {}
+
+
+def _template_text(broadcast: Broadcast, channel: str) -> str:
+    """A messaging template's text body for ``channel`` ("" when there is none: by email, and
+    for a notify recipient routed to SMS / WhatsApp when only an email template has the name,
+    whose text part is then the message). Read once per saved broadcast and channel (a template
+    edited later changes the next broadcast, not one already sending)."""
+    if channel not in (Channel.SMS, Channel.WHATSAPP):
+        return ""
+    key = (broadcast.id, channel)
+    text = None if broadcast._state.adding else _template_texts.get(key)
+    if text is None:
+        text = (
+            call_hook("messaging.template_body", template=broadcast.template, channel=channel, locale="en")
+            or ""
+        )
+        if not broadcast._state.adding:
+            _template_texts[key] = text
+    return text
 
 
 def _written_from(*, prompt: str, channel: str) -> str:
@@ -257,7 +507,7 @@ def _written_from(*, prompt: str, channel: str) -> str:
     except AgentError as exc:
         raise BroadcastError(
             f"the content agent could not write a body: {exc.message}", field="prompt"
-        ) from None
+        ) from exc
     if not text:
         raise BroadcastError("the content agent wrote nothing for this prompt", field="prompt")
     return text
@@ -428,12 +678,15 @@ def _contact_items(channel: str, contact_list, contact_filter) -> list[dict[str,
 def _attach_contacts(channel: str, rows: list[_Row]) -> None:
     """Link recipients to the dossier contacts with their number (chunked IN queries)."""
     pending = [row for row in rows if not row.contact_id]
-    column = "email" if channel == Channel.EMAIL else "phone"
+    if channel == Channel.EMAIL:
+        # Email addresses are matched case-insensitively, as the dossiers do (their unique index
+        # is on lower(email), non-empty): the recipient's address is lower-cased already.
+        contacts = Contact.objects.exclude(email="").annotate(key=Lower("email"))
+    else:
+        contacts = Contact.objects.annotate(key=F("phone"))
     for start in range(0, len(pending), INSERT_BATCH):
         chunk = pending[start : start + INSERT_BATCH]
-        found = dict(
-            Contact.objects.filter(**{f"{column}__in": [r.address for r in chunk]}).values_list(column, "id")
-        )
+        found = dict(contacts.filter(key__in=[r.address for r in chunk]).values_list("key", "id"))
         for row in chunk:
             row.contact_id = found.get(row.address)
 

@@ -3,14 +3,20 @@ provider work: the messaging worker pool runs it, docs/broadcasts.md "Queue").""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
 from django.conf import settings
 
-from broadcasts import engine
+from broadcasts import engine, services
+from orchestrator.errors import TransientError
+
+log = logging.getLogger(__name__)
 
 QUEUE = "messaging"
+IMPORT_RETRIES = 3
+WRITE_RETRIES = 4
 
 
 def kick(broadcast_id: Any, *, chains: int | None = None) -> None:
@@ -46,3 +52,43 @@ def tick() -> dict[str, int]:
     from broadcasts.housekeeping import housekeeping_run
 
     return housekeeping_run()
+
+
+@shared_task(name="broadcasts.import_recipients", bind=True, acks_late=True, max_retries=IMPORT_RETRIES)
+def import_recipients(self, broadcast_id: str) -> str:
+    """The console's confirmed upload inserted (one transaction), then the broadcast starts.
+    The message carries the id only: the rows wait in ``BroadcastUpload``. Idempotent
+    (``services.broadcast_import``); acks late, so a lost worker's import runs again."""
+    try:
+        return services.broadcast_import(broadcast_id=broadcast_id)
+    except Exception as exc:
+        # Nothing of the import was written (one transaction): retry, then say so on the broadcast.
+        if self.request.retries < self.max_retries and not self.request.called_directly:
+            log.warning("broadcast import failed, retrying", extra={"broadcast": broadcast_id})
+            raise self.retry(countdown=2 ** (self.request.retries + 1)) from exc
+        log.exception("broadcast import failed", extra={"broadcast": broadcast_id})
+        services.broadcast_fail(broadcast_id=broadcast_id, reason=f"the import failed: {_why(exc)}")
+        return "failed"
+
+
+@shared_task(name="broadcasts.write_body", bind=True, acks_late=True, max_retries=WRITE_RETRIES)
+def write_body(self, broadcast_id: str) -> str:
+    """The content agent writes a ``writing`` broadcast's body, once (``services.broadcast_write_body``);
+    a transient refusal (timeout, 429, 5xx) is retried with back-off, then fails the broadcast."""
+    try:
+        return services.broadcast_write_body(broadcast_id=broadcast_id)
+    except TransientError as exc:
+        if self.request.retries < self.max_retries and not self.request.called_directly:
+            wait = getattr(exc, "retry_after", None) or 2 ** (self.request.retries + 1)
+            raise self.retry(countdown=min(float(wait), 60.0)) from exc
+        services.broadcast_fail(
+            broadcast_id=broadcast_id, reason=f"the content agent could not write a body: {exc.message}"
+        )
+        return "failed"
+
+
+def _why(exc: Exception) -> str:
+    """A reason an operator can read, without the database's text (it may quote row values)."""
+    from broadcasts.errors import BroadcastError
+
+    return str(exc) if isinstance(exc, BroadcastError) else type(exc).__name__

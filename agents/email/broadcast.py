@@ -9,7 +9,10 @@ may not import an agent (docs/broadcasts.md):
   backend opened ONCE (one SMTP session, one anymail HTTP session), one ``send`` per email over
   it, ``before_send(item)`` asked first; the dossier emails updated set-based afterwards;
 - ``email.batch_reconcile(items)``: after a lost worker, the provider message id the emails
-  of these recipients were accepted with, if any.
+  of these recipients were accepted with, if any;
+- ``email.template_problem(template)`` / ``email.render_template(template, variables, subject)``:
+  an email broadcast's ``template`` (``templates/email/<name>.html``, the ``email.send`` task's
+  templates) checked once at creation and rendered per recipient with its variables.
 Each email carries the caller's ``ref`` as a custom arg (SendGrid ``custom_args``), so the
 delivery events hand the outcome back through ``email.statuses_applied`` (agents/email/tracking.py).
 """
@@ -21,7 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
+from django.template import Context, TemplateDoesNotExist, engines
+from django.template.loader import render_to_string
 
+from agents.content.text import html_to_text
+from agents.email.handlers import _template_errors
 from agents.email.providers import EmailProvider, OutgoingEmail, get_provider, provider_chain
 from agents.email.services import unsubscribe_url
 from dossiers.models import Contact, Email
@@ -37,6 +44,39 @@ from orchestrator.registry import hook
 log = logging.getLogger(__name__)
 CATEGORY = "broadcast"
 UNKNOWN = "email_unknown: no provider id recorded before the worker was lost (not sent again)"
+
+
+@hook("email.template_problem")
+def template_problem(*, template: str) -> str:
+    """Why ``template`` cannot be an email broadcast's template ("" when it can): the same
+    check as an ``email.send`` task's (a name under templates/email/, no path)."""
+    return " ".join(_template_errors(template))
+
+
+@hook("email.render_template")
+def render_template(*, template: str, variables: dict[str, Any], subject: str = "") -> dict[str, str]:
+    """``{"text", "html"}`` of ``templates/email/<template>.html`` (and ``.txt`` when there is
+    one, else the HTML as text) for one recipient. The context is the recipient's variables,
+    ``subject``, and ``contact.name`` from the ``name`` variable (the templates greet by it);
+    Django's autoescaping escapes every value in the HTML part."""
+    context: dict[str, Any] = {
+        "contact": {"name": variables.get("name", "")},
+        **variables,
+        "subject": subject,
+    }
+    html = render_to_string(f"email/{template}.html", context)
+    text = _text_template(f"email/{template}.txt", context) or html_to_text(html)
+    return {"text": text.strip(), "html": html}
+
+
+def _text_template(name: str, context: dict[str, Any]) -> str:
+    """A ``.txt`` template rendered WITHOUT HTML escaping (render_to_string would turn a
+    recipient's ``<`` into ``&lt;`` in the plain-text part); "" when there is none."""
+    try:
+        template = engines["django"].engine.get_template(name)
+    except TemplateDoesNotExist:
+        return ""
+    return template.render(Context(context, autoescape=False))
 
 
 @hook("email.batch_prepare")

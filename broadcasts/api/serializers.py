@@ -88,7 +88,7 @@ class BroadcastSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Broadcast
-        fields = ["id", "name", "channel", "status", "body", "template", "prompt", "subject", "html", "scheduled_for", "rate_per_second",
+        fields = ["id", "name", "channel", "status", "error", "body", "template", "prompt", "subject", "html", "scheduled_for", "rate_per_second",
                   "senders", "quiet_start", "quiet_end", "created_by", "created_at", "started_at",
                   "finished_at", "progress"]  # fmt: skip
 

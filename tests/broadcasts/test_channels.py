@@ -246,6 +246,8 @@ def test_prompt_body_is_written_once_and_filled_per_recipient(
         broadcast = broadcast_create(name="p", channel="sms", prompt="our shop opens on Sunday",
                                      recipients=people).broadcast  # fmt: skip
     assert len(calls) == 2  # once for the preview, once for the broadcast: not once per recipient
+    broadcast.refresh_from_db()  # written by the task broadcasts.write_body, off the create call
+    assert broadcast.status == "completed"
     assert "{{ name }}" in broadcast.body and broadcast.prompt == "our shop opens on Sunday"
     bodies = sorted(p.form["Body"][0] for p in fake_twilio.posts())
     assert len(bodies) == 5 and bodies[0].startswith("Hi P0, our shop opens on Sunday")

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import re
+import signal
 from collections import Counter
+from contextlib import contextmanager
+from datetime import timedelta
 from html import unescape
 
+import psycopg
 import pytest
 import requests
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.utils import timezone
 
 from broadcasts.models import Broadcast, Recipient
 from tests.fakes.twilio import FakeTwilio
+from tests.faults.support import children_of
 from tests.support.services import (
     celery_worker,
     platform_env,
@@ -120,3 +128,80 @@ def test_a_csv_with_bad_rows_sends_exactly_the_good_ones_and_nothing_before_conf
                 assert 'id="cc-bc-percent">100 %<' in watch and 'data-count="sent">3<' in watch
     finally:
         fake.stop()
+
+
+def test_a_worker_killed_in_the_middle_of_an_import_loses_nothing_and_creates_nothing_twice(
+    tmp_path, django_user_model
+):
+    """12,000 rows (three INSERTs of 5,000). The test holds an uncommitted row with the address of
+    row 7,001, so the import's second INSERT waits on it, the first 5,000 rows inserted and not
+    committed; the worker's pool process is SIGKILLed there (the OOM killer's choice: the process
+    holding 100,000 rows). The task acks late and is requeued on a lost worker: the new pool
+    process imports again, from the stored upload, and every row is there exactly once."""
+    sue = django_user_model.objects.create_user("sue", password=PASSWORD, is_staff=True)
+    sue.groups.add(Group.objects.get(name="supervisor"))
+    numbers = [f"+1415{5550000 + i:07d}" for i in range(12_000)]
+    data = ("phone,first_name\r\n" + "".join(f"{n},P{i}\r\n" for i, n in enumerate(numbers))).encode()
+    with redis_server() as (redis_url, _, _):
+        env = platform_env(REDIS_URL=redis_url, MESSAGING_RATE_PER_SECOND="0")
+        with (
+            web_server(env) as base,
+            celery_worker(env, queues="messaging", log_path=tmp_path / "w.log") as worker,
+        ):
+            session = sign_in(base, "sue")
+            new = f"{base}/admin/broadcasts/new/"
+            later = (timezone.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M")  # scheduled: nothing sent
+            preview = session.post(new, timeout=120, files={"file": ("big.csv", data, "text/csv")}, data={
+                "csrfmiddlewaretoken": csrf(session, new), "action": "preview", "name": "Big",
+                "channel": "sms", "body": "Hi {{ first_name }}", "scheduled_for": later,
+            })  # fmt: skip
+            assert preview.status_code == 200, preview.text[:2000]
+            token = re.search(r'name="token" value="([^"]+)"', preview.text).group(1)
+            with blocking_row(numbers[7_000]) as hold:
+                confirmed = session.post(new, timeout=60, allow_redirects=False, data={
+                    "csrfmiddlewaretoken": csrf(session, new), "action": "confirm", "token": token})  # fmt: skip
+                assert confirmed.status_code == 302, confirmed.text[:2000]
+                broadcast = Broadcast.objects.get()
+                assert broadcast.status == "importing"
+                hold(broadcast.pk)
+                wait_until(import_waits_on_the_lock, timeout=60, message="the import to reach row 7,001")
+                [pool] = children_of(worker.pid)
+                os.kill(pool, signal.SIGKILL)
+                wait_until(
+                    lambda: pool not in children_of(worker.pid), timeout=10, message="the pool process gone"
+                )
+            # The held row is rolled back; the requeued task imports everything, once.
+            wait_until(lambda: Broadcast.objects.get().status == "scheduled", timeout=120, interval=0.5,
+                       message="the import to run again and finish")  # fmt: skip
+    broadcast = Broadcast.objects.get()
+    assert broadcast.total == 12_000 and Recipient.objects.filter(broadcast=broadcast).count() == 12_000
+    assert sorted(Recipient.objects.values_list("address", flat=True)) == sorted(numbers)
+    assert "WorkerLostError" in (tmp_path / "w.log").read_text()  # it really died mid-import
+
+
+@contextmanager
+def blocking_row(address: str):
+    """A second database connection that, once given the broadcast, inserts an uncommitted
+    recipient row with ``address``: an INSERT of the same (broadcast, address) waits for it."""
+    params = connection.get_connection_params()
+    with psycopg.connect(**params, autocommit=False) as conn:
+
+        def hold(broadcast_id) -> None:
+            conn.execute(
+                "INSERT INTO broadcasts_recipient (broadcast_id, line, address, variables) VALUES (%s, 1, %s, '{}')",
+                [broadcast_id, address],
+            )
+
+        try:
+            yield hold
+        finally:
+            conn.rollback()
+
+
+def import_waits_on_the_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'INSERT INTO \"broadcasts_recipient\"%%'"
+        )
+        return cursor.fetchone()[0] > 0

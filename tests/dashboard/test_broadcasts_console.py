@@ -20,7 +20,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from broadcasts import services as bc_services
-from broadcasts.models import Broadcast, Recipient, RecipientIntake
+from broadcasts import tasks
+from broadcasts.models import Broadcast, BroadcastUpload, Recipient, RecipientIntake
 from broadcasts.services import broadcast_create
 from comms_platform.routing import websocket_urlpatterns
 from dashboard.access import ROLES
@@ -96,15 +97,25 @@ def test_preview_shows_the_rendered_messages_and_each_bad_row_with_its_line_and_
     assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)  # nothing before confirm
 
 
-def test_confirm_creates_the_good_recipients_once_and_a_second_confirm_creates_nothing(sue):
+def test_confirm_creates_the_good_recipients_once_and_a_second_confirm_creates_nothing(
+    sue, django_capture_on_commit_callbacks
+):
     token = token_of(upload(sue))
     assert Broadcast.objects.count() == 0
-    response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+    with django_capture_on_commit_callbacks() as queued:
+        response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
     broadcast = Broadcast.objects.get()
     assert response.status_code == 302 and response["Location"] == reverse(
         "dashboard:broadcast", args=[broadcast.pk]
     )
-    assert broadcast.created_by.startswith("supervisor") and broadcast.status == "running"
+    # The confirm answered before any recipient was inserted: the watch page says "importing".
+    assert broadcast.status == "importing" and Recipient.objects.count() == 0
+    assert 'id="cc-bc-importing"' in sue.get(response["Location"]).content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        for callback in queued:  # the import task (eager in tests), queued by the confirm's commit
+            callback()
+    broadcast.refresh_from_db()
+    assert broadcast.created_by.startswith("supervisor") and broadcast.status in ("running", "completed")
     assert broadcast.body == BODY and broadcast.total == 3
     assert sorted(broadcast.recipients.values_list("address", flat=True)) == GOOD
     assert broadcast.recipients.get(address=GOOD[1]).variables == {"first_name": "Fay", "code": "F6"}
@@ -122,27 +133,31 @@ def test_a_confirm_without_the_current_preview_creates_nothing(sue):
     assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)
 
 
-def test_a_confirm_the_database_refuses_halfway_leaves_nothing_and_can_be_confirmed_again(sue, monkeypatch):
+def test_an_import_the_database_refuses_halfway_leaves_no_recipient_and_says_so(
+    sue, monkeypatch, django_capture_on_commit_callbacks
+):
     token = token_of(upload(sue))
     monkeypatch.setattr(bc_services, "INSERT_BATCH", 1)  # three recipient INSERTs...
     # Intake inserts through RecipientIntake (the same table, five columns: docs/broadcasts.md).
     real, calls = RecipientIntake.objects.bulk_create, []
 
-    def failing(rows, **kwargs):  # ...and the second one fails, after the first went in
+    def failing(rows, **kwargs):  # ...and every second one fails, after the first went in
         calls.append(len(rows))
-        if len(calls) == 2:
+        if len(calls) % 2 == 0:
             raise DatabaseError("simulated: connection lost")
         return real(rows, **kwargs)
 
     monkeypatch.setattr(RecipientIntake.objects, "bulk_create", failing)
-    response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
-    assert response.status_code == 503 and "nothing was saved" in response.content.decode()
-    assert calls == [1, 1]
-    assert (Broadcast.objects.count(), Recipient.objects.count()) == (0, 0)
-    monkeypatch.undo()
-    response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
-    assert response.status_code == 302
-    assert Broadcast.objects.get().recipients.count() == 3
+    with django_capture_on_commit_callbacks(execute=True):
+        response = sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token})
+    assert response.status_code == 302  # the confirm answers at once; the import task fails
+    broadcast = Broadcast.objects.get()
+    assert len(calls) == 2 * (1 + tasks.IMPORT_RETRIES)  # retried, every attempt rolled back
+    assert broadcast.status == "failed" and broadcast.error == "the import failed: DatabaseError"
+    assert Recipient.objects.count() == 0  # nothing half-created
+    page = sue.get(response["Location"]).content.decode()
+    assert 'id="cc-bc-error"' in page and "the import failed: DatabaseError" in page
+    assert BroadcastUpload.objects.get(broadcast=broadcast).rows == 3  # the uploaded rows are kept
 
 
 def test_bad_uploads_are_a_400_with_the_reason_and_create_nothing(sue):
@@ -153,7 +168,7 @@ def test_bad_uploads_are_a_400_with_the_reason_and_create_nothing(sue):
             {"body": "Hi {{ nickname }}"},
             "the body uses nickname, but the file has no column of that name",
         ),
-        (CSV, {"body": ""}, "Give a body or a template"),
+        (CSV, {"body": ""}, "Give a body, a template or a prompt"),
         (b"", {}, "The submitted file is empty."),
     ]
     for data, fields, message in cases:
@@ -289,3 +304,54 @@ def test_the_watch_page_counts_skipped_recipients_by_reason(sue):
     assert 'data-count="skipped">2<' in html and 'data-count="opted_out">1<' in html
     assert re.search(r'id="cc-bc-skipped".*<td>whatsapp window closed</td><td>2</td>', html, re.S)
     assert 'id="cc-bc-percent">100 %<' in html
+
+
+def test_a_notify_upload_takes_contact_ids_and_reports_bad_ones_with_their_line(
+    sue, django_capture_on_commit_callbacks
+):
+    from dossiers.models import Contact
+
+    ann = Contact.objects.create(name="Ann", email="ann@example.org")
+    bob = Contact.objects.create(name="Bob", phone="+14155550177")
+    data = (f"contact_id,first_name\r\n{ann.id},Ann\r\nnot-an-id,X\r\n"
+            f"00000000-0000-0000-0000-000000000000,Ghost\r\n{bob.id},Bob\r\n{ann.id},Ann twice\r\n").encode()  # fmt: skip
+    response = upload(sue, data, channel="notify", body="Hi {{ first_name }}", subject="For {{ first_name }}")
+    assert response.status_code == 200, response.content.decode()[:3000]
+    html = response.content.decode()
+    assert bad_rows(html) == {3: "not a contact id (a UUID)", 4: "no such contact", 6: "duplicate of line 2"}
+    assert "Hi Ann" in html and "For Ann" in html  # shown as the email it would be
+    with django_capture_on_commit_callbacks(execute=True):
+        sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token_of(response)})
+    broadcast = Broadcast.objects.get()
+    assert broadcast.channel == "notify" and broadcast.subject == "For {{ first_name }}"
+    assert dict(broadcast.recipients.values_list("contact_id", "line")) == {ann.id: 2, bob.id: 5}
+
+
+def test_an_email_upload_needs_a_subject_and_a_prompt_upload_sends_the_previewed_text(
+    sue, settings, django_capture_on_commit_callbacks
+):
+    from tests.fakes.openai_server import FakeOpenAI
+
+    data = b"email,first_name\r\nAda@Example.org,Ada\r\nbob@example.org,Bob\r\n"
+    refused = upload(sue, data, channel="email", body="Hi {{ first_name }}")
+    assert refused.status_code == 400 and "An email broadcast needs a subject." in refused.content.decode()
+    with FakeOpenAI(default_content="Hello {{ name }}, doors open at nine.") as fake:
+        settings.CONTENT_SIMULATED = False
+        settings.OPENAI_API_KEY, settings.OPENAI_BASE_URL = fake.api_key, fake.base_url
+        data = b"email,name\r\nAda@Example.org,Ada\r\nbob@example.org,Bob\r\n"
+        response = upload(sue, data, channel="email", body="", prompt="doors open at nine", subject="News")
+        assert response.status_code == 200, response.content.decode()[:3000]
+        html = response.content.decode()
+        assert 'id="cc-bc-written"' in html and "Hello Ada, doors open at nine." in html
+        with django_capture_on_commit_callbacks(execute=True):
+            sue.post(reverse("dashboard:broadcast-new"), {"action": "confirm", "token": token_of(response)})
+        assert len(fake.requests) == 1  # written for the preview; the confirm asked nothing more
+    broadcast = Broadcast.objects.get()
+    assert (
+        broadcast.prompt == "doors open at nine" and broadcast.body == "Hello {{ name }}, doors open at nine."
+    )
+    assert broadcast.status != "writing"
+    assert sorted(broadcast.recipients.values_list("address", flat=True)) == [
+        "ada@example.org",
+        "bob@example.org",
+    ]

@@ -121,7 +121,10 @@ def upload_and_confirm(page, layout: Layout, csv_path: Path, *, name: str, rate:
     shot(page, f"broadcast-{name}-preview")
     with page.expect_navigation():
         page.click("#cc-bc-confirm")
-    return page.url.rstrip("/").rsplit("/", 1)[1], bad
+    bid = page.url.rstrip("/").rsplit("/", 1)[1]
+    # The confirm answers at once ("importing"); the worker's import task inserts the recipients.
+    wait_until(lambda: Broadcast.objects.get(pk=bid).status != "importing", timeout=30, message="the import")
+    return bid, bad
 
 
 def accepted_by_provider() -> dict[str, str]:
