@@ -43,7 +43,8 @@ def broadcast_progress(broadcast: Broadcast) -> dict[str, Any]:
         **counts,
         "skipped_by_reason": skipped_by_reason,
         "done": done,
-        "percent": round(100.0 * done / total, 1) if total else 100.0,
+        # Nothing in the table yet while an accepted list is being imported: 0 %, not 100 %.
+        "percent": round(100.0 * done / total, 1) if total else (0.0 if broadcast.total else 100.0),
     }
 
 

@@ -54,7 +54,9 @@ def test_intake_rows_are_built_in_the_field_order_the_service_assumes():
 
 
 @pytest.mark.django_db
-def test_many_recipients_go_in_as_one_insert_per_batch_with_their_fields():
+def test_many_recipients_go_in_as_one_insert_per_batch_with_their_fields(django_capture_on_commit_callbacks):
+    """A list longer than BROADCAST_INLINE_INTAKE_MAX: checked in the request (which stores one
+    compressed row and names the refused rows), inserted by the import task."""
     n = 2 * INSERT_BATCH + 7
     people = [
         {"to": f"+1415{200 + i // 10_000}{i % 10_000:04d}", "variables": {"name": f"N{i}"}} for i in range(n)
@@ -63,12 +65,21 @@ def test_many_recipients_go_in_as_one_insert_per_batch_with_their_fields():
     people.append({"to": people[3]["to"], "variables": {"name": "dup"}})
     people.append({"to": "+1 415 200 0001", "variables": {"name": "dup in another form"}})
     people.append({"to": "+14152009999", "variables": {"name": ""}})
+    with CaptureQueriesContext(connection) as request:
+        with django_capture_on_commit_callbacks() as queued:
+            result = broadcast_create(
+                name="big", channel="sms", body="Hi {{ name }}", recipients=people, start=False
+            )
+    assert not [q for q in request.captured_queries if "broadcasts_recipient" in q["sql"]]
+    assert not [q for q in request.captured_queries if 'FROM "dossiers_contact"' in q["sql"]]  # linked later
+    assert result.broadcast.status == "importing" and result.broadcast.total == n
+    assert len(queued) == 1  # the import task, after the commit
     with CaptureQueriesContext(connection) as ctx:
-        result = broadcast_create(
-            name="big", channel="sms", body="Hi {{ name }}", recipients=people, start=False
-        )
+        queued[0]()
     inserts = [q for q in ctx.captured_queries if q["sql"].startswith('INSERT INTO "broadcasts_recipient"')]
     assert len(inserts) == 3 and all("UNNEST" in q["sql"] for q in inserts[:1])
+    result.broadcast.refresh_from_db()
+    assert result.broadcast.status == "draft" and result.broadcast.rejected == 3
     assert result.broadcast.total == n == Recipient.objects.filter(broadcast=result.broadcast).count()
     row = Recipient.objects.get(broadcast=result.broadcast, line=6)
     assert (row.address, row.contact_id, row.variables, row.status) == (
