@@ -29,6 +29,32 @@ def _check_count(event: dict[str, Any], name: str, low: int, high: int) -> None:
         raise BadWebhook(f"{name} must be a whole number from {low} to {high}, not {value[:20]!r}")
 
 
+def status_event(form: dict[str, str], query: Any) -> dict[str, Any]:
+    """A status callback's event: its form fields plus our ids from the callback URL's query
+    (``query``: anything with ``get``). BadWebhook when it is not one (a 400)."""
+    event = form
+    if not (event.get("MessageSid") or event.get("SmsSid")) or not (
+        event.get("MessageStatus") or event.get("SmsStatus")
+    ):
+        raise BadWebhook("MessageSid and MessageStatus are required")
+    status = event.get("MessageStatus") or event.get("SmsStatus")
+    if status not in TASK_STATUS and status not in IGNORED:
+        raise BadWebhook(f"unknown MessageStatus {status!r}")
+    # The task id of our callback URL travels with the stored event.
+    event[callbacks.TASK_KEY] = query.get("task", "")
+    # A broadcast's message (no task): its message id and the broadcast's reference.
+    for key, name in ((callbacks.MESSAGE_KEY, "message"), (callbacks.REF_KEY, "ref")):
+        if query.get(name):
+            event[key] = query.get(name)[:64]
+    return event
+
+
+def status_dedupe_key(event: dict[str, Any]) -> str:
+    sid = event.get("MessageSid") or event.get("SmsSid")
+    status = event.get("MessageStatus") or event.get("SmsStatus")
+    return f"status:{sid}:{status}"
+
+
 class StatusCallbackView(WebhookView):
     """Buffers each callback (one XADD; one INSERT when Redis is away) and answers; a worker
     stores and applies them a moment later, in batches (``callbacks.status_events_drain``), in
@@ -43,26 +69,10 @@ class StatusCallbackView(WebhookView):
         return is_valid_twilio_request(request)
 
     def parse(self, request: HttpRequest) -> list[dict[str, Any]]:
-        event = form_dict(request)
-        if not (event.get("MessageSid") or event.get("SmsSid")) or not (
-            event.get("MessageStatus") or event.get("SmsStatus")
-        ):
-            raise BadWebhook("MessageSid and MessageStatus are required")
-        status = event.get("MessageStatus") or event.get("SmsStatus")
-        if status not in TASK_STATUS and status not in IGNORED:
-            raise BadWebhook(f"unknown MessageStatus {status!r}")
-        # The task id of our callback URL travels with the stored event.
-        event[callbacks.TASK_KEY] = request.GET.get("task", "")
-        # A broadcast's message (no task): its message id and the broadcast's reference.
-        for key, name in ((callbacks.MESSAGE_KEY, "message"), (callbacks.REF_KEY, "ref")):
-            if request.GET.get(name):
-                event[key] = request.GET[name][:64]
-        return [event]
+        return [status_event(form_dict(request), request.GET)]
 
     def dedupe_key(self, event: dict[str, Any]) -> str:
-        sid = event.get("MessageSid") or event.get("SmsSid")
-        status = event.get("MessageStatus") or event.get("SmsStatus")
-        return f"status:{sid}:{status}"
+        return status_dedupe_key(event)
 
     def process(self, event: dict[str, Any], record: WebhookEvent) -> str:
         return callbacks.status_apply(event=event, task_id=event.get(callbacks.TASK_KEY))
