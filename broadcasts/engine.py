@@ -34,6 +34,7 @@ from broadcasts import rendering, stopflags
 from broadcasts.models import Broadcast, BroadcastStatus, Channel, Recipient, RecipientStatus
 from broadcasts.services import NOTIFY_ADDRESS, broadcast_finish_if_done, message_parts, notify_progress
 from comms_platform import ratelimit
+from comms_platform.db import ValuePerRow
 from dossiers.models import Consent, ConsentStatus, Contact
 from orchestrator.registry import call_hook
 from orchestrator.routing import address_for, quiet_until, route_contacts
@@ -166,8 +167,8 @@ def _batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[s
             Recipient.objects.filter(id__in=ids, status=R.SENDING).update(
                 status=R.SENT, sent_at=now, lease_until=None, updated_at=now
             )
-            Recipient.objects.bulk_update(
-                [Recipient(id=r["key"], provider_id=r["sid"]) for r in accepted], ["provider_id"]
+            Recipient.objects.filter(id__in=ids).update(
+                provider_id=ValuePerRow({r["key"]: r["sid"] for r in accepted})
             )
         for result_group in _group_by_reason(by_outcome.get("refused", [])):
             reason, ids = result_group

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from django.db import IntegrityError, connections, models, router, transaction
+from django.db.models import Func, JSONField, TextField, Value
 from django.db.models.constants import OnConflict
+from django.db.models.functions import Cast, Concat
 
 
 def insert_one(obj: models.Model) -> bool:
@@ -42,3 +47,34 @@ def insert_one(obj: models.Model) -> bool:
     obj._state.adding = False
     obj._state.db = using
     return True
+
+
+class ValuePerRow(Func):
+    """For each row, ``values[row.<key>]`` (NULL where the row's key is not in ``values``): one
+    JSON parameter looked up by the database, in place of the ``CASE WHEN id = … THEN …`` per
+    row that ``bulk_update`` builds — for a batch of 200 rows, one expression to compile instead
+    of 200, and a hash lookup per row instead of a scan of 200 branches.
+
+        Message.objects.filter(id__in=sids).update(provider_sid=ValuePerRow(sids))
+
+    PostgreSQL: ``jsonb_extract_path_text(%s::jsonb, "id"::text)``; SQLite:
+    ``json_extract(%s, '$."' || "id" || '"')``. The values come back as text."""
+
+    output_field = TextField()
+
+    def __init__(self, values: dict[Any, Any], key: str = "id") -> None:
+        blob = json.dumps({str(k): v for k, v in values.items()}, separators=(",", ":"), default=str)
+        super().__init__(Value(blob), Cast(key, TextField()))
+
+    def as_postgresql(self, compiler, connection, **extra):
+        blob, key = self.source_expressions
+        return Func(
+            Cast(blob, JSONField()), key, function="jsonb_extract_path_text", output_field=TextField()
+        ).as_sql(compiler, connection)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        blob, key = self.source_expressions
+        path = Concat(Value('$."'), key, Value('"'), output_field=TextField())
+        return Func(blob, path, function="json_extract", output_field=TextField()).as_sql(
+            compiler, connection
+        )

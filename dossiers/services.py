@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from comms_platform import events
-from comms_platform.db import insert_one
+from comms_platform.db import ValuePerRow, insert_one
 from dossiers.models import (
     Artifact,
     AuditLog,
@@ -362,9 +362,7 @@ def messages_record_accepted_bulk(*, sids: dict[int, str], status: str) -> None:
     if not sids:
         return
     Message.objects.filter(id__in=list(sids)).update(
-        provider_sid=Coalesce(
-            F("provider_sid"), Case(*[When(id=mid, then=Value(sid)) for mid, sid in sids.items()])
-        ),
+        provider_sid=Coalesce(F("provider_sid"), ValuePerRow(sids)),
         status=Case(When(status="pending", then=Value(status)), default=F("status")),
         updated_at=timezone.now(),
     )
