@@ -108,6 +108,41 @@ def test_api_creates_and_answers_the_retry_with_the_same_broadcast(api):
     assert Recipient.objects.count() == 4
 
 
+def test_api_a_long_list_is_accepted_at_once_and_imported_by_the_task(
+    api, settings, django_capture_on_commit_callbacks
+):
+    """Past BROADCAST_INLINE_INTAKE_MAX the 201 comes before the rows are inserted: status
+    importing, accepted and rejected final; the import task inserts them, and a retry of the
+    request creates nothing twice."""
+    settings.BROADCAST_INLINE_INTAKE_MAX = 3
+    body = {"name": "long", "channel": "sms", "body": "Hi {{ name }}",
+            "recipients": [*_people(5), {"to": "bad"}, _people(1)[0]]}  # fmt: skip
+    with django_capture_on_commit_callbacks() as queued:
+        first = api.post(
+            "/api/broadcasts/", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="long"
+        )
+    assert first.status_code == 201, first.content
+    data = first.json()
+    assert data["status"] == "importing"
+    assert (data["progress"]["accepted"], data["progress"]["total"], data["progress"]["percent"]) == (
+        5,
+        0,
+        0.0,
+    )
+    assert [(r["line"], r["reason"]) for r in data["rejected"]][1] == (7, "duplicate")
+    assert Recipient.objects.count() == 0 and len(queued) == 1
+    queued[0]()  # the import task
+    shown = api.get(f"/api/broadcasts/{data['id']}/").json()
+    assert (
+        shown["status"] == "running"
+        and shown["progress"]["total"] == 5
+        and shown["progress"]["rejected"] == 2
+    )
+    again = api.post("/api/broadcasts/", body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="long")
+    assert again.status_code == 200 and again.json()["id"] == data["id"]
+    assert Recipient.objects.count() == 5
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
