@@ -65,7 +65,8 @@ def gunicorn(env: dict[str, str], workers: int = 2, threads: int = 1):
     port = free_port()
     env = {**env, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}
     proc = subprocess.Popen(
-        [str(BIN / "gunicorn"), "comms_platform.wsgi:application", "-b", f"127.0.0.1:{port}", "-w", str(workers),
+        [str(BIN / "gunicorn"), "comms_platform.wsgi:application", "--config", "python:comms_platform.gunicorn_conf",
+         "-b", f"127.0.0.1:{port}", "-w", str(workers),
          "--worker-class", "sync" if threads == 1 else "gthread", "--threads", str(threads),
          "--worker-connections", str(2 * threads), "--backlog", "2048", "--log-level", "warning"],
         cwd=ROOT, env=env,
