@@ -162,14 +162,15 @@ def _batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[s
         lock_in_id_order([r["key"] for r in results])
         accepted = by_outcome.get("accepted", [])
         if accepted:
-            ids = [r["key"] for r in accepted]
-            # A callback may have raised a row to delivered already: only ``sending`` becomes sent.
-            Recipient.objects.filter(id__in=ids, status=R.SENDING).update(
-                status=R.SENT, sent_at=now, lease_until=None, updated_at=now
-            )
-            Recipient.objects.filter(id__in=ids).update(
-                provider_id=ValuePerRow({r["key"]: r["sid"] for r in accepted})
-            )
+            # One UPDATE: every row its provider id; a callback may have raised a row to
+            # delivered already, so only ``sending`` becomes sent.
+            sending = Q(status=R.SENDING)
+            Recipient.objects.filter(id__in=[r["key"] for r in accepted]).update(
+                provider_id=ValuePerRow({r["key"]: r["sid"] for r in accepted}),
+                status=Case(When(sending, then=Value(R.SENT)), default=F("status")),
+                sent_at=Case(When(sending, then=Value(now)), default=F("sent_at")),
+                lease_until=None, updated_at=now,
+            )  # fmt: skip
         for result_group in _group_by_reason(by_outcome.get("refused", [])):
             reason, ids = result_group
             Recipient.objects.filter(id__in=ids, status=R.SENDING).update(
