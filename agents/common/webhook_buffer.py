@@ -1,26 +1,29 @@
 """A Redis stream in front of the webhook event table, for the busiest callbacks.
 
-A verified callback is one ``XADD`` in the web process (no database statement, no commit); the
-worker that applies callbacks moves them into ``WebhookEvent`` in batches — one INSERT … ON
-CONFLICT DO NOTHING per batch, so a duplicate (same dedupe key) is still stored once — inside the
-transaction that applies them, and acknowledges the stream entries only after that commit.
+A verified callback is one ``XADD`` in the web process (no database statement, no commit). The
+worker that applies callbacks reads them in batches (one drain per stream at a time: a Redis
+lock), leaves out the keys already stored (one query), applies the rest and inserts them with
+their outcomes — one INSERT … ON CONFLICT DO NOTHING per batch, no UPDATE afterwards — in one
+transaction, and acknowledges the stream entries only after that commit.
 
 Nothing is lost on a crash: an entry read by a worker that dies before its commit stays pending in
-the consumer group and is claimed again (``XAUTOCLAIM``) after ``RECLAIM_IDLE_MS``; an entry stored
-twice that way hits the dedupe key. When Redis is not configured or does not answer, ``push``
-returns False and the view stores the event in the table itself, as it always did.
+the consumer group and is claimed again (``XAUTOCLAIM``) after ``RECLAIM_IDLE_MS``; one whose
+worker died after the commit is read again and left out (its key is stored). When Redis is not
+configured or does not answer, ``push`` returns False and the view stores the event in the table
+itself, as it always did.
 
 Redis is the Celery broker already: a buffered callback is as durable as a queued task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "drain"
 RECLAIM_IDLE_MS = 30_000  # an entry read this long ago and not acknowledged: its worker died
+LOCK_SECONDS = 30  # one drain reads a stream at a time; a lost drain's lock runs out
 PREFIX = "webhooks:buffer:"
 
 
@@ -72,44 +76,71 @@ def push(*, provider: str, kind: str, dedupe_key: str, payload: dict[str, Any]) 
 
 @dataclass
 class Taken:
-    """Stream entries moved into the table in the caller's transaction; ``ack`` after commit."""
+    """Buffered events read from the stream, not yet stored: ``rows`` are the new ones (unsaved
+    ``WebhookEvent``s; a key already stored, or twice in the batch, is left out). The caller
+    applies them, ``store``s them with their outcomes in its transaction, and ``ack``s after the
+    commit — or ``release``s when it fails (the entries are then claimed again)."""
 
     provider: str
     kind: str
-    ids: list[bytes]
+    ids: list[bytes] = field(default_factory=list)
+    rows: list[WebhookEvent] = field(default_factory=list)
+    locked: bool = False
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def store(self, outcomes: list[str]) -> None:
+        """Insert the rows, applied, with their outcomes: one INSERT (no UPDATE afterwards)."""
+        now = timezone.now()
+        for row, outcome in zip(self.rows, outcomes, strict=True):
+            row.outcome, row.processed_at = outcome[:64], now
+        _store(self.rows)
+
     def ack(self) -> None:
-        if not self.ids:
-            return
-        name = stream(self.provider, self.kind)
-        try:
-            pipe = client().pipeline(transaction=False)
-            pipe.xack(name, GROUP, *self.ids)
-            pipe.xdel(name, *self.ids)
-            pipe.execute()
-        except Exception as exc:
-            # Stored already: a later claim stores them again, which the dedupe key ignores.
-            log.warning("webhook buffer: %d entries not acknowledged (%s)", len(self.ids), type(exc).__name__)
+        if self.ids:
+            name = stream(self.provider, self.kind)
+            try:
+                pipe = client().pipeline(transaction=False)
+                pipe.xack(name, GROUP, *self.ids)
+                pipe.xdel(name, *self.ids)
+                pipe.execute()
+            except Exception as exc:
+                # Stored already: a later claim reads them again, and the stored key leaves them out.
+                log.warning(
+                    "webhook buffer: %d entries not acknowledged (%s)", len(self.ids), type(exc).__name__
+                )
+        self.release()
+
+    def release(self) -> None:
+        if self.locked:
+            self.locked = False
+            with contextlib.suppress(Exception):
+                client().delete(_lock(self.provider, self.kind))
+
+
+def _lock(provider: str, kind: str) -> str:
+    return f"{stream(provider, kind)}:draining"
 
 
 def take(*, provider: str, kind: str, count: int) -> Taken:
-    """Move up to ``count`` buffered events into ``WebhookEvent`` (unprocessed), in the caller's
-    transaction. Acknowledge with ``Taken.ack()`` once it commits."""
-    taken = Taken(provider, kind, [])
+    """Up to ``count`` buffered events, the ones not stored yet as unsaved rows (one query for
+    the keys already stored). One drain at a time reads a stream (a Redis lock, LOCK_SECONDS):
+    two drains holding copies of one callback must not both apply it. Another drain holding the
+    lock: nothing is taken (that drain goes on until the stream is empty)."""
+    taken = Taken(provider, kind)
     if not settings.REDIS_URL:
         return taken
     try:
+        if not client().set(_lock(provider, kind), _consumer(), nx=True, ex=LOCK_SECONDS):
+            return taken
+        taken.locked = True
         entries = _read(stream(provider, kind), count)
     except Exception as exc:
+        taken.release()
         log.warning("webhook buffer not read (%s): the periodic drain tries again", type(exc).__name__)
         return taken
-    if not entries:
-        return taken
-    rows: list[WebhookEvent] = []
-    now = timezone.now()
+    keyed: dict[str, WebhookEvent] = {}
     for entry_id, fields in entries:
         taken.ids.append(entry_id)
         try:
@@ -118,10 +149,14 @@ def take(*, provider: str, kind: str, count: int) -> Taken:
         except (KeyError, ValueError):
             log.error("webhook buffer: unreadable entry %s dropped", entry_id)
             continue
-        rows.append(
-            WebhookEvent(provider=provider, kind=kind, dedupe_key=key, payload=payload, received_at=now)
+        keyed.setdefault(key, WebhookEvent(provider=provider, kind=kind, dedupe_key=key, payload=payload))
+    if keyed:
+        stored = set(
+            WebhookEvent.objects.filter(provider=provider, dedupe_key__in=list(keyed)).values_list(
+                "dedupe_key", flat=True
+            )
         )
-    _store(rows)
+        taken.rows = [row for key, row in keyed.items() if key not in stored]
     return taken
 
 

@@ -91,38 +91,28 @@ def _redis_for(url: str):
 
 
 def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
-    """Apply stored, unprocessed status callbacks in arrival order. Returns how many."""
-    from agents.common.models import WebhookEvent
+    """Apply the buffered and the stored, unprocessed status callbacks in arrival order.
+    Returns how many were applied."""
 
     done = 0
     flag_cleared = False
     while True:
-        with transaction.atomic():
-            # The buffered callbacks (webhook_buffer: a Redis stream) become rows first, in this
-            # transaction, so storing and applying them costs one commit per batch.
-            taken = webhook_buffer.take(provider="twilio", kind=STATUS_KIND, count=batch)
-            events = list(
-                WebhookEvent.objects.select_for_update(skip_locked=True)
-                .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
-                .order_by("id")[:batch]
-            )
-            try:
-                with transaction.atomic():
-                    outcomes = status_events_apply([record.payload for record in events])
-            except Exception:
-                # Something in the batch broke the set-based path (a deadlock, a bad row): apply
-                # the batch one event at a time, each on its own, as before.
-                log.warning("status callbacks %s…: batch failed, one at a time", events[0].id, exc_info=True)
-                outcomes = [_apply_stored(record) for record in events]
-            now = timezone.now()
-            by_outcome: dict[str, list[int]] = {}
-            for record, outcome in zip(events, outcomes, strict=True):
-                by_outcome.setdefault(outcome[:64], []).append(record.id)
-            for outcome, ids in by_outcome.items():  # a few outcomes per batch: a few UPDATEs
-                WebhookEvent.objects.filter(id__in=ids).update(outcome=outcome, processed_at=now)
+        taken = webhook_buffer.take(provider="twilio", kind=STATUS_KIND, count=batch)
+        try:
+            with transaction.atomic():
+                if taken:
+                    # Buffered callbacks (a Redis stream): applied, then stored with their
+                    # outcomes in one INSERT; the entries acknowledged after the commit.
+                    count = len(taken.rows)
+                    taken.store(_apply_batch([row.payload for row in taken.rows]))
+                else:
+                    count = _drain_table(batch)
+        except BaseException:
+            taken.release()  # not acknowledged: claimed again after RECLAIM_IDLE_MS
+            raise
         taken.ack()
-        done += len(events)
-        if events or taken:
+        done += count
+        if count or taken:
             continue
         if flag_cleared or not settings.REDIS_URL:
             return done
@@ -131,15 +121,52 @@ def status_events_drain(*, batch: int = DRAIN_BATCH) -> int:
         time.sleep(DRAIN_GRACE_SECONDS)
 
 
-def _apply_stored(record) -> str:
-    """One stored callback on its own (the fallback when a batch breaks)."""
+def _drain_table(batch: int) -> int:
+    """Callbacks stored in the table (by the view when Redis was away): applied in id order."""
+    from agents.common.models import WebhookEvent
+
+    events = list(
+        WebhookEvent.objects.select_for_update(skip_locked=True)
+        .filter(provider="twilio", kind=STATUS_KIND, processed_at__isnull=True)
+        .order_by("id")[:batch]
+    )
+    outcomes = _apply_batch([record.payload for record in events])
+    now = timezone.now()
+    by_outcome: dict[str, list[int]] = {}
+    for record, outcome in zip(events, outcomes, strict=True):
+        by_outcome.setdefault(outcome[:64], []).append(record.id)
+    for outcome, ids in by_outcome.items():  # a few outcomes per batch: a few UPDATEs
+        WebhookEvent.objects.filter(id__in=ids).update(outcome=outcome, processed_at=now)
+    return len(events)
+
+
+def _apply_batch(payloads: list[dict[str, Any]]) -> list[str]:
+    """Apply callbacks set-based; when something in the batch breaks that (a deadlock, a bad
+    row), one at a time, each on its own, so one bad event does not block the others."""
+    if not payloads:
+        return []
     try:
         with transaction.atomic():
-            return status_events_apply([record.payload])[0]
+            return status_events_apply(payloads)
+    except Exception:
+        log.warning("status callbacks: batch failed (%d), one at a time", len(payloads), exc_info=True)
+        return [_apply_one(payload) for payload in payloads]
+
+
+def _apply_one(payload: dict[str, Any]) -> str:
+    """One callback on its own (the fallback when a batch breaks)."""
+    try:
+        with transaction.atomic():
+            return status_events_apply([payload])[0]
     except Exception:
         # One bad event must not block the others; it stays visible with its outcome.
-        log.exception("status callback %s could not be applied", record.id)
+        log.exception("status callback %s could not be applied", payload.get("MessageSid", "?"))
         return "error"
+
+
+def _apply_stored(record) -> str:
+    """One stored callback on its own."""
+    return _apply_one(record.payload)
 
 
 def status_apply(*, event: dict[str, str], task_id: str | None, actor: str = "webhook:twilio") -> str:

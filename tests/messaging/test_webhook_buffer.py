@@ -12,8 +12,7 @@ from django.db import transaction
 from agents.common import webhook_buffer
 from agents.common.models import WebhookEvent
 from agents.messaging import callbacks
-from dossiers.models import Message
-from orchestrator.models import Task
+from orchestrator.models import Task, TaskEvent
 from orchestrator.states import TaskStatus
 from tests.messaging.conftest import STATUS_URL, signed_post
 from tests.messaging.test_status_webhook import callback, in_flight
@@ -45,13 +44,15 @@ def test_a_worker_that_dies_before_its_commit_leaves_the_callback_for_the_next_o
     task = in_flight()
     assert post_delivered(client, task).status_code == 204
     assert webhook_buffer.pending("twilio", KIND) == 1
-    # A drain reads the entry and dies before committing (its transaction rolls back).
-    with pytest.raises(RuntimeError), transaction.atomic():
-        assert len(webhook_buffer.take(provider="twilio", kind=KIND, count=10)) == 1
-        raise RuntimeError("worker lost")
+    # A drain reads the entry and dies before its commit: nothing stored, nothing acknowledged.
+    assert len(webhook_buffer.take(provider="twilio", kind=KIND, count=10).rows) == 1
     assert WebhookEvent.objects.count() == 0
+    # While its lock lives, no other drain reads the stream.
+    assert len(webhook_buffer.take(provider="twilio", kind=KIND, count=10)) == 0
+    buffered.delete(webhook_buffer._lock("twilio", KIND))  # …then it runs out
     # Read by the dead worker, the entry is not handed out again as new…
     assert len(webhook_buffer.take(provider="twilio", kind=KIND, count=10)) == 0
+    buffered.delete(webhook_buffer._lock("twilio", KIND))
     # …until it has been idle RECLAIM_IDLE_MS: then the next drain claims, stores and applies it.
     monkeypatch.setattr(webhook_buffer, "RECLAIM_IDLE_MS", 0)
     assert callbacks.status_events_drain() == 1
@@ -60,17 +61,29 @@ def test_a_worker_that_dies_before_its_commit_leaves_the_callback_for_the_next_o
     assert webhook_buffer.pending("twilio", KIND) == 0
 
 
-def test_a_worker_that_dies_after_its_commit_does_not_store_the_callback_twice(client, buffered, monkeypatch):
+def test_a_worker_that_dies_after_its_commit_does_not_apply_the_callback_twice(client, buffered, monkeypatch):
     task = in_flight()
     assert post_delivered(client, task).status_code == 204
-    with transaction.atomic():  # stored and committed, then the worker dies before its XACK
-        webhook_buffer.take(provider="twilio", kind=KIND, count=10)
-    assert WebhookEvent.objects.count() == 1
+    taken = webhook_buffer.take(provider="twilio", kind=KIND, count=10)
+    with transaction.atomic():  # applied and stored, then the worker dies before its XACK
+        taken.store(callbacks._apply_batch([row.payload for row in taken.rows]))
+    buffered.delete(webhook_buffer._lock("twilio", KIND))  # its lock runs out
+    assert Task.objects.get(id=task.id).status == TaskStatus.SUCCEEDED
     monkeypatch.setattr(webhook_buffer, "RECLAIM_IDLE_MS", 0)
-    assert callbacks.status_events_drain() == 1  # the stored event applied; the claimed copy ignored
+    assert callbacks.status_events_drain() == 0  # claimed again, its key found stored: left out
     assert WebhookEvent.objects.count() == 1
-    assert Message.objects.get(task=task).status == "delivered"
+    assert TaskEvent.objects.filter(task=task, to_status=TaskStatus.SUCCEEDED).count() == 1
     assert webhook_buffer.pending("twilio", KIND) == 0
+
+
+def test_a_callback_buffered_twice_is_applied_and_stored_once(client, buffered):
+    task = in_flight()
+    post_delivered(client, task)
+    post_delivered(client, task)  # Twilio sent it again
+    assert webhook_buffer.pending("twilio", KIND) == 2
+    assert callbacks.status_events_drain() == 1
+    assert WebhookEvent.objects.count() == 1
+    assert TaskEvent.objects.filter(task=task, to_status=TaskStatus.SUCCEEDED).count() == 1
 
 
 def test_with_redis_away_the_callback_is_stored_in_the_table(client, settings):
@@ -86,12 +99,12 @@ def test_with_redis_away_the_callback_is_stored_in_the_table(client, settings):
 
 def test_a_row_the_database_refuses_does_not_sink_the_batch(buffered, caplog):
     """One event of a batch the database refuses (a key longer than its column): logged, the
-    others of the batch stored and applied."""
+    others of the batch applied and stored."""
     task = in_flight()
     webhook_buffer.push(provider="twilio", kind=KIND, dedupe_key="k" * 300, payload=callback("sent"))
     webhook_buffer.push(provider="twilio", kind=KIND, dedupe_key="good",
                         payload={**callback("delivered"), callbacks.TASK_KEY: str(task.id)})  # fmt: skip
-    assert callbacks.status_events_drain() == 1
+    assert callbacks.status_events_drain() == 2
     assert WebhookEvent.objects.get().outcome == "delivered"
     assert Task.objects.get(id=task.id).status == TaskStatus.SUCCEEDED
     assert "could not be stored at all" in caplog.text
