@@ -107,8 +107,8 @@ class FakeTwilio:
                 try:
                     self._post(item, form)
                 finally:
-                    with fake._lock:
-                        fake.in_flight -= 1
+                    if item.answered is None:
+                        fake._answered(item, 0)
 
             def _post(self, item: Received, form: dict) -> None:
                 if not item.authorized:
@@ -121,7 +121,7 @@ class FakeTwilio:
                     time.sleep(fake.latency)
                 if answer is not None and answer.status >= 300:
                     headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
-                    item.status, item.answered = answer.status, time.monotonic()
+                    fake._answered(item, answer.status)
                     return self._json(answer.status, {
                         "code": answer.code, "message": answer.message or "error", "status": answer.status,
                         "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
@@ -132,7 +132,7 @@ class FakeTwilio:
                 if fake.hold:
                     fake.holding.set()
                     fake.release.wait(60)
-                item.status, item.answered = 201, time.monotonic()
+                fake._answered(item, 201)
                 with contextlib.suppress(OSError):  # the client may be gone (killed while waiting)
                     self._json(201, created)
 
@@ -190,6 +190,13 @@ class FakeTwilio:
         }  # fmt: skip
         self.messages.append(message)
         return message
+
+    def _answered(self, item: Received, status: int) -> None:
+        """Counted out when the answer is about to leave (the client may send its next call as
+        soon as it has read it)."""
+        with self._lock:
+            self.in_flight -= 1
+        item.status, item.answered = status, time.monotonic()
 
     def posts(self) -> list[Received]:
         return [r for r in self.requests if r.method == "POST"]
