@@ -14,17 +14,19 @@ The division of work keeps every guarantee of the one-by-one loop (docs/broadcas
   nothing more starts, ``throttled(retry_after)`` is told at once (from the pool thread), and
   the items not started come back ``not_sent``.
 
-Each thread needs its own provider client: the Twilio SDK's ``TwilioHttpClient`` keeps its
+A provider client serves one thread at a time: the Twilio SDK's ``TwilioHttpClient`` keeps its
 ``requests.Session`` and its last request / answer on the instance, which is not thread-safe
-(twilio/twilio-python#580, psf/requests#2766); ``PerThread`` keeps one per thread.
+(twilio/twilio-python#580, psf/requests#2766); ``ClientPool`` lends each call a client of its own.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -80,19 +82,23 @@ def _tell(throttled: Callable[[float | None], None], retry_after: Any) -> None:
         log.exception("broadcast back-off could not be announced")
 
 
-class PerThread:
-    """``factory()``'s value, built once per thread (a provider client with its own session)."""
+class ClientPool:
+    """``size`` provider clients, built up front in the batch's thread, each lent to one sending
+    thread at a time (``lease``). Built before the first call: a paced call must not carry a
+    client's construction (imports, a new session) and reach the provider late after its token,
+    which would let the next call arrive closer than the rate. ``size`` is at least the calls
+    that can be under way, so a lease never waits."""
 
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self._local = threading.local()
-        self.made: list[Any] = []
-        self._lock = threading.Lock()
+    def __init__(self, factory: Callable[[], Any], size: int) -> None:
+        self.made: list[Any] = [factory() for _ in range(max(1, size))]
+        self._free: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for client in self.made:
+            self._free.put(client)
 
-    def get(self) -> Any:
-        value = getattr(self._local, "value", None)
-        if value is None:
-            value = self._local.value = self._factory()
-            with self._lock:
-                self.made.append(value)
-        return value
+    @contextmanager
+    def lease(self) -> Iterator[Any]:
+        client = self._free.get()
+        try:
+            yield client
+        finally:
+            self._free.put(client)

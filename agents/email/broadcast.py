@@ -6,8 +6,8 @@ may not import an agent (docs/broadcasts.md):
   address hard-bounced before is refused: ``email_undeliverable``) and the dossier emails of
   the batch, one INSERT;
 - ``email.batch_send(channel, items, before_send, throttled)``: the configured provider's
-  Django email backend opened once per sending thread (SendGrid: ``BROADCAST_SEND_CONCURRENCY``
-  threads, one anymail HTTP session each; SMTP: one thread, one session), one ``send`` per
+  Django email backend opened once per call under way (SendGrid: ``BROADCAST_SEND_CONCURRENCY``
+  backends, one anymail HTTP session each; SMTP: one session, one email at a time), one ``send`` per
   email over it, ``before_send(item)`` asked first; the first transient refusal stops the
   batch and calls ``throttled(retry_after)``; the dossier emails updated set-based afterwards;
 - ``email.batch_reconcile(items)``: after a lost worker, the provider message id the emails
@@ -24,7 +24,7 @@ from typing import Any
 
 from django.conf import settings
 
-from agents.common.batchsend import PerThread, send_concurrently
+from agents.common.batchsend import ClientPool, send_concurrently
 from agents.email.providers import EmailProvider, OutgoingEmail, get_provider, provider_chain
 from agents.email.services import unsubscribe_url
 from dossiers.models import Contact, Email
@@ -70,19 +70,20 @@ def batch_send(
     before_send: Callable[[dict[str, Any]], bool],
     throttled: Callable[[float | None], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Send prepared items, ``BROADCAST_SEND_CONCURRENCY`` at a time, each sending thread over
-    its own connection opened once (one anymail HTTP session per thread; SMTP: one thread, one
-    session); one result each: accepted (sid) / refused (code, reason) / not_sent (stopped, or
-    a transient refusal — an unreachable server too: ``transient``, the rest goes back) /
-    unknown (the connection broke after the message may have left)."""
+    """Send prepared items, ``BROADCAST_SEND_CONCURRENCY`` at a time, each call over a connection
+    opened once for the batch and lent to one call at a time (one anymail HTTP session each;
+    SMTP: one session); one result each: accepted (sid) / refused (code, reason) / not_sent
+    (stopped, or a transient refusal — an unreachable server too: ``transient``, the rest goes
+    back) / unknown (the connection broke after the message may have left)."""
     provider = get_provider(provider_chain()[0])
-    connections = PerThread(lambda: _open(provider))
     concurrency = settings.BROADCAST_SEND_CONCURRENCY if provider.concurrent_sends else 1
+    connections = ClientPool(lambda: _open(provider), min(concurrency, len(items)))
     messages: dict[Any, OutgoingEmail] = {}
 
     def send(item: dict[str, Any]) -> dict[str, Any]:
         messages[item["key"]] = message = _outgoing(item)
-        return _send_one(provider, connections.get(), message, item["key"])
+        with connections.lease() as connection:
+            return _send_one(provider, connection, message, item["key"])
 
     try:
         results = send_concurrently(items, send=send, before_send=before_send, throttled=throttled,

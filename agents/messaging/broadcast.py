@@ -4,7 +4,7 @@ Broadcasts may not import an agent; they call these registry hooks (docs/broadca
 - ``messaging.batch_prepare(channel, items)``: the channel rules per recipient (WhatsApp's
   24-hour window, the body's length) and the dossier messages of the batch, one INSERT;
 - ``messaging.batch_send(channel, items, before_send, throttled)``: one provider call per
-  message, ``BROADCAST_SEND_CONCURRENCY`` at a time (one SDK client per sending thread),
+  message, ``BROADCAST_SEND_CONCURRENCY`` at a time (one SDK client per call under way),
   ``before_send(item)`` asked first (False: stop here); the first transient refusal stops the
   batch and calls ``throttled(retry_after)``; the dossier messages updated set-based afterwards;
 - ``messaging.batch_reconcile(items)``: after a lost worker, asks the provider which of these
@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.utils import timezone
 
-from agents.common.batchsend import PerThread, send_concurrently
+from agents.common.batchsend import ClientPool, send_concurrently
 from agents.messaging import bodies
 from agents.messaging.providers import get_provider
 from agents.messaging.providers.base import MessagingProvider, OutboundMessage
@@ -88,18 +88,20 @@ def batch_send(
 ) -> list[dict[str, Any]]:
     """Send prepared items, ``BROADCAST_SEND_CONCURRENCY`` at a time (agents/common/batchsend.py:
     ``before_send(item)`` asked first in this thread, False stops the batch; one provider client
-    per sending thread); one result each: outcome accepted (sid) / refused (code, reason) /
+    per call under way); one result each: outcome accepted (sid) / refused (code, reason) /
     not_sent (stopped before its call, or a transient refusal: ``transient`` and the provider's
     ``retry_after``) / unknown (no answer after the request left: the caller leaves it for the
     reconciler). The dossier messages are updated set-based afterwards, in this thread."""
-    providers = PerThread(_warm_provider)
+    concurrency = settings.BROADCAST_SEND_CONCURRENCY
+    providers = ClientPool(_warm_provider, min(concurrency, len(items)))
     _, service = _sender(channel)
 
     def send(item: dict[str, Any]) -> dict[str, Any]:
-        return _send_one(providers.get(), channel, service, item)
+        with providers.lease() as provider:
+            return _send_one(provider, channel, service, item)
 
     results = send_concurrently(items, send=send, before_send=before_send, throttled=throttled,
-                                concurrency=settings.BROADCAST_SEND_CONCURRENCY)  # fmt: skip
+                                concurrency=concurrency)  # fmt: skip
     by_key = {item["key"]: item["message_id"] for item in items}
     messages_record_accepted_bulk(
         sids={by_key[r["key"]]: r["sid"] for r in results if r["outcome"] == "accepted"}, status="queued"
@@ -112,9 +114,9 @@ def batch_send(
 
 
 def _warm_provider() -> MessagingProvider:
-    """A provider for one sending thread, its SDK client built and its Messages resource loaded
-    before the first paced call (which would otherwise carry the import and a new connection,
-    and reach Twilio late after its token)."""
+    """A provider for one sending thread at a time, its SDK client built and its Messages resource
+    loaded before the first paced call (which would otherwise carry the import and reach Twilio
+    late after its token)."""
     provider = get_provider()
     if hasattr(provider, "client"):
         provider.client().messages  # noqa: B018

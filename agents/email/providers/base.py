@@ -102,7 +102,7 @@ class EmailProvider(ABC):
     name: str = ""
     operation: str = "mail.send"  # the label of its calls in comms_provider_request_seconds
     awaits_events: bool = False
-    # A broadcast batch may send over several connections at once (one per thread).
+    # A broadcast batch may send over several connections at once (one per call under way).
     concurrent_sends: bool = True
 
     def send(self, message: OutgoingEmail) -> SendResult:
