@@ -23,6 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a batch opening eight connections at once (two
+    # batches, sixteen) overflows it, and a dropped SYN is retried only after a second — a delay
+    # real Twilio does not add.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 @dataclass
 class Received:
     method: str
@@ -169,7 +177,7 @@ class FakeTwilio:
                                  "uri": item.path, "first_page_uri": item.path, "previous_page_uri": None,
                                  "end": len(found), "start": 0})  # fmt: skip
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
