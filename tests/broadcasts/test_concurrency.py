@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, Recipient, RecipientStatus
@@ -74,7 +75,7 @@ def test_a_batch_sends_concurrently_once_per_recipient(
 
 
 def test_a_transient_refusal_stops_the_batch_and_backs_off_exponentially(
-    fake_twilio, settings, django_capture_on_commit_callbacks
+    fake_twilio, settings, django_capture_on_commit_callbacks, admin_client
 ):
     """A 503 without Retry-After: in-flight calls finish, nothing more starts, the rest goes back
     to pending, and no batch is claimed before the back-off (the base 0.6 s, half of it random: 0.3 to 0.6 s) is over; the next clean batch ends it."""
@@ -101,10 +102,13 @@ def test_a_transient_refusal_stops_the_batch_and_backs_off_exponentially(
     from broadcasts.selectors import broadcast_progress
 
     assert broadcast_progress(broadcast)["backoff_until"] == broadcast.backoff_until
+    page = reverse("dashboard:broadcast", args=[broadcast.pk])
+    assert 'id="cc-bc-backoff"' in admin_client.get(page).content.decode()  # the console says so
     time.sleep(max(0.0, (broadcast.backoff_until - timezone.now()).total_seconds()) + 0.05)
     assert _batch(broadcast) == {"accepted": 17}
     broadcast.refresh_from_db()
     assert (broadcast.backoff_step, broadcast.backoff_until) == (0, None)  # a clean batch ends it
+    assert 'id="cc-bc-backoff"' not in admin_client.get(page).content.decode()
     sent_to = Counter(p.form["To"][0] for p in fake_twilio.posts() if p.status == 201)
     assert sent_to == Counter(r["to"] for r in _people(20))  # each recipient accepted once
     assert set(Recipient.objects.filter(broadcast=broadcast).values_list("status", flat=True)) == {R.SENT}
