@@ -142,8 +142,11 @@ def batch_send(batch: Batch) -> dict[str, int]:
     transient = next((r for r in results if r.get("transient")), None)
     if transient is not None:
         backoff.begin(transient.get("retry_after"))  # when the agent did not announce it itself
+    # Only a batch the provider answered in full ends a back-off (one stopped by another batch's
+    # back-off proves nothing).
+    clean = not any(r["outcome"] == "not_sent" for r in results)
     counts = batch_record(broadcast_id=broadcast.id, results=results, backoff_until=backoff.until,
-                          backing_off=bool(broadcast.backoff_step))  # fmt: skip
+                          backing_off=bool(broadcast.backoff_step) and clean)  # fmt: skip
     if backoff.until is not None and counts.get("backoff_opened"):
         batch.resume_in = max(0.0, (backoff.until - timezone.now()).total_seconds())
     return counts
