@@ -83,8 +83,9 @@ def batch_claim(*, broadcast_id: Any) -> Batch:
         broadcast = Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).first()
         if broadcast is None:
             return Batch(None)
-        if broadcast.backoff_until is not None and broadcast.backoff_until > now:
-            return Batch(broadcast, wait=(broadcast.backoff_until - now).total_seconds())
+        wait = _backoff_wait(broadcast, now)
+        if wait:
+            return Batch(broadcast, wait=wait)
         size = batch_size(broadcast)
         rows = list(
             Recipient.objects.select_for_update(skip_locked=True)
@@ -322,11 +323,10 @@ def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str
 def backoff_remaining(*, broadcast_id: Any) -> float | None:
     """Seconds until a running broadcast's back-off is over (0: not backing off); None when it
     is not running."""
-    row = Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).values_list("backoff_until", flat=True)
-    if not row:
-        return None
-    until = row[0]
-    return max(0.0, (until - timezone.now()).total_seconds()) if until else 0.0
+    broadcast = (
+        Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).only("id", "backoff_until").first()
+    )
+    return None if broadcast is None else _backoff_wait(broadcast, timezone.now())
 
 
 def finish_if_done(*, broadcast_id: Any) -> bool:
@@ -337,6 +337,13 @@ def finish_if_done(*, broadcast_id: Any) -> bool:
 
 
 # --- internals -----------------------------------------------------------------------------
+
+
+def _backoff_wait(broadcast: Broadcast, now) -> float:
+    """Seconds the broadcast still backs off: its ``backoff_until``, or the Redis key a batch
+    raised the moment it was refused (before its writer has recorded it)."""
+    recorded = (broadcast.backoff_until - now).total_seconds() if broadcast.backoff_until else 0.0
+    return max(recorded, stopflags.backoff_left(broadcast.id), 0.0)
 
 
 # Paced a little under the rate asked: the provider sees our grants plus the network's jitter,

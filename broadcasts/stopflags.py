@@ -50,6 +50,18 @@ def hold(broadcast_id: Any, seconds: float) -> None:
         _client(settings.REDIS_URL).set(_backoff_key(broadcast_id), "1", px=max(1, int(seconds * 1000)))
 
 
+def backoff_left(broadcast_id: Any) -> float:
+    """Seconds the back-off key still holds (0 without one, or without Redis)."""
+    if not settings.REDIS_URL:
+        return 0.0
+    try:
+        millis = _client(settings.REDIS_URL).pttl(_backoff_key(broadcast_id))
+    except Exception as exc:  # the database's backoff_until still holds
+        log.warning("back-off flag unreadable (%s)", type(exc).__name__)
+        return 0.0
+    return max(0.0, millis / 1000.0)
+
+
 def is_raised(broadcast_id: Any) -> bool:
     """True when the batch must stop (paused, cancelled, backing off). Falls back to the
     database when Redis is not configured or does not answer (a stop must never be missed

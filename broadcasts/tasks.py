@@ -64,7 +64,9 @@ def _resume_later(broadcast_id: str, seconds: float) -> None:
         # No broker, no countdown (the embedded default runs tasks inline): beat's tick starts
         # the chains again once the back-off is over.
         return
-    resume.apply_async(args=[broadcast_id], queue=QUEUE, countdown=seconds)
+    # At most 5 minutes at a time (a long Retry-After waits in several steps): well under the
+    # Redis broker's visibility timeout (1 h), after which it would hand the ETA task out again.
+    resume.apply_async(args=[broadcast_id], queue=QUEUE, countdown=min(seconds, 300.0))
 
 
 @shared_task(name="broadcasts.tick", acks_late=True)
