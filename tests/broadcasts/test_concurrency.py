@@ -168,3 +168,26 @@ def test_email_batch_goes_to_sendgrid_concurrently_and_backs_off_on_429(
         Recipient.objects.filter(broadcast=broadcast, status=R.SENT).values_list("provider_id", flat=True)
     )
     assert sent_ids == set(sendgrid.message_ids)
+
+
+def test_a_refused_batchs_redis_key_holds_the_other_batches_before_the_database_knows(
+    fake_twilio, settings, django_capture_on_commit_callbacks
+):
+    """The moment a batch is refused it raises the back-off key in Redis: a batch in flight
+    stops at its next call and a claim waits, before the refused batch's writer has recorded
+    ``backoff_until``."""
+    import os
+
+    from broadcasts import stopflags
+
+    settings.REDIS_URL = os.environ.get("REDIS_URL") or pytest.skip("needs Redis")
+    settings.BROADCAST_BATCH_SIZE = 5
+    broadcast = _create(5, django_capture_on_commit_callbacks)
+    stopflags.hold(broadcast.id, 0.5)  # as a refused batch's sending thread does
+    assert Broadcast.objects.get(id=broadcast.id).backoff_until is None
+    assert _batch(broadcast) == {"backing_off": 1}
+    assert stopflags.is_raised(broadcast.id)  # what a batch in flight reads before each call
+    assert fake_twilio.posts() == []
+    time.sleep(0.6)
+    assert not stopflags.is_raised(broadcast.id)
+    assert _batch(broadcast) == {"accepted": 5}
