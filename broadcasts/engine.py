@@ -7,10 +7,12 @@ The Recipient row is the unit of work (docs/broadcasts.md, "Batching design"):
    body are decided here; the messaging agent prepares the dossier messages
    (``messaging.batch_prepare``: WhatsApp window, body length); the rows to send become
    ``sending`` with a lease — all in one transaction, committed BEFORE any provider call;
-2. send: ``messaging.batch_send`` calls the provider once per recipient over one client, and
-   asks ``before_send`` first (the stop flag of pause / cancel, the sender's token bucket);
+2. send: ``messaging.batch_send`` calls the provider once per recipient,
+   BROADCAST_SEND_CONCURRENCY calls at a time (agents/common/batchsend.py), and asks
+   ``before_send`` first (the sender's token bucket, then the stop flag of pause / cancel /
+   back-off); the first transient refusal (429 / 5xx) stops the batch and opens a back-off;
 3. write: sent / failed / given back, one statement per outcome (plus one bulk_update of the
-   provider ids).
+   provider ids); the back-off (``Broadcast.backoff_until``) when the batch met one.
 A worker lost between 1 and 3 leaves ``sending`` rows whose lease runs out: ``reconcile`` asks
 the provider (``messaging.batch_reconcile``) whether each one left, instead of sending again.
 """
@@ -18,6 +20,8 @@ the provider (``messaging.batch_reconcile``) whether each one left, instead of s
 from __future__ import annotations
 
 import logging
+import random
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,6 +57,8 @@ class Batch:
     broadcast: Broadcast | None
     items: list[dict[str, Any]] = field(default_factory=list)
     claimed: int = 0
+    wait: float = 0.0  # > 0: the broadcast is backing off for this many seconds, nothing claimed
+    resume_in: float | None = None  # this batch opened a back-off: resume the broadcast after it
 
 
 def batch_size(broadcast: Broadcast) -> int:
@@ -78,6 +84,9 @@ def batch_claim(*, broadcast_id: Any) -> Batch:
         broadcast = Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).first()
         if broadcast is None:
             return Batch(None)
+        wait = _backoff_wait(broadcast, now)
+        if wait:
+            return Batch(broadcast, wait=wait)
         size = batch_size(broadcast)
         rows = list(
             Recipient.objects.select_for_update(skip_locked=True)
@@ -112,11 +121,13 @@ def batch_claim(*, broadcast_id: Any) -> Batch:
 
 
 def batch_send(batch: Batch) -> dict[str, int]:
-    """Send a claimed batch and record the outcomes. Returns counts per outcome."""
+    """Send a claimed batch and record the outcomes. Returns counts per outcome; sets
+    ``batch.resume_in`` when this batch opened a back-off (the caller resumes the broadcast then)."""
     broadcast = batch.broadcast
     if broadcast is None or not batch.items:
         return {}
     rate = broadcast.rate_per_second or 0.0
+    backoff = _Backoff(broadcast)
 
     def before_send(item: dict[str, Any]) -> bool:
         if rate:
@@ -128,16 +139,66 @@ def batch_send(batch: Batch) -> dict[str, int]:
     for channel, items in _by_channel(batch.items).items():
         # A stop in one channel's group (pause, cancel, a transient refusal) holds for the next.
         stopped = any(r["outcome"] == "not_sent" for r in results)
-        results.extend(_hook(channel, "batch_send", channel=channel, items=items,
+        results.extend(_hook(channel, "batch_send", channel=channel, items=items, throttled=backoff.begin,
                              before_send=(lambda item: False) if stopped else before_send))  # fmt: skip
-    return batch_record(broadcast_id=broadcast.id, results=results)
+    transient = next((r for r in results if r.get("transient")), None)
+    if transient is not None:
+        backoff.begin(transient.get("retry_after"))  # when the agent did not announce it itself
+    # Only a batch the provider answered in full ends a back-off (one stopped by another batch's
+    # back-off proves nothing).
+    clean = not any(r["outcome"] == "not_sent" for r in results)
+    counts = batch_record(broadcast_id=broadcast.id, results=results, backoff_until=backoff.until,
+                          backing_off=bool(broadcast.backoff_step) and clean)  # fmt: skip
+    if backoff.until is not None and counts.get("backoff_opened"):
+        batch.resume_in = max(0.0, (backoff.until - timezone.now()).total_seconds())
+    return counts
 
 
-def batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[str, int]:
-    """Write a batch's outcomes (retried when PostgreSQL picks it as a deadlock victim)."""
+def backoff_seconds(*, retry_after: float | None, step: int) -> float:
+    """How long a broadcast waits after a transient refusal: the provider's Retry-After when it
+    gave one; else 1 s, 2 s, 4 s … by refused batch in a row, capped (BROADCAST_BACKOFF_MAX_SECONDS),
+    a random half of it off ("equal jitter": the broadcasts throttled together do not come back
+    together)."""
+    if retry_after is not None and retry_after > 0:
+        return float(retry_after)
+    delay = min(
+        settings.BROADCAST_BACKOFF_MAX_SECONDS, settings.BROADCAST_BACKOFF_BASE_SECONDS * 2 ** min(step, 30)
+    )
+    return delay / 2 + random.uniform(0, delay / 2)  # jitter, not a secret
+
+
+class _Backoff:
+    """The back-off a batch opens at its first transient refusal. ``begin`` is called from a
+    sending thread (agents/common/batchsend.py): Redis only, no database; the writer records it."""
+
+    def __init__(self, broadcast: Broadcast) -> None:
+        self.broadcast_id, self.step = broadcast.id, broadcast.backoff_step
+        self.until: Any = None
+        self._lock = threading.Lock()
+
+    def begin(self, retry_after: float | None) -> None:
+        with self._lock:
+            if self.until is not None:
+                return
+            seconds = backoff_seconds(retry_after=retry_after, step=self.step)
+            self.until = timezone.now() + timedelta(seconds=seconds)
+        log.warning("broadcast %s: provider refused for now, backing off %.1f s", self.broadcast_id, seconds)
+        try:
+            stopflags.hold(self.broadcast_id, seconds)  # the broadcast's other batches stop too
+        except Exception as exc:  # the batch's writer still records it in the database
+            log.warning("back-off flag not raised (%s)", type(exc).__name__)
+
+
+def batch_record(
+    *, broadcast_id: Any, results: list[dict[str, Any]], backoff_until: Any = None, backing_off: bool = False
+) -> dict[str, int]:
+    """Write a batch's outcomes (retried when PostgreSQL picks it as a deadlock victim), and the
+    back-off it opened (``backoff_until``) or, when the broadcast was ``backing_off`` and this
+    batch met no transient refusal, the end of it."""
     for attempt in range(1, DEADLOCK_RETRIES + 1):
         try:
-            return _batch_record(broadcast_id=broadcast_id, results=results)
+            return _batch_record(broadcast_id=broadcast_id, results=results, backoff_until=backoff_until,
+                                 backing_off=backing_off)  # fmt: skip
         except OperationalError:
             if attempt == DEADLOCK_RETRIES:
                 raise  # the rows stay ``sending``: the reconciler asks the provider about them
@@ -152,8 +213,10 @@ def lock_in_id_order(ids: list[Any]) -> None:
     list(Recipient.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
 
 
-def _batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[str, int]:
-    """One UPDATE per outcome, one bulk_update of the provider ids."""
+def _batch_record(
+    *, broadcast_id: Any, results: list[dict[str, Any]], backoff_until: Any, backing_off: bool
+) -> dict[str, int]:
+    """One UPDATE per outcome, one bulk_update of the provider ids (the broadcast's row last)."""
     now = timezone.now()
     by_outcome: dict[str, list[dict[str, Any]]] = {}
     for result in results:
@@ -184,8 +247,31 @@ def _batch_record(*, broadcast_id: Any, results: list[dict[str, Any]]) -> dict[s
                 lease_until=None, sender="", updated_at=now,
             )  # fmt: skip
         # ``unknown`` (no answer after the request left): stays ``sending``; the reconciler asks.
+        opened = _record_backoff(broadcast_id, backoff_until, backing_off, now)
         notify_progress(broadcast_id)
-    return {outcome: len(rows) for outcome, rows in by_outcome.items()}
+    counts = {outcome: len(rows) for outcome, rows in by_outcome.items()}
+    if opened:
+        counts["backoff_opened"] = 1
+    return counts
+
+
+def _record_backoff(broadcast_id: Any, until: Any, backing_off: bool, now) -> bool:
+    """Open (or lengthen) the broadcast's back-off; True when this batch opened it (then it, and
+    no other batch, schedules the resume). A batch without a transient refusal ends a back-off
+    that is over (never one another batch opened meanwhile)."""
+    over = Q(backoff_until__isnull=True) | Q(backoff_until__lte=now)
+    if until is None:
+        if backing_off:
+            Broadcast.objects.filter(over, id=broadcast_id, backoff_step__gt=0).update(
+                backoff_step=0, backoff_until=None
+            )
+        return False
+    opened = Broadcast.objects.filter(over, id=broadcast_id).update(
+        backoff_until=until, backoff_step=F("backoff_step") + 1
+    )
+    if not opened:
+        Broadcast.objects.filter(id=broadcast_id, backoff_until__lt=until).update(backoff_until=until)
+    return bool(opened)
 
 
 def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str, int]:
@@ -236,6 +322,15 @@ def reconcile(*, older_than_seconds: float = 0.0, limit: int = 1000) -> dict[str
     return counts
 
 
+def backoff_remaining(*, broadcast_id: Any) -> float | None:
+    """Seconds until a running broadcast's back-off is over (0: not backing off); None when it
+    is not running."""
+    broadcast = (
+        Broadcast.objects.filter(id=broadcast_id, status=B.RUNNING).only("id", "backoff_until").first()
+    )
+    return None if broadcast is None else _backoff_wait(broadcast, timezone.now())
+
+
 def finish_if_done(*, broadcast_id: Any) -> bool:
     done = broadcast_finish_if_done(broadcast_id=broadcast_id)
     if done:
@@ -244,6 +339,13 @@ def finish_if_done(*, broadcast_id: Any) -> bool:
 
 
 # --- internals -----------------------------------------------------------------------------
+
+
+def _backoff_wait(broadcast: Broadcast, now) -> float:
+    """Seconds the broadcast still backs off: its ``backoff_until``, or the Redis key a batch
+    raised the moment it was refused (before its writer has recorded it)."""
+    recorded = (broadcast.backoff_until - now).total_seconds() if broadcast.backoff_until else 0.0
+    return max(recorded, stopflags.backoff_left(broadcast.id), 0.0)
 
 
 # Paced a little under the rate asked: the provider sees our grants plus the network's jitter,

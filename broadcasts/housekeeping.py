@@ -39,7 +39,10 @@ def housekeeping_run() -> dict[str, int]:
         Q(not_before__isnull=True) | Q(not_before__lte=now)
     )
     running = Broadcast.objects.filter(status=B.RUNNING)
-    for broadcast_id in running.filter(id__in=claimable.values("broadcast_id")).values_list("id", flat=True):
+    not_backing_off = Q(backoff_until__isnull=True) | Q(backoff_until__lte=now)
+    for broadcast_id in running.filter(not_backing_off, id__in=claimable.values("broadcast_id")).values_list(
+        "id", flat=True
+    ):
         kick(broadcast_id, chains=1)
         kicked += 1
     for broadcast_id in running.exclude(id__in=Recipient.objects.filter(

@@ -84,6 +84,10 @@ class Broadcast(models.Model):
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_hash = models.CharField(max_length=64, blank=True, help_text="what the key was first used with")
     created_by = models.CharField(max_length=150, blank=True)
+    # Back-off after a provider's 429 / 5xx (docs/broadcasts.md, "Back-off"): no batch is
+    # claimed before ``backoff_until``; ``backoff_step`` counts the refused batches in a row.
+    backoff_until = models.DateTimeField(null=True, blank=True)
+    backoff_step = models.PositiveSmallIntegerField(default=0)
     total = models.PositiveIntegerField(default=0, help_text="recipients accepted")
     rejected = models.PositiveIntegerField(default=0, help_text="input rows refused at creation")
     error = models.TextField(blank=True, help_text="why the broadcast failed (importing or writing)")

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.db.models import Count, Q
+from django.utils import timezone
 
 from broadcasts.models import Broadcast, Recipient, RecipientStatus
 
@@ -45,7 +46,13 @@ def broadcast_progress(broadcast: Broadcast) -> dict[str, Any]:
         "done": done,
         # Nothing in the table yet while an accepted list is being imported: 0 %, not 100 %.
         "percent": round(100.0 * done / total, 1) if total else (0.0 if broadcast.total else 100.0),
+        # The provider refused for now (429 / 5xx): no batch leaves before this (docs/broadcasts.md).
+        "backoff_until": broadcast.backoff_until if _backing_off(broadcast) else None,
     }
+
+
+def _backing_off(broadcast: Broadcast) -> bool:
+    return broadcast.backoff_until is not None and broadcast.backoff_until > timezone.now()
 
 
 def recipients_csv_rows(broadcast: Broadcast) -> Iterator[list[Any]]:

@@ -32,6 +32,10 @@ def send_batch(broadcast_id: str) -> dict[str, int]:
     batch = engine.batch_claim(broadcast_id=broadcast_id)
     if batch.broadcast is None:
         return {}
+    if batch.wait:
+        # Backing off: this chain ends here; the batch that opened the back-off queued the
+        # resume, which starts the chains again when it is over (beat's tick too, as a net).
+        return {"backing_off": 1}
     if not batch.claimed:
         # Deferred recipients (quiet hours) stay pending: beat's tick restarts the chain once they
         # are due (within its 30 s). No timer task here: one per chain would pile up.
@@ -39,10 +43,36 @@ def send_batch(broadcast_id: str) -> dict[str, int]:
         return {}
     send_batch.apply_async(args=[broadcast_id], queue=QUEUE)
     counts = engine.batch_send(batch)
+    if batch.resume_in is not None:
+        _resume_later(broadcast_id, batch.resume_in)
     # The successor may have found nothing while this batch was sending: the last batch to finish
     # completes the broadcast (one EXISTS query).
     engine.finish_if_done(broadcast_id=broadcast_id)
     return counts
+
+
+@shared_task(name="broadcasts.resume", acks_late=True)
+def resume(broadcast_id: str) -> dict[str, int]:
+    """After a back-off: start the broadcast's batch chains again (or wait on, when another batch
+    lengthened the back-off meanwhile)."""
+    wait = engine.backoff_remaining(broadcast_id=broadcast_id)
+    if wait is None:
+        return {}  # no longer running
+    if wait > 0:
+        _resume_later(broadcast_id, wait)
+        return {"waiting": 1}
+    kick(broadcast_id)
+    return {"kicked": settings.BROADCAST_PARALLEL_BATCHES}
+
+
+def _resume_later(broadcast_id: str, seconds: float) -> None:
+    if resume.app.conf.task_always_eager:
+        # No broker, no countdown (the embedded default runs tasks inline): beat's tick starts
+        # the chains again once the back-off is over.
+        return
+    # At most 5 minutes at a time (a long Retry-After waits in several steps): well under the
+    # Redis broker's visibility timeout (1 h), after which it would hand the ETA task out again.
+    resume.apply_async(args=[broadcast_id], queue=QUEUE, countdown=min(seconds, 300.0))
 
 
 @shared_task(name="broadcasts.tick", acks_late=True)

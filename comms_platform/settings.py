@@ -514,6 +514,11 @@ BROADCAST_MAX_BODY_BYTES = 32 * 1024 * 1024  # POST /api/broadcasts/: 100,000 in
 # (broadcasts.import_recipients): the 201 comes after one compressed row, not 100,000.
 BROADCAST_INLINE_INTAKE_MAX = env.int("BROADCAST_INLINE_INTAKE_MAX", default=5_000)
 BROADCAST_PACED_BATCH_SECONDS = 2.0  # a paced batch (rate_per_second set) lasts about this long
+# Provider calls a batch has under way at once (threads of the worker process, HTTP I/O).
+BROADCAST_SEND_CONCURRENCY = env.int("BROADCAST_SEND_CONCURRENCY", default=8)
+# After a 429 / 5xx without Retry-After: 1 s, 2 s, 4 s … (half of it random), at most this.
+BROADCAST_BACKOFF_BASE_SECONDS = 1.0
+BROADCAST_BACKOFF_MAX_SECONDS = 60.0
 CELERY_BEAT_SCHEDULE["broadcasts-tick"] = {
     "task": "broadcasts.tick",
     "schedule": 30.0,

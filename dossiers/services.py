@@ -361,11 +361,22 @@ def messages_record_accepted_bulk(*, sids: dict[int, str], status: str) -> None:
     came first keeps its SID and its (higher) status."""
     if not sids:
         return
-    Message.objects.filter(id__in=list(sids)).update(
-        provider_sid=Coalesce(F("provider_sid"), ValuePerRow(sids)),
-        status=Case(When(status="pending", then=Value(status)), default=F("status")),
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        _lock_in_id_order(Message, list(sids))
+        Message.objects.filter(id__in=list(sids)).update(
+            provider_sid=Coalesce(F("provider_sid"), ValuePerRow(sids)),
+            status=Case(When(status="pending", then=Value(status)), default=F("status")),
+            updated_at=timezone.now(),
+        )
+
+
+def _lock_in_id_order(model: Any, ids: list[Any]) -> None:
+    """Lock these rows in id order before a set-based UPDATE of them. The status callbacks'
+    drain raises messages one by one in id order, in one transaction; an ``UPDATE … WHERE id IN``
+    locks rows in the order it scans them (physical, not id order), and two transactions taking
+    the same row locks in different orders deadlock (seen with a broadcast batch's write while
+    the drain applied the first callbacks of that batch)."""
+    list(model.objects.select_for_update().filter(id__in=ids).order_by("id").values_list("id", flat=True))
 
 
 def messages_record_refused_bulk(*, refusals: dict[int, tuple[str, str]]) -> None:
@@ -373,11 +384,15 @@ def messages_record_refused_bulk(*, refusals: dict[int, tuple[str, str]]) -> Non
     by_code: dict[tuple[str, str], list[int]] = {}
     for message_id, (code, error) in refusals.items():
         by_code.setdefault((code[:16], error[:300]), []).append(message_id)
+    if not by_code:
+        return
     now = timezone.now()
-    for (code, error), ids in by_code.items():
-        Message.objects.filter(id__in=ids).update(
-            status="failed", error_code=code, error_message=error, updated_at=now
-        )
+    with transaction.atomic():
+        _lock_in_id_order(Message, list(refusals))
+        for (code, error), ids in by_code.items():
+            Message.objects.filter(id__in=ids).update(
+                status="failed", error_code=code, error_message=error, updated_at=now
+            )
 
 
 def messages_discard_unsent(*, ids: list[int]) -> None:
@@ -404,12 +419,14 @@ def emails_record_accepted_bulk(*, provider: str, message_ids: dict[int, str]) -
     came first keep their (higher) status."""
     if not message_ids:
         return
-    Email.objects.filter(id__in=list(message_ids)).update(
-        provider=provider,
-        provider_message_id=Case(*[When(id=eid, then=Value(mid)) for eid, mid in message_ids.items()]),
-        status=Case(When(status="queued", then=Value("sent")), default=F("status")),
-        updated_at=timezone.now(),
-    )
+    with transaction.atomic():
+        _lock_in_id_order(Email, list(message_ids))  # the delivery events' drain touches them too
+        Email.objects.filter(id__in=list(message_ids)).update(
+            provider=provider,
+            provider_message_id=Case(*[When(id=eid, then=Value(mid)) for eid, mid in message_ids.items()]),
+            status=Case(When(status="queued", then=Value("sent")), default=F("status")),
+            updated_at=timezone.now(),
+        )
 
 
 def emails_record_refused_bulk(*, ids: list[int]) -> None:

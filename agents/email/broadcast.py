@@ -5,9 +5,11 @@ may not import an agent (docs/broadcasts.md):
 - ``email.batch_prepare(channel, items)``: the address rules per recipient (a contact whose
   address hard-bounced before is refused: ``email_undeliverable``) and the dossier emails of
   the batch, one INSERT;
-- ``email.batch_send(channel, items, before_send)``: the configured provider's Django email
-  backend opened ONCE (one SMTP session, one anymail HTTP session), one ``send`` per email over
-  it, ``before_send(item)`` asked first; the dossier emails updated set-based afterwards;
+- ``email.batch_send(channel, items, before_send, throttled)``: the configured provider's
+  Django email backend opened once per call under way (SendGrid: ``BROADCAST_SEND_CONCURRENCY``
+  backends, one anymail HTTP session each; SMTP: one session, one email at a time), one ``send`` per
+  email over it, ``before_send(item)`` asked first; the first transient refusal stops the
+  batch and calls ``throttled(retry_after)``; the dossier emails updated set-based afterwards;
 - ``email.batch_reconcile(items)``: after a lost worker, the provider message id the emails
   of these recipients were accepted with, if any;
 - ``email.template_problem(template)`` / ``email.render_template(template, variables, subject)``:
@@ -27,6 +29,7 @@ from django.conf import settings
 from django.template import Context, TemplateDoesNotExist, engines
 from django.template.loader import render_to_string
 
+from agents.common.batchsend import ClientPool, send_concurrently
 from agents.content.text import html_to_text
 from agents.email.handlers import _template_errors
 from agents.email.providers import EmailProvider, OutgoingEmail, get_provider, provider_chain
@@ -101,55 +104,60 @@ def batch_prepare(*, channel: str, items: list[dict[str, Any]]) -> dict[Any, dic
 
 @hook("email.batch_send")
 def batch_send(
-    *, channel: str, items: list[dict[str, Any]], before_send: Callable[[dict[str, Any]], bool]
+    *,
+    channel: str,
+    items: list[dict[str, Any]],
+    before_send: Callable[[dict[str, Any]], bool],
+    throttled: Callable[[float | None], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Send prepared items over one connection; one result each: accepted (sid) / refused (code,
-    reason) / not_sent (stopped, or a transient refusal: this one and the rest go back) /
-    unknown (the connection broke after the message may have left)."""
+    """Send prepared items, ``BROADCAST_SEND_CONCURRENCY`` at a time, each call over a connection
+    opened once for the batch and lent to one call at a time (one anymail HTTP session each;
+    SMTP: one session); one result each: accepted (sid) / refused (code, reason) / not_sent
+    (stopped, or a transient refusal — an unreachable server too: ``transient``, the rest goes
+    back) / unknown (the connection broke after the message may have left)."""
     provider = get_provider(provider_chain()[0])
-    connection = provider.connection()
-    opened = _open(provider, connection)
-    if opened is not None:  # the server is unreachable: the whole batch goes back
-        emails_discard_unsent(ids=[item["message_id"] for item in items])
-        return [{"key": item["key"], "outcome": "not_sent", "code": str(opened.code or ""), "reason": opened.message}
-                for item in items]  # fmt: skip
-    results: list[dict[str, Any]] = []
-    accepted: dict[int, str] = {}
-    refused: list[int] = []
-    unsent: list[int] = []
-    sent: list[tuple[OutgoingEmail, str]] = []
-    stopped = False
+    concurrency = settings.BROADCAST_SEND_CONCURRENCY if provider.concurrent_sends else 1
+    connections = ClientPool(lambda: _open(provider), min(concurrency, len(items)))
+    messages: dict[Any, OutgoingEmail] = {}
+
+    def send(item: dict[str, Any]) -> dict[str, Any]:
+        messages[item["key"]] = message = _outgoing(item)
+        with connections.lease() as connection:
+            return _send_one(provider, connection, message, item["key"])
+
     try:
-        for item in items:
-            key, email_id = item["key"], item["message_id"]
-            if stopped or not before_send(item):
-                stopped = True
-                results.append({"key": key, "outcome": "not_sent"})
-                unsent.append(email_id)
-                continue
-            message = _outgoing(item)
-            try:
-                result = provider.send_one(message, connection=connection)
-            except AgentError as error:
-                code = str(error.code or "")
-                if error.permanent:
-                    refused.append(email_id)
-                    results.append({"key": key, "outcome": "refused", "code": code, "reason": error.message})
-                else:
-                    stopped = True
-                    unsent.append(email_id)
-                    results.append({"key": key, "outcome": "not_sent", "code": code, "reason": error.message})
-                continue
-            accepted[email_id] = result.message_id
-            sent.append((message, result.message_id))
-            results.append({"key": key, "outcome": "accepted", "sid": result.message_id[:64]})
+        results = send_concurrently(items, send=send, before_send=before_send, throttled=throttled,
+                                    concurrency=concurrency)  # fmt: skip
     finally:
-        connection.close()
-    emails_record_accepted_bulk(provider=provider.name, message_ids=accepted)
-    emails_record_refused_bulk(ids=refused)
-    emails_discard_unsent(ids=unsent)
-    provider.deliver_events(sent)
+        for connection in connections.made:
+            if not isinstance(connection, AgentError):
+                connection.close()
+    by_key = {item["key"]: item["message_id"] for item in items}
+    accepted = [r for r in results if r["outcome"] == "accepted"]
+    emails_record_accepted_bulk(
+        provider=provider.name, message_ids={by_key[r["key"]]: r["sid"] for r in accepted}
+    )
+    emails_record_refused_bulk(ids=[by_key[r["key"]] for r in results if r["outcome"] == "refused"])
+    emails_discard_unsent(ids=[by_key[r["key"]] for r in results if r["outcome"] == "not_sent"])
+    provider.deliver_events([(messages[r["key"]], r["sid"]) for r in accepted])
+    for result in accepted:
+        result["sid"] = result["sid"][:64]
     return results
+
+
+def _send_one(provider: EmailProvider, connection: Any, message: OutgoingEmail, key: Any) -> dict[str, Any]:
+    """One email over this thread's connection (in a sending thread: no database here)."""
+    try:
+        if isinstance(connection, AgentError):  # this thread could not reach the provider
+            raise connection
+        result = provider.send_one(message, connection=connection)
+    except AgentError as error:
+        code = str(error.code or "")
+        if error.permanent:
+            return {"key": key, "outcome": "refused", "code": code, "reason": error.message}
+        return {"key": key, "outcome": "not_sent", "code": code, "reason": error.message, "transient": True,
+                "retry_after": error.retry_after}  # fmt: skip
+    return {"key": key, "outcome": "accepted", "sid": result.message_id}
 
 
 @hook("email.batch_reconcile")
@@ -172,10 +180,12 @@ def batch_reconcile(*, items: list[dict[str, Any]]) -> dict[Any, Any]:
     return found
 
 
-def _open(provider: EmailProvider, connection: Any) -> AgentError | None:
-    """Open the backend's connection once for the batch (Django's and anymail's backends keep
-    a connection opened by their caller across ``send_messages``; one they open themselves is
-    closed after each message). The typed error when the provider cannot be reached."""
+def _open(provider: EmailProvider) -> Any:
+    """A connection of the provider's Django email backend, opened for the batch (Django's and
+    anymail's backends keep a connection opened by their caller across ``send_messages``; one
+    they open themselves is closed after each message). The typed error, instead, when the
+    provider cannot be reached."""
+    connection = provider.connection()
     try:
         connection.open()
     except Exception as exc:
@@ -183,7 +193,7 @@ def _open(provider: EmailProvider, connection: Any) -> AgentError | None:
         if error is None:
             raise
         return error
-    return None
+    return connection
 
 
 def _outgoing(item: dict[str, Any]) -> OutgoingEmail:

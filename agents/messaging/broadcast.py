@@ -3,9 +3,10 @@
 Broadcasts may not import an agent; they call these registry hooks (docs/broadcasts.md):
 - ``messaging.batch_prepare(channel, items)``: the channel rules per recipient (WhatsApp's
   24-hour window, the body's length) and the dossier messages of the batch, one INSERT;
-- ``messaging.batch_send(channel, items, before_send)``: one provider call per message over
-  one client (one HTTP session), ``before_send(item)`` asked first (False: stop here); the
-  dossier messages updated set-based afterwards;
+- ``messaging.batch_send(channel, items, before_send, throttled)``: one provider call per
+  message, ``BROADCAST_SEND_CONCURRENCY`` at a time (one SDK client per call under way),
+  ``before_send(item)`` asked first (False: stop here); the first transient refusal stops the
+  batch and calls ``throttled(retry_after)``; the dossier messages updated set-based afterwards;
 - ``messaging.batch_reconcile(items)``: after a lost worker, asks the provider which of these
   messages (found by correlation id and address) left (Messages list), instead of sending again;
 - ``messaging.template_body(template, channel, locale)``: a template's text.
@@ -24,9 +25,10 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.utils import timezone
 
+from agents.common.batchsend import ClientPool, send_concurrently
 from agents.messaging import bodies
 from agents.messaging.providers import get_provider
-from agents.messaging.providers.base import OutboundMessage
+from agents.messaging.providers.base import MessagingProvider, OutboundMessage
 from agents.messaging.sending import STATUS_PATH, WHATSAPP_WINDOW, _check_body, _sender
 from dossiers.models import Contact, Message
 from dossiers.services import (
@@ -78,57 +80,73 @@ def batch_prepare(*, channel: str, items: list[dict[str, Any]]) -> dict[Any, dic
 
 @hook("messaging.batch_send")
 def batch_send(
-    *, channel: str, items: list[dict[str, Any]], before_send: Callable[[dict[str, Any]], bool]
+    *,
+    channel: str,
+    items: list[dict[str, Any]],
+    before_send: Callable[[dict[str, Any]], bool],
+    throttled: Callable[[float | None], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Send prepared items; one result each: outcome accepted (sid) / refused (code, reason) /
-    not_sent (stopped before its call, or a transient refusal) / unknown (no answer after the
-    request left: the caller leaves it for the reconciler)."""
+    """Send prepared items, ``BROADCAST_SEND_CONCURRENCY`` at a time (agents/common/batchsend.py:
+    ``before_send(item)`` asked first in this thread, False stops the batch; one provider client
+    per call under way); one result each: outcome accepted (sid) / refused (code, reason) /
+    not_sent (stopped before its call, or a transient refusal: ``transient`` and the provider's
+    ``retry_after``) / unknown (no answer after the request left: the caller leaves it for the
+    reconciler). The dossier messages are updated set-based afterwards, in this thread."""
+    concurrency = settings.BROADCAST_SEND_CONCURRENCY
+    providers = ClientPool(_warm_provider, min(concurrency, len(items)))
+    _, service = _sender(channel)
+
+    def send(item: dict[str, Any]) -> dict[str, Any]:
+        with providers.lease() as provider:
+            return _send_one(provider, channel, service, item)
+
+    results = send_concurrently(items, send=send, before_send=before_send, throttled=throttled,
+                                concurrency=concurrency)  # fmt: skip
+    by_key = {item["key"]: item["message_id"] for item in items}
+    messages_record_accepted_bulk(
+        sids={by_key[r["key"]]: r["sid"] for r in results if r["outcome"] == "accepted"}, status="queued"
+    )
+    messages_record_refused_bulk(
+        refusals={by_key[r["key"]]: (r["code"], r["reason"]) for r in results if r["outcome"] == "refused"}
+    )
+    messages_discard_unsent(ids=[by_key[r["key"]] for r in results if r["outcome"] == "not_sent"])
+    return results
+
+
+def _warm_provider() -> MessagingProvider:
+    """A provider for one sending thread at a time, its SDK client built and its Messages resource
+    loaded before the first paced call (which would otherwise carry the import and reach Twilio
+    late after its token)."""
     provider = get_provider()
     if hasattr(provider, "client"):
-        # Build the SDK client and load its Messages resource before the first paced call: the
-        # first call would otherwise carry the import, and reach Twilio late after its token.
         provider.client().messages  # noqa: B018
-    _, service = _sender(channel)
-    results: list[dict[str, Any]] = []
-    accepted: dict[int, str] = {}
-    refused: dict[int, tuple[str, str]] = {}
-    unsent: list[int] = []
-    stopped = False
-    for item in items:
-        key, message_id = item["key"], item["message_id"]
-        if stopped or not before_send(item):
-            stopped = True
-            results.append({"key": key, "outcome": "not_sent"})
-            unsent.append(message_id)
-            continue
-        to = f"whatsapp:{item['to']}" if channel == "whatsapp" else item["to"]
-        sender = item.get("sender") or ""
-        outbound = OutboundMessage(
-            to=to, body=item["body"], status_callback=callback_url(message_id=message_id, ref=item.get("ref", "")),
-            from_="" if (service and sender == service) else sender,
-            messaging_service_sid=service if (service and sender == service) else "",
-        )  # fmt: skip
-        try:
-            sent = provider.send(outbound)
-        except AgentError as error:
-            code = str(error.code or "")
-            if error.permanent:
-                refused[message_id] = (code, error.message)
-                results.append({"key": key, "outcome": "refused", "code": code, "reason": error.message})
-            elif getattr(error, "maybe_sent", False):
-                results.append({"key": key, "outcome": "unknown", "code": code, "reason": error.message})
-            else:
-                # A 429 or a 5xx: this one and the rest go back (sent by a later batch).
-                stopped = True
-                unsent.append(message_id)
-                results.append({"key": key, "outcome": "not_sent", "code": code, "reason": error.message})
-            continue
-        accepted[message_id] = sent.sid
-        results.append({"key": key, "outcome": "accepted", "sid": sent.sid})
-    messages_record_accepted_bulk(sids=accepted, status="queued")
-    messages_record_refused_bulk(refusals=refused)
-    messages_discard_unsent(ids=unsent)
-    return results
+    return provider
+
+
+def _send_one(
+    provider: MessagingProvider, channel: str, service: str, item: dict[str, Any]
+) -> dict[str, Any]:
+    """One provider call (in a sending thread: no database here)."""
+    key, message_id = item["key"], item["message_id"]
+    to = f"whatsapp:{item['to']}" if channel == "whatsapp" else item["to"]
+    sender = item.get("sender") or ""
+    outbound = OutboundMessage(
+        to=to, body=item["body"], status_callback=callback_url(message_id=message_id, ref=item.get("ref", "")),
+        from_="" if (service and sender == service) else sender,
+        messaging_service_sid=service if (service and sender == service) else "",
+    )  # fmt: skip
+    try:
+        sent = provider.send(outbound)
+    except AgentError as error:
+        code = str(error.code or "")
+        if error.permanent:
+            return {"key": key, "outcome": "refused", "code": code, "reason": error.message}
+        if getattr(error, "maybe_sent", False):
+            return {"key": key, "outcome": "unknown", "code": code, "reason": error.message}
+        # A 429 or a 5xx: this one and the rest go back (sent by a later batch, after a back-off).
+        return {"key": key, "outcome": "not_sent", "code": code, "reason": error.message, "transient": True,
+                "retry_after": error.retry_after}  # fmt: skip
+    return {"key": key, "outcome": "accepted", "sid": sent.sid}
 
 
 @hook("messaging.batch_reconcile")

@@ -94,6 +94,7 @@ class ProgressSerializer(serializers.Serializer):
     skipped_by_reason = serializers.DictField(child=serializers.IntegerField())
     done = serializers.IntegerField()
     percent = serializers.FloatField()
+    backoff_until = serializers.DateTimeField(allow_null=True)
 
 
 class BroadcastSerializer(serializers.ModelSerializer):

@@ -65,11 +65,10 @@ def test_many_recipients_go_in_as_one_insert_per_batch_with_their_fields(django_
     people.append({"to": people[3]["to"], "variables": {"name": "dup"}})
     people.append({"to": "+1 415 200 0001", "variables": {"name": "dup in another form"}})
     people.append({"to": "+14152009999", "variables": {"name": ""}})
-    with CaptureQueriesContext(connection) as request:
-        with django_capture_on_commit_callbacks() as queued:
-            result = broadcast_create(
-                name="big", channel="sms", body="Hi {{ name }}", recipients=people, start=False
-            )
+    with CaptureQueriesContext(connection) as request, django_capture_on_commit_callbacks() as queued:
+        result = broadcast_create(
+            name="big", channel="sms", body="Hi {{ name }}", recipients=people, start=False
+        )
     assert not [q for q in request.captured_queries if "broadcasts_recipient" in q["sql"]]
     assert not [q for q in request.captured_queries if 'FROM "dossiers_contact"' in q["sql"]]  # linked later
     assert result.broadcast.status == "importing" and result.broadcast.total == n

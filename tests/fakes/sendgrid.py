@@ -82,6 +82,12 @@ def shape_errors(body: Any) -> list[dict[str, str]]:
     return errors
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's backlog is 5: a broadcast batch opens eight connections at once, and a
+    # dropped SYN is retried only after a second.
+    request_queue_size = 128
+
+
 class FakeSendGrid:
     def __init__(self, api_key: str = "SG.fake-key.fake-secret") -> None:
         self.api_key = api_key
@@ -89,7 +95,7 @@ class FakeSendGrid:
         self.message_ids: list[str] = []
         self._answers: list[Answer] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self.server = _Server(("127.0.0.1", 0), self._handler_class())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 

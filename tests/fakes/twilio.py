@@ -23,6 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a batch opening eight connections at once (two
+    # batches, sixteen) overflows it, and a dropped SYN is retried only after a second — a delay
+    # real Twilio does not add.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 @dataclass
 class Received:
     method: str
@@ -32,6 +40,8 @@ class Received:
     auth: tuple[str, str] | None
     authorized: bool
     at: float = field(default_factory=time.monotonic)  # when it arrived
+    answered: float | None = None  # when its answer was written (POSTs)
+    status: int | None = None  # the HTTP status it was answered with (POSTs)
 
 
 @dataclass
@@ -56,6 +66,12 @@ class FakeTwilio:
     hold: bool = False
     holding: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    # Seconds every POST waits before its answer (real Twilio takes ~0.3 s per Messages call).
+    latency: float = 0.0
+    # Calls under way at once, and the most seen (concurrency tests).
+    in_flight: int = 0
+    max_in_flight: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> FakeTwilio:
         fake = self
@@ -93,13 +109,27 @@ class FakeTwilio:
                 length = int(self.headers.get("Content-Length") or 0)
                 form = parse_qs(self.rfile.read(length).decode(), keep_blank_values=True)
                 item = self._record(form)
+                with fake._lock:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    self._post(item, form)
+                finally:
+                    if item.answered is None:
+                        fake._answered(item, 0)
+
+            def _post(self, item: Received, form: dict) -> None:
                 if not item.authorized:
                     return self._json(401, {"code": 20003, "message": "Authenticate", "status": 401})
                 if item.path != f"/2010-04-01/Accounts/{fake.account_sid}/Messages.json":
                     return self._json(404, {"code": 20404, "message": "not found", "status": 404})
-                answer = fake.script.pop(0) if fake.script else None
+                with fake._lock:
+                    answer = fake.script.pop(0) if fake.script else None
+                if fake.latency:
+                    time.sleep(fake.latency)
                 if answer is not None and answer.status >= 300:
                     headers = {"Retry-After": answer.retry_after} if answer.retry_after else None
+                    fake._answered(item, answer.status)
                     return self._json(answer.status, {
                         "code": answer.code, "message": answer.message or "error", "status": answer.status,
                         "more_info": f"https://www.twilio.com/docs/errors/{answer.code}",
@@ -110,6 +140,7 @@ class FakeTwilio:
                 if fake.hold:
                     fake.holding.set()
                     fake.release.wait(60)
+                fake._answered(item, 201)
                 with contextlib.suppress(OSError):  # the client may be gone (killed while waiting)
                     self._json(201, created)
 
@@ -146,7 +177,7 @@ class FakeTwilio:
                                  "uri": item.path, "first_page_uri": item.path, "previous_page_uri": None,
                                  "end": len(found), "start": 0})  # fmt: skip
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
         threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -167,6 +198,13 @@ class FakeTwilio:
         }  # fmt: skip
         self.messages.append(message)
         return message
+
+    def _answered(self, item: Received, status: int) -> None:
+        """Counted out when the answer is about to leave (the client may send its next call as
+        soon as it has read it)."""
+        with self._lock:
+            self.in_flight -= 1
+        item.status, item.answered = status, time.monotonic()
 
     def posts(self) -> list[Received]:
         return [r for r in self.requests if r.method == "POST"]

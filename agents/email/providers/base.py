@@ -102,6 +102,8 @@ class EmailProvider(ABC):
     name: str = ""
     operation: str = "mail.send"  # the label of its calls in comms_provider_request_seconds
     awaits_events: bool = False
+    # A broadcast batch may send over several connections at once (one per call under way).
+    concurrent_sends: bool = True
 
     def send(self, message: OutgoingEmail) -> SendResult:
         """Hand the message to the provider; raise an AgentError subclass on failure."""

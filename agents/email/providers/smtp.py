@@ -20,6 +20,9 @@ from orchestrator.errors import AgentError, PermanentError
 class SmtpProvider(EmailProvider):
     name = "smtp"
     awaits_events = False
+    # One SMTP session per batch: servers limit the sessions of one client, and an SMTP
+    # session is sequential anyway.
+    concurrent_sends = False
 
     def connection(self) -> BaseEmailBackend:
         return get_connection("django.core.mail.backends.smtp.EmailBackend", fail_silently=False)
