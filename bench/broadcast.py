@@ -86,8 +86,11 @@ def tree_cpu(pid: int) -> float:
 
 
 def side_threads_cpu(pid: int) -> float:
-    """CPU of threads other than each process's main thread in the tree: in a Celery prefork
-    child these are the simulated provider's courier threads (they post the callbacks)."""
+    """CPU of the simulated provider's courier threads in the tree (they post the callbacks,
+    standing for Twilio): the threads it names ``COURIER_THREAD`` for the operating system. The
+    worker's own threads (a batch's sending threads) count as the worker's."""
+    from agents.messaging.providers.simulated import COURIER_THREAD
+
     total = 0.0
     for p in descendants(pid):
         try:
@@ -95,8 +98,13 @@ def side_threads_cpu(pid: int) -> float:
         except OSError:
             continue
         for tid in tids:
-            if int(tid) != p and (f := _stat(f"/proc/{p}/task/{tid}/stat")):
-                total += _cpu(f)
+            try:
+                with open(f"/proc/{p}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+            except OSError:
+                continue
+            if name == COURIER_THREAD and (fields := _stat(f"/proc/{p}/task/{tid}/stat")):
+                total += _cpu(fields)
     return total
 
 

@@ -38,7 +38,8 @@ _SAVE = """
 redis.call('HSET', KEYS[1], 'tokens', tokens, 'ts', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 """
-# Takes ``cost`` tokens or none; returns the wait in milliseconds (0 when they were taken).
+# Takes ``cost`` tokens or none; returns the wait in microseconds (0 when they were taken): a
+# wait rounded up to whole milliseconds made a paced sender (25/s: 40 ms a token) ~1 % slower.
 _LUA = (
     _REFILL
     + """
@@ -46,7 +47,7 @@ local wait = 0
 if tokens >= cost then
   tokens = tokens - cost
 else
-  wait = math.ceil((cost - tokens) / rate * 1000)
+  wait = math.ceil((cost - tokens) / rate * 1000000)
 end
 """
     + _SAVE
@@ -115,8 +116,8 @@ def acquire(key: str, *, rate: float, burst: float | None = None, cost: float = 
     url = settings.REDIS_URL if redis_url is None else redis_url
     if not url:
         return _memory.take(key, rate, burst, cost)
-    wait_ms = _redis_script(url)(keys=[f"ratelimit:{key}"], args=[rate, burst, cost])
-    return int(wait_ms) / 1000.0
+    wait_us = _redis_script(url)(keys=[f"ratelimit:{key}"], args=[rate, burst, cost])
+    return int(wait_us) / 1_000_000
 
 
 def reset_memory() -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 Item = dict[str, Any]
+GIL_SWITCH_SECONDS = 0.001
 Result = dict[str, Any]
 
 
@@ -45,6 +47,10 @@ def send_concurrently(
     """One result per item, in the items' order. ``send`` returns the item's result (it must
     carry the item's ``key``); an exception out of it leaves that item ``unknown`` (it may have
     left: the reconciler asks the provider) instead of losing the batch's other outcomes."""
+    if sys.getswitchinterval() > GIL_SWITCH_SECONDS:
+        # The calling thread paces the sends (a sleep until the sender's next token): woken, it
+        # must not wait CPython's default 5 ms for the GIL behind a sending thread.
+        sys.setswitchinterval(GIL_SWITCH_SECONDS)
     results: list[Result | None] = [None] * len(items)
     stop = threading.Event()
     slots = threading.BoundedSemaphore(max(1, concurrency))
