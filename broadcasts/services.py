@@ -143,11 +143,7 @@ def broadcast_import(*, broadcast_id: Any) -> str:
     task creates nothing twice; a worker lost mid-import rolls the transaction back and the
     upload is still there for the redelivery. Returns what it did."""
     with transaction.atomic():
-        broadcast = (
-            Broadcast.objects.select_for_update(skip_locked=True)
-            .filter(id=broadcast_id, status=B.IMPORTING)
-            .first()
-        )
+        broadcast = _locked_in(broadcast_id, B.IMPORTING)
         if broadcast is None:
             return "nothing to import"
         upload = BroadcastUpload.objects.filter(broadcast_id=broadcast.id).first()
@@ -183,6 +179,14 @@ def broadcast_import(*, broadcast_id: Any) -> str:
     return "imported"
 
 
+def _locked_in(broadcast_id: Any, status: str) -> Broadcast | None:
+    """The broadcast, row-locked, if it is in ``status`` and no other transaction holds it
+    (a second run of its task then leaves it alone)."""
+    return (
+        Broadcast.objects.select_for_update(skip_locked=True).filter(id=broadcast_id, status=status).first()
+    )
+
+
 def broadcast_write_body(*, broadcast_id: Any) -> str:
     """A ``writing`` broadcast's body from its prompt (the task ``broadcasts.write_body``): the
     content agent is asked once, the body stored, and the broadcast starts (or waits for its
@@ -190,11 +194,7 @@ def broadcast_write_body(*, broadcast_id: Any) -> str:
     locked (or no longer ``writing``) and asks nothing. A permanent refusal fails the broadcast
     with the reason; a TransientError propagates (the task retries, then fails it)."""
     with transaction.atomic():
-        broadcast = (
-            Broadcast.objects.select_for_update(skip_locked=True)
-            .filter(id=broadcast_id, status=B.WRITING)
-            .first()
-        )
+        broadcast = _locked_in(broadcast_id, B.WRITING)
         if broadcast is None:
             return "nothing to write"
         if not broadcast.body:

@@ -114,6 +114,11 @@ class TaskEventSerializer(serializers.ModelSerializer):
 
 
 class TaskSerializer(serializers.ModelSerializer):
+    # Empty when the task has none: a URL or "", which the schema's "uri" format does not allow.
+    callback_url = serializers.CharField(
+        read_only=True, help_text="the task's one-off callback URL, or empty"
+    )
+
     class Meta:
         model = Task
         fields = [
