@@ -11,7 +11,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from agents.common import webhook_buffer
@@ -61,7 +61,12 @@ def status_drain_schedule() -> None:
     # DRAIN_FLAG_SECONDS (two drains at once are harmless: each takes rows with skip_locked).
     try:
         if _redis().set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_SECONDS):
-            transaction.on_commit(_enqueue_drain)
+            if connection.in_atomic_block:
+                transaction.on_commit(_enqueue_drain)
+            else:
+                # No transaction (the fast lane, a view in autocommit): queue it now, without
+                # asking the database anything — a buffered callback must not need PostgreSQL.
+                _enqueue_drain()
     except Exception as exc:
         # Redis is away: the event is stored (the row is the outbox) and beat's periodic drain
         # (STATUS_DRAIN_INTERVAL_SECONDS) applies it once Redis is back. The callback is a 2xx.

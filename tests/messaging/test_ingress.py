@@ -158,3 +158,23 @@ def test_the_served_application_has_the_fast_lane():
     from comms_platform.wsgi import application
 
     assert isinstance(application, StatusCallbackIngress)
+
+
+def test_a_buffered_callback_needs_no_database(redis_buffer, monkeypatch, caplog):
+    """PostgreSQL away: the fast lane still buffers, asks for a drain and answers 204 (the
+    drain applies the callback once the database is back)."""
+    from django.db import OperationalError, connections
+
+    connection = connections["default"]  # the wrapper itself, not django.db's proxy
+
+    def away():
+        raise OperationalError("the database is away")
+
+    callbacks._flag_seen_at = -1.0  # this callback asks for a drain
+    monkeypatch.setattr(connection, "ensure_connection", away)
+    monkeypatch.setattr(connection, "in_atomic_block", False)  # a gunicorn thread: autocommit
+    status, _ = call(StatusCallbackIngress(Django()), callback("delivered"), query="ref=b:1")
+    monkeypatch.undo()
+    assert status == "204 No Content"
+    assert webhook_buffer.pending("twilio", KIND) == 1
+    assert "status drain not scheduled" not in caplog.text  # queued without asking the database
