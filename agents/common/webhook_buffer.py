@@ -151,11 +151,15 @@ def take(*, provider: str, kind: str, count: int) -> Taken:
             continue
         keyed.setdefault(key, WebhookEvent(provider=provider, kind=kind, dedupe_key=key, payload=payload))
     if keyed:
-        stored = set(
-            WebhookEvent.objects.filter(provider=provider, dedupe_key__in=list(keyed)).values_list(
-                "dedupe_key", flat=True
+        try:
+            stored = set(
+                WebhookEvent.objects.filter(provider=provider, dedupe_key__in=list(keyed)).values_list(
+                    "dedupe_key", flat=True
+                )
             )
-        )
+        except BaseException:
+            taken.release()  # the database is away: another drain may try at once, not in 30 s
+            raise
         taken.rows = [row for key, row in keyed.items() if key not in stored]
     return taken
 

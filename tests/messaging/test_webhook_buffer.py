@@ -109,3 +109,19 @@ def test_a_row_the_database_refuses_does_not_sink_the_batch(buffered, caplog):
     assert Task.objects.get(id=task.id).status == TaskStatus.SUCCEEDED
     assert "could not be stored at all" in caplog.text
     assert webhook_buffer.pending("twilio", KIND) == 0
+
+
+def test_a_drain_that_cannot_reach_the_database_lets_go_of_the_stream(buffered, monkeypatch):
+    """The keys-already-stored query fails (PostgreSQL away): the stream's lock is released at
+    once, so the next drain need not wait for it to run out."""
+    from django.db import OperationalError
+
+    webhook_buffer.push(provider="twilio", kind=KIND, dedupe_key="k1", payload=callback("sent"))
+
+    def away(*args, **kwargs):
+        raise OperationalError("the database is away")
+
+    monkeypatch.setattr(WebhookEvent.objects, "filter", away)
+    with pytest.raises(OperationalError):
+        webhook_buffer.take(provider="twilio", kind=KIND, count=10)
+    assert not buffered.exists(webhook_buffer._lock("twilio", KIND))
