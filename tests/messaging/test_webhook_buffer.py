@@ -125,3 +125,37 @@ def test_a_drain_that_cannot_reach_the_database_lets_go_of_the_stream(buffered, 
     with pytest.raises(OperationalError):
         webhook_buffer.take(provider="twilio", kind=KIND, count=10)
     assert not buffered.exists(webhook_buffer._lock("twilio", KIND))
+
+
+def test_a_drain_on_a_table_of_millions_reads_its_batch_not_the_table(buffered):
+    """The two queries of a drain — which of these keys are stored, which stored callbacks are
+    not applied yet — go through their indexes: neither reads every stored callback (on a year
+    of callbacks, each drain would)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    if connection.vendor != "postgresql":
+        unavailable("needs PostgreSQL (query plans)")
+    now = timezone.now()
+    WebhookEvent.objects.bulk_create(
+        [WebhookEvent(provider="twilio", kind=KIND, dedupe_key=f"status:SM{i:032x}:delivered", payload={},
+                      processed_at=now, outcome="delivered") for i in range(100_000)],
+        batch_size=10_000,
+    )  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE agents_common_webhookevent")
+    for i in range(200):
+        webhook_buffer.push(provider="twilio", kind=KIND, dedupe_key=f"status:SMnew{i}:sent", payload={})
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        taken = webhook_buffer.take(provider="twilio", kind=KIND, count=200)
+        callbacks._drain_table(200)
+    taken.release()
+    assert len(taken.rows) == 200
+    [keys_query] = [q["sql"] for q in queries if "dedupe_key" in q["sql"] and "IN (" in q["sql"]]
+    [unapplied_query] = [q["sql"] for q in queries if 'processed_at" IS NULL' in q["sql"]]
+    with connection.cursor() as cursor:
+        for sql, index in ((keys_query, "webhookevent_key"), (unapplied_query, "webhookevent_unprocessed")):
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert index in plan and "Seq Scan" not in plan, plan
