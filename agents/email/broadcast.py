@@ -26,14 +26,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.template import Context, TemplateDoesNotExist, engines
 from django.template.loader import render_to_string
 
 from agents.common.batchsend import ClientPool, send_concurrently
 from agents.content.text import html_to_text
 from agents.email.handlers import _template_errors
 from agents.email.providers import EmailProvider, OutgoingEmail, get_provider, provider_chain
-from agents.email.services import unsubscribe_url
+from agents.email.services import text_template, unsubscribe_url
 from dossiers.models import Contact, Email
 from dossiers.services import (
     emails_discard_unsent,
@@ -68,18 +67,8 @@ def render_template(*, template: str, variables: dict[str, Any], subject: str = 
         "subject": subject,
     }
     html = render_to_string(f"email/{template}.html", context)
-    text = _text_template(f"email/{template}.txt", context) or html_to_text(html)
+    text = text_template(f"email/{template}.txt", context) or html_to_text(html)
     return {"text": text.strip(), "html": html}
-
-
-def _text_template(name: str, context: dict[str, Any]) -> str:
-    """A ``.txt`` template rendered WITHOUT HTML escaping (render_to_string would turn a
-    recipient's ``<`` into ``&lt;`` in the plain-text part); "" when there is none."""
-    try:
-        template = engines["django"].engine.get_template(name)
-    except TemplateDoesNotExist:
-        return ""
-    return template.render(Context(context, autoescape=False))
 
 
 @hook("email.batch_prepare")

@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.template import TemplateDoesNotExist
+from django.template import Context, TemplateDoesNotExist, engines
 from django.template.loader import render_to_string
 
 from agents.content.text import artifact_get, artifact_read, html_to_text
@@ -50,7 +50,7 @@ def render_body(*, payload: dict[str, Any], contact: Contact | None) -> Body:
     if payload.get("template"):
         name = payload["template"]
         html = html or render_to_string(f"email/{name}.html", context)
-        text = text or _optional_template(f"email/{name}.txt", context) or html_to_text(html)
+        text = text or text_template(f"email/{name}.txt", context) or html_to_text(html)
     artifact_id, mode = payload.get("artifact"), payload.get("artifact_as", "body")
     if artifact_id and mode == "body":
         artifact = artifact_get(artifact_id=artifact_id)
@@ -70,11 +70,15 @@ def render_body(*, payload: dict[str, Any], contact: Contact | None) -> Body:
     return Body(text=text or html_to_text(html), html=html)
 
 
-def _optional_template(name: str, context: dict[str, Any]) -> str:
+def text_template(name: str, context: dict[str, Any]) -> str:
+    """A ``.txt`` template rendered WITHOUT HTML escaping (render_to_string would turn a
+    recipient's ``<`` or ``&`` into ``&lt;`` / ``&amp;`` in the plain-text part); "" when there
+    is none."""
     try:
-        return render_to_string(name, context)
+        template = engines["django"].engine.get_template(name)
     except TemplateDoesNotExist:
         return ""
+    return template.render(Context(context, autoescape=False))
 
 
 def attachments_for(*, payload: dict[str, Any]) -> tuple[Attachment, ...]:

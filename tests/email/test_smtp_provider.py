@@ -90,3 +90,25 @@ def test_smtp_as_main_provider_finishes_the_task(
     assert plain.strip() == "Hi Ada Lovelace,\n\nWelcome aboard."
     assert "<p>Welcome aboard.</p>" in message.get_body(preferencelist=("html",)).get_content()
     assert Email.objects.get(task=task).status == "sent"
+
+
+def test_a_templated_plain_text_part_is_not_html_escaped(
+    smtp_server, settings, ada, django_capture_on_commit_callbacks
+):
+    """The ``.txt`` template renders values as they are (``&``, ``<``, quotes); the HTML part
+    escapes them."""
+    from orchestrator.services import task_create
+
+    settings.EMAIL_SIMULATED = False
+    settings.EMAIL_PROVIDER = "smtp"
+    line = 'Tom & Jerry\'s <b>"deal"</b>'
+    with django_capture_on_commit_callbacks(execute=True):
+        task, _ = task_create(type="email.send", contact_id=ada.id,
+                              payload={"subject": "Hi", "template": "notification", "context": {"message": line}})  # fmt: skip
+    task.refresh_from_db()
+    assert task.status == "succeeded"
+    [message] = smtp_server.messages()
+    plain = message.get_body(preferencelist=("plain",)).get_content().replace("\r\n", "\n")
+    assert plain.strip() == f"Hi Ada Lovelace,\n\n{line}"
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "Tom &amp; Jerry&#x27;s &lt;b&gt;&quot;deal&quot;&lt;/b&gt;" in html
