@@ -329,6 +329,7 @@ def broadcast_cancel(broadcast: Broadcast, *, actor: str) -> Broadcast:
     Recipient.objects.filter(broadcast_id=broadcast.id, status=R.PENDING).update(
         status=R.CANCELLED, reason="broadcast cancelled", updated_at=timezone.now()
     )
+    _drop_upload_data(broadcast.id)
     return broadcast
 
 
@@ -443,7 +444,14 @@ def _fail(broadcast: Broadcast, reason: str) -> None:
     Recipient.objects.filter(broadcast_id=broadcast.id, status=R.PENDING).update(
         status=R.SKIPPED, reason=f"broadcast failed: {reason}"[:200], updated_at=now
     )
+    _drop_upload_data(broadcast.id)
     notify_progress(broadcast.id)
+
+
+def _drop_upload_data(broadcast_id: Any) -> None:
+    """A broadcast that will never import (failed, cancelled) does not keep its uploaded rows
+    (megabytes for 100,000); the rows refused at import stay for the watch page."""
+    BroadcastUpload.objects.filter(broadcast_id=broadcast_id, imported_at__isnull=True).update(data=b"")
 
 
 def _enqueue(task: str, broadcast_id: Any) -> None:

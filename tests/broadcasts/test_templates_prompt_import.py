@@ -11,7 +11,7 @@ import pytest
 from broadcasts import tasks
 from broadcasts.csvimport import parse_recipients_csv
 from broadcasts.models import Broadcast, BroadcastUpload, Recipient, RecipientStatus
-from broadcasts.services import broadcast_create
+from broadcasts.services import broadcast_cancel, broadcast_create
 from dossiers.models import Contact
 from orchestrator.models import RoutingRule
 from tests.broadcasts.test_channels import smtp  # noqa: F401  (the fixture)
@@ -211,4 +211,16 @@ def test_an_import_with_no_valid_recipient_fails_with_the_reason_and_no_recipien
     broadcast = Broadcast.objects.get()
     assert broadcast.status == "failed" and broadcast.error == "no valid recipient (2 rows refused)"
     assert Recipient.objects.count() == 0
-    assert [r["line"] for r in BroadcastUpload.objects.get(broadcast=broadcast).rejected] == [2, 3]
+    upload = BroadcastUpload.objects.get(broadcast=broadcast)
+    assert [r["line"] for r in upload.rejected] == [2, 3]
+    assert bytes(upload.data) == b""  # never to be imported: the uploaded rows are not kept
+
+
+def test_a_broadcast_cancelled_while_importing_keeps_no_uploaded_rows():
+    created = broadcast_create(name="u", channel="sms", body="Hi", defer_intake=True, start=False,
+                               recipients=[{"to": "+14155550701", "line": 2}])  # fmt: skip
+    assert bytes(BroadcastUpload.objects.get(broadcast=created.broadcast).data) != b""
+    broadcast_cancel(created.broadcast, actor="test")
+    assert bytes(BroadcastUpload.objects.get(broadcast=created.broadcast).data) == b""
+    assert tasks.import_recipients.apply(args=[str(created.broadcast.id)]).get() == "nothing to import"
+    assert Recipient.objects.count() == 0
