@@ -21,6 +21,7 @@ A provider client serves one thread at a time: the Twilio SDK's ``TwilioHttpClie
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import sys
@@ -75,7 +76,8 @@ def send_concurrently(
                 stop.set()
                 slots.release()
                 break
-            pool.submit(run, index, item)
+            # The caller's context (the Celery task's log fields) goes with the call.
+            pool.submit(contextvars.copy_context().run, run, index, item)
     return [
         r if r is not None else {"key": items[i]["key"], "outcome": "not_sent"} for i, r in enumerate(results)
     ]

@@ -191,3 +191,22 @@ def test_a_refused_batchs_redis_key_holds_the_other_batches_before_the_database_
     time.sleep(0.6)
     assert not stopflags.is_raised(broadcast.id)
     assert _batch(broadcast) == {"accepted": 5}
+
+
+def test_the_sending_threads_log_with_the_callers_context():
+    """A line logged in a sending thread (a provider error) carries the batch task's fields."""
+    from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
+
+    from agents.common.batchsend import send_concurrently
+
+    tokens = bind_contextvars(task_id="t-1", channel="sms")
+    try:
+        results = send_concurrently(
+            [{"key": i} for i in range(6)],
+            send=lambda item: {"key": item["key"], "outcome": "sent", "seen": get_contextvars()},
+            before_send=lambda item: True,
+            concurrency=3,
+        )
+    finally:
+        reset_contextvars(**tokens)
+    assert [r["seen"] for r in results] == [{"task_id": "t-1", "channel": "sms"}] * 6
