@@ -4,8 +4,14 @@ import os
 
 from celery import Celery
 from celery.signals import beat_init, setup_logging, worker_init
+from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "comms_platform.settings")
+
+# redis:// and rediss:// broker URLs use kombu's Redis transport with one fix for a lost broker
+# (comms_platform/broker.py). The alias, not broker_transport: kombu keys rediss's TLS defaults
+# on the scheme's name.
+TRANSPORT_ALIASES["redis"] = TRANSPORT_ALIASES["rediss"] = "comms_platform.broker:Transport"
 
 app = Celery("comms_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
