@@ -122,3 +122,17 @@ def from_the_internet(settings):
     settings.MIDDLEWARE = [
         m for m in settings.MIDDLEWARE if m != "comms_platform.testmode.LoopbackOnlyMiddleware"
     ]
+
+
+@pytest.fixture
+def sendgrid(settings):
+    """The real SendGrid provider pointed at a local fake of the v3 API (tests/fakes/sendgrid.py)."""
+    from tests.fakes.sendgrid import FakeSendGrid
+
+    with FakeSendGrid() as fake:
+        settings.EMAIL_SIMULATED = False
+        settings.EMAIL_PROVIDER = "sendgrid"
+        settings.EMAIL_FALLBACK_PROVIDER = ""
+        settings.SENDGRID_API_KEY = fake.api_key
+        settings.SENDGRID_API_BASE_URL = fake.url
+        yield fake

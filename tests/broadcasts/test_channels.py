@@ -18,7 +18,6 @@ from broadcasts.models import Recipient, RecipientStatus
 from broadcasts.services import broadcast_create, broadcast_preview
 from dossiers.models import Consent, ConsentStatus, Contact, Email
 from orchestrator.models import RoutingRule
-from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.smtp import Collector, SmtpServer
 
 pytestmark = pytest.mark.django_db
@@ -50,17 +49,6 @@ def smtp(settings):
         settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
         settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
         yield server.collector
-
-
-@pytest.fixture
-def sendgrid(settings):
-    with FakeSendGrid() as fake:
-        settings.EMAIL_SIMULATED = False
-        settings.EMAIL_PROVIDER = "sendgrid"
-        settings.EMAIL_FALLBACK_PROVIDER = ""
-        settings.SENDGRID_API_KEY = fake.api_key
-        settings.SENDGRID_API_BASE_URL = fake.url
-        yield fake
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from broadcasts.models import Broadcast, Recipient, RecipientStatus
 from broadcasts.services import broadcast_create
-from tests.fakes.sendgrid import Answer, FakeSendGrid
+from tests.fakes.sendgrid import Answer
 from tests.fakes.twilio import Scripted
 
 pytestmark = pytest.mark.django_db
@@ -122,17 +122,6 @@ def test_backoff_grows_with_refused_batches_in_a_row_and_is_capped(settings):
         assert all(low <= backoff_seconds(retry_after=None, step=step) <= high for _ in range(50))
     assert all(30 <= backoff_seconds(retry_after=None, step=40) <= 60 for _ in range(50))
     assert backoff_seconds(retry_after=7.0, step=3) == 7.0  # the provider's Retry-After wins
-
-
-@pytest.fixture
-def sendgrid(settings):
-    with FakeSendGrid() as fake:
-        settings.EMAIL_SIMULATED = False
-        settings.EMAIL_PROVIDER = "sendgrid"
-        settings.EMAIL_FALLBACK_PROVIDER = ""
-        settings.SENDGRID_API_KEY = fake.api_key
-        settings.SENDGRID_API_BASE_URL = fake.url
-        yield fake
 
 
 def test_email_batch_goes_to_sendgrid_concurrently_and_backs_off_on_429(

@@ -3,20 +3,7 @@ from __future__ import annotations
 import pytest
 
 from dossiers.models import Contact
-from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.smtp import SmtpServer
-
-
-@pytest.fixture
-def sendgrid(settings):
-    """The real SendGrid provider pointed at a local fake of the v3 API."""
-    with FakeSendGrid() as fake:
-        settings.EMAIL_SIMULATED = False
-        settings.EMAIL_PROVIDER = "sendgrid"
-        settings.EMAIL_FALLBACK_PROVIDER = ""
-        settings.SENDGRID_API_KEY = fake.api_key
-        settings.SENDGRID_API_BASE_URL = fake.url
-        yield fake
 
 
 @pytest.fixture

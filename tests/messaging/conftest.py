@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from urllib.parse import urlencode
 
 import pytest
@@ -7,6 +8,7 @@ from twilio.request_validator import RequestValidator
 
 from comms_platform import ratelimit
 from tests.fakes.twilio import FakeTwilio
+from tests.support.services import unavailable
 
 PUBLIC = "https://comms.example.com"
 STATUS_URL = f"{PUBLIC}/webhooks/twilio/messaging/status/"
@@ -53,3 +55,20 @@ def signed_post(client, url: str, params: dict, *, token: str = TOKEN, signature
     if multipart:
         return client.post(path, params, **headers)
     return client.post(path, urlencode(params, doseq=True), content_type=FORM, **headers)
+
+
+@pytest.fixture
+def buffered(settings):
+    """The status callbacks' Redis buffer (agents/common/webhook_buffer.py), empty, on the test
+    Redis; the drain is scheduled as in production."""
+    from agents.common import webhook_buffer
+    from agents.messaging import callbacks
+
+    settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
+    client = webhook_buffer.client()
+    keys = (webhook_buffer.stream("twilio", callbacks.STATUS_KIND), callbacks.DRAIN_FLAG)
+    client.delete(*keys)
+    callbacks._flag_seen_at = -1.0
+    yield client
+    callbacks._flag_seen_at = -1.0
+    client.delete(*keys)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from urllib.parse import urlencode
 
 import pytest
@@ -22,7 +21,6 @@ from orchestrator.models import Task
 from orchestrator.states import TaskStatus
 from tests.messaging.conftest import PUBLIC, STATUS_URL, TOKEN, signed_post
 from tests.messaging.test_status_webhook import callback, in_flight
-from tests.support.services import unavailable
 
 pytestmark = pytest.mark.django_db
 PATH = STATUS_URL.removeprefix(PUBLIC)
@@ -30,14 +28,9 @@ KIND = callbacks.STATUS_KIND
 
 
 @pytest.fixture
-def redis_buffer(settings):
-    settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
-    client = webhook_buffer.client()
-    client.delete(webhook_buffer.stream("twilio", KIND), callbacks.DRAIN_FLAG)
+def redis_buffer(buffered):
     callbacks._flag_seen_at = 1e18  # these tests run the drain themselves
-    yield client
-    callbacks._flag_seen_at = -1.0
-    client.delete(webhook_buffer.stream("twilio", KIND), callbacks.DRAIN_FLAG)
+    yield buffered
 
 
 @pytest.fixture

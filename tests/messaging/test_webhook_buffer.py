@@ -4,8 +4,6 @@ after its commit, not when Redis is away — and is stored and applied once."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from django.db import transaction
 
@@ -20,16 +18,6 @@ from tests.support.services import unavailable
 
 pytestmark = pytest.mark.django_db
 KIND = callbacks.STATUS_KIND
-
-
-@pytest.fixture
-def buffered(settings):
-    settings.REDIS_URL = os.environ.get("REDIS_URL") or unavailable("needs Redis (set REDIS_URL=redis://…)")
-    client = webhook_buffer.client()
-    client.delete(webhook_buffer.stream("twilio", KIND), callbacks.DRAIN_FLAG)
-    callbacks._flag_seen_at = -1.0
-    yield client
-    client.delete(webhook_buffer.stream("twilio", KIND), callbacks.DRAIN_FLAG)
 
 
 def post_delivered(client, task: Task):
